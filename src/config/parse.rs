@@ -1,0 +1,625 @@
+//! Step one of settings: each value on its own, by the parser its table row names. No value here
+//! knows about another; the rules that span settings are in `resolve`.
+
+use super::defs::Kind;
+use crate::secret::Secret;
+use std::time::Duration;
+
+/// A value that passed its parser.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Text(String),
+    Secret(Secret),
+    Bool(bool),
+    Duration(Duration),
+    List(Vec<String>),
+    Number(u64),
+    /// `None` is `detect`.
+    Mtu(Option<u32>),
+}
+
+/// Why a value was refused, and how to fix it. The caller adds the variable's name and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bad {
+    pub what: String,
+    pub fix: String,
+}
+
+fn bad(what: impl Into<String>, fix: impl Into<String>) -> Bad {
+    Bad {
+        what: what.into(),
+        fix: fix.into(),
+    }
+}
+
+pub const MAX_LABELS: usize = 100;
+pub const MAX_LABEL_LEN: usize = 256;
+pub const MAX_RUNNER_NAME: usize = 64;
+
+pub fn parse(kind: Kind, name: &str, raw: &str) -> Result<Value, Bad> {
+    match kind {
+        Kind::Repo => repo(raw).map(Value::Text),
+        Kind::Slug => slug(raw).map(Value::Text),
+        Kind::Secret => token(raw).map(Value::Secret),
+        Kind::RsaKey => rsa_key(raw).map(Value::Secret),
+        Kind::JitConfig => jit_config(raw).map(Value::Secret),
+        // The file's content is parsed as the secret it holds; the path itself only needs to exist.
+        Kind::SecretFile => Ok(Value::Text(raw.to_string())),
+        Kind::AppId => app_id(raw).map(Value::Text),
+        Kind::Id => positive(raw).map(Value::Number),
+        Kind::Url => url(raw).map(Value::Text),
+        Kind::UrlList => list(raw, "URL")?
+            .into_iter()
+            .map(|u| url(&u))
+            .collect::<Result<_, _>>()
+            .map(Value::List),
+        Kind::RunnerName => runner_name(raw).map(Value::Text),
+        Kind::Labels => labels(raw).map(Value::List),
+        Kind::RunnerGroup => group(raw).map(Value::Text),
+        Kind::Bool => boolean(raw).map(Value::Bool),
+        Kind::Choice(words) => choice(raw, words).map(Value::Text),
+        Kind::AbsPath => abs_path(raw).map(Value::Text),
+        Kind::WorkPath => work_path(raw).map(Value::Text),
+        Kind::UserName => user_name(raw).map(Value::Text),
+        Kind::Mtu => mtu(raw).map(Value::Mtu),
+        Kind::Duration => duration(raw).map(Value::Duration),
+        Kind::LogLevel => log_level(raw, name).map(Value::Text),
+    }
+}
+
+fn is_login_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+fn repo(raw: &str) -> Result<String, Bad> {
+    if raw.contains("://") || raw.starts_with("github.com/") {
+        return Err(bad(
+            "is a URL, not owner/repo",
+            "set REPO to the repository's owner and name, e.g. REPO=octo-org/octo-repo, and GITHUB_URL=https://HOST for GitHub Enterprise Server",
+        ));
+    }
+    let fix = "set REPO to the repository's owner and name, e.g. REPO=octo-org/octo-repo";
+    let Some((owner, name)) = raw.split_once('/') else {
+        return Err(bad("is not of the form owner/repo", fix));
+    };
+    let owner_ok = !owner.is_empty()
+        && owner.len() <= 39
+        && !owner.starts_with('-')
+        && owner.chars().all(is_login_char);
+    let name_ok = !name.is_empty()
+        && name.len() <= 100
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !owner_ok || !name_ok {
+        return Err(bad(
+            "is not of the form owner/repo (owner: letters, digits, -, _; repo: letters, digits, -, _, .)",
+            fix,
+        ));
+    }
+    Ok(raw.to_string())
+}
+
+fn slug(raw: &str) -> Result<String, Bad> {
+    if raw.contains('/') {
+        return Err(bad(
+            "contains '/': an organization or enterprise is one name",
+            "for a repository set REPO=owner/repo instead",
+        ));
+    }
+    if raw.len() > 100 || raw.starts_with('-') || !raw.chars().all(is_login_char) {
+        return Err(bad(
+            "is not a valid name (letters, digits, -, _)",
+            "use the name as it appears in the URL, e.g. https://github.com/octo-org -> octo-org",
+        ));
+    }
+    Ok(raw.to_string())
+}
+
+fn token(raw: &str) -> Result<Secret, Bad> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return Err(bad("is empty", "put the token in the variable or the file"));
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "contains white space or control characters inside the token",
+            "a token is one word: check for a pasted line break or a second value",
+        ));
+    }
+    Ok(Secret::new(t))
+}
+
+/// Accepts a PEM RSA key (PKCS#1 as GitHub hands out, or PKCS#8) and proves it by signing: a key
+/// that only looks like PEM would otherwise fail at the first API call, after dockerd started.
+fn rsa_key(raw: &str) -> Result<Secret, Bad> {
+    // One-line keys in `.env` files carry `\n` escapes instead of line breaks.
+    let pem = if !raw.contains('\n') && raw.contains("\\n") {
+        raw.replace("\\n", "\n")
+    } else {
+        raw.to_string()
+    };
+    let pem = pem.trim().to_string();
+    let fix = "use the .pem file GitHub generated for the App (-----BEGIN RSA PRIVATE KEY-----)";
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes())
+        .map_err(|_| bad("is not a PEM RSA private key", fix))?;
+    let claims = serde_json::json!({"iat": 0, "exp": 1, "iss": "check"});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .map_err(|_| bad("is PEM but not a usable RSA private key", fix))?;
+    Ok(Secret::new(pem))
+}
+
+/// A JIT config is base64 of a JSON object holding `.runner`; anything else would only fail inside
+/// the runner, with a less helpful message.
+fn jit_config(raw: &str) -> Result<Secret, Bad> {
+    use base64::Engine;
+    let fix = "pass the encoded_jit_config GitHub returned, unchanged";
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .map_err(|_| bad("is not base64", fix))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| bad("does not decode to JSON", fix))?;
+    if doc.get(".runner").and_then(|v| v.as_str()).is_none() {
+        return Err(bad("decodes to JSON without a \".runner\" entry", fix));
+    }
+    Ok(Secret::new(raw.trim()))
+}
+
+fn app_id(raw: &str) -> Result<String, Bad> {
+    let numeric = !raw.is_empty() && raw.chars().all(|c| c.is_ascii_digit()) && raw.len() <= 19;
+    let numeric = numeric && raw.parse::<u64>().is_ok_and(|n| n > 0);
+    let client_id = raw.len() > 2
+        && raw.len() <= 40
+        && raw.starts_with("Iv")
+        && raw[2..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+    if numeric || client_id {
+        Ok(raw.to_string())
+    } else {
+        Err(bad(
+            "is neither an App id (a number) nor a client id (Iv…)",
+            "copy App ID or Client ID from the App's settings page",
+        ))
+    }
+}
+
+fn positive(raw: &str) -> Result<u64, Bad> {
+    match raw.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(bad(
+            "is not a positive integer",
+            "use the number from the installation's URL (…/settings/installations/NUMBER)",
+        )),
+    }
+}
+
+fn url(raw: &str) -> Result<String, Bad> {
+    let fix = "give an absolute URL such as https://github.com or https://ghes.example.com";
+    let u = url::Url::parse(raw).map_err(|e| bad(format!("is not an absolute URL ({e})"), fix))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
+        return Err(bad("is not an http(s) URL with a host", fix));
+    }
+    if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+        return Err(bad(
+            "has a query, fragment or user name",
+            "give only scheme, host and path",
+        ));
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+fn list(raw: &str, what: &str) -> Result<Vec<String>, Bad> {
+    raw.split(',')
+        .map(|item| {
+            let item = item.trim();
+            if item.is_empty() {
+                Err(bad(
+                    format!("has an empty {what} (two commas, or a comma at an end)"),
+                    "separate entries with single commas",
+                ))
+            } else {
+                Ok(item.to_string())
+            }
+        })
+        .collect()
+}
+
+fn runner_name(raw: &str) -> Result<String, Bad> {
+    let ok = raw.len() <= MAX_RUNNER_NAME
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(bad(
+            format!(
+                "is not a runner name (at most {MAX_RUNNER_NAME} letters, digits, '.', '_', '-')"
+            ),
+            "choose a shorter name of those characters",
+        ))
+    }
+}
+
+fn labels(raw: &str) -> Result<Vec<String>, Bad> {
+    let labels = list(raw, "label")?;
+    if labels.len() > MAX_LABELS {
+        return Err(bad(
+            format!(
+                "has {} labels; GitHub takes at most {MAX_LABELS}",
+                labels.len()
+            ),
+            "drop some labels",
+        ));
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if l.chars().count() > MAX_LABEL_LEN {
+            return Err(bad(
+                format!("has a label longer than {MAX_LABEL_LEN} characters"),
+                "shorten it",
+            ));
+        }
+        if l.starts_with('-') {
+            return Err(bad(
+                format!("has label {l:?}, which starts with '-'"),
+                "labels cannot start with '-'",
+            ));
+        }
+        if l.chars().any(char::is_control) {
+            return Err(bad(
+                format!("has label {l:?} with a control character"),
+                "remove it",
+            ));
+        }
+        if let Some(first) = labels[..i].iter().find(|o| o.eq_ignore_ascii_case(l)) {
+            return Err(bad(
+                format!("lists {first:?} and {l:?}: labels are unique ignoring case"),
+                "list each label once",
+            ));
+        }
+    }
+    Ok(labels)
+}
+
+fn group(raw: &str) -> Result<String, Bad> {
+    if raw.chars().count() > 100 || raw.chars().any(char::is_control) {
+        return Err(bad(
+            "is not a runner group name",
+            "use the group's name as shown in the settings",
+        ));
+    }
+    Ok(raw.to_string())
+}
+
+pub fn boolean(raw: &str) -> Result<bool, Bad> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(bad(
+            "is not a boolean",
+            "use true or false (also 1/0, yes/no)",
+        )),
+    }
+}
+
+fn choice(raw: &str, words: &[&str]) -> Result<String, Bad> {
+    let lower = raw.to_ascii_lowercase();
+    if words.contains(&lower.as_str()) {
+        Ok(lower)
+    } else {
+        Err(bad(
+            format!("is not one of {}", words.join(", ")),
+            format!("use {}", words.join(" or ")),
+        ))
+    }
+}
+
+fn abs_path(raw: &str) -> Result<String, Bad> {
+    if raw.starts_with('/') && !raw.split('/').any(|c| c == "..") {
+        Ok(raw.trim_end_matches('/').to_string().max("/".to_string()))
+    } else {
+        Err(bad(
+            "is not an absolute path without '..'",
+            "give a path starting with /",
+        ))
+    }
+}
+
+fn work_path(raw: &str) -> Result<String, Bad> {
+    if raw.split('/').any(|c| c == "..") || raw.chars().any(char::is_control) {
+        Err(bad(
+            "contains '..' or control characters",
+            "give a plain path such as _work or /work",
+        ))
+    } else {
+        Ok(raw.to_string())
+    }
+}
+
+fn user_name(raw: &str) -> Result<String, Bad> {
+    if raw == "root" {
+        return Err(bad(
+            "is root: jobs never run as root",
+            "use the image's unprivileged user, e.g. RUNNER_USER=runner",
+        ));
+    }
+    let mut chars = raw.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+    if first_ok && rest_ok && raw.len() <= 32 {
+        Ok(raw.to_string())
+    } else {
+        Err(bad(
+            "is not a user name (a lowercase letter or _, then lowercase letters, digits, _ or -)",
+            "use a user that exists in the image",
+        ))
+    }
+}
+
+fn mtu(raw: &str) -> Result<Option<u32>, Bad> {
+    if raw.eq_ignore_ascii_case("detect") {
+        return Ok(None);
+    }
+    match raw.parse::<u32>() {
+        Ok(n) if (68..=65535).contains(&n) => Ok(Some(n)),
+        _ => Err(bad(
+            "is not an MTU",
+            "use detect, or a number of bytes from 68 to 65535 (e.g. 1400)",
+        )),
+    }
+}
+
+/// The one duration syntax: a whole number, optionally followed by `s`, `m` or `h`; seconds by
+/// default.
+pub fn duration(raw: &str) -> Result<Duration, Bad> {
+    let fix = "write a whole number with an optional unit: 90, 90s, 5m or 1h";
+    let (digits, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => raw.split_at(i),
+        None => (raw, ""),
+    };
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(bad("is not a duration", fix)),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad("is not a duration", fix))?;
+    n.checked_mul(scale)
+        .filter(|s| *s <= 7 * 24 * 3600)
+        .map(Duration::from_secs)
+        .ok_or_else(|| bad("is longer than a week", fix))
+}
+
+fn log_level(raw: &str, name: &str) -> Result<String, Bad> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(raw)
+        .map(|_| raw.to_string())
+        .map_err(|e| {
+            bad(
+                format!("is not a log filter ({e})"),
+                format!("use error, warn, info, debug or trace, e.g. {name}=debug"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(kind: Kind, raw: &str) -> Value {
+        parse(kind, "X", raw).unwrap_or_else(|b| panic!("{raw:?} refused: {b:?}"))
+    }
+    fn refused(kind: Kind, raw: &str) -> Bad {
+        match parse(kind, "X", raw) {
+            Err(b) => b,
+            Ok(v) => panic!("{raw:?} accepted as {v:?}"),
+        }
+    }
+
+    #[test]
+    fn repo_accepts_owner_slash_name() {
+        for r in ["octo-org/octo-repo", "a/b", "me_acme/repo.js", "O/.github"] {
+            ok(Kind::Repo, r);
+        }
+    }
+
+    #[test]
+    fn repo_refuses_other_forms() {
+        for r in ["octo", "a/b/c", "/b", "a/", "-a/b", "a/..", "a b/c"] {
+            refused(Kind::Repo, r);
+        }
+        assert!(
+            refused(Kind::Repo, "https://github.com/a/b")
+                .what
+                .contains("URL")
+        );
+    }
+
+    #[test]
+    fn slug_refuses_slash_and_odd_characters() {
+        ok(Kind::Slug, "octo-org");
+        assert!(refused(Kind::Slug, "octo/repo").fix.contains("REPO"));
+        refused(Kind::Slug, "octo org");
+        refused(Kind::Slug, "-octo");
+    }
+
+    #[test]
+    fn booleans_are_exactly_six_words_any_case() {
+        for (raw, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("Yes", true),
+            ("false", false),
+            ("0", false),
+            ("NO", false),
+        ] {
+            assert!(
+                matches!(ok(Kind::Bool, raw), Value::Bool(b) if b == want),
+                "{raw}"
+            );
+        }
+        for raw in ["on", "off", "y", "n", "2", "truee", " true"] {
+            refused(Kind::Bool, raw);
+        }
+    }
+
+    #[test]
+    fn durations_take_seconds_minutes_hours() {
+        for (raw, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("5m", 300),
+            ("1h", 3600),
+            ("0", 0),
+            ("0s", 0),
+        ] {
+            assert_eq!(duration(raw).unwrap(), Duration::from_secs(secs), "{raw}");
+        }
+        for raw in [
+            "",
+            "s",
+            "5 m",
+            "1.5m",
+            "-1",
+            "5d",
+            "1m30s",
+            "10ms",
+            "99999999999999999999",
+        ] {
+            assert!(duration(raw).is_err(), "{raw} accepted");
+        }
+        assert!(duration("200h").unwrap_err().what.contains("week"));
+    }
+
+    #[test]
+    fn labels_are_trimmed_and_checked() {
+        match ok(Kind::Labels, " gpu , linux-big,x") {
+            Value::List(l) => assert_eq!(l, ["gpu", "linux-big", "x"]),
+            v => panic!("{v:?}"),
+        }
+        assert!(refused(Kind::Labels, "a,,b").what.contains("empty"));
+        assert!(refused(Kind::Labels, "a,").what.contains("empty"));
+        assert!(refused(Kind::Labels, "gpu,GPU").what.contains("unique"));
+        assert!(refused(Kind::Labels, "-x").what.contains("'-'"));
+        let long = "x".repeat(257);
+        assert!(refused(Kind::Labels, &long).what.contains("256"));
+        ok(Kind::Labels, &"y".repeat(256));
+        let many: Vec<String> = (0..101).map(|i| format!("l{i}")).collect();
+        assert!(refused(Kind::Labels, &many.join(",")).what.contains("101"));
+        ok(Kind::Labels, &many[..100].join(","));
+    }
+
+    #[test]
+    fn app_id_is_a_number_or_a_client_id() {
+        ok(Kind::AppId, "123456");
+        ok(Kind::AppId, "Iv1.0123456789abcdef");
+        ok(Kind::AppId, "Iv23liAbCdEf");
+        for raw in ["0", "abc", "Iv", "12a", "Iv1 x", "-5"] {
+            refused(Kind::AppId, raw);
+        }
+    }
+
+    #[test]
+    fn urls_must_be_absolute_http() {
+        assert!(
+            matches!(ok(Kind::Url, "https://ghes.example.com/"), Value::Text(t) if t == "https://ghes.example.com")
+        );
+        ok(Kind::Url, "http://127.0.0.1:8080");
+        for raw in [
+            "github.com",
+            "ftp://x",
+            "https://",
+            "https://x?y=1",
+            "/relative",
+        ] {
+            refused(Kind::Url, raw);
+        }
+        match ok(Kind::UrlList, "https://m1.example, http://m2.example:5000") {
+            Value::List(l) => assert_eq!(l.len(), 2),
+            v => panic!("{v:?}"),
+        }
+        refused(Kind::UrlList, "https://m1.example,mirror");
+    }
+
+    #[test]
+    fn mtu_is_detect_or_a_size() {
+        assert!(matches!(ok(Kind::Mtu, "detect"), Value::Mtu(None)));
+        assert!(matches!(ok(Kind::Mtu, "1400"), Value::Mtu(Some(1400))));
+        for raw in ["0", "67", "65536", "auto", "1400b"] {
+            refused(Kind::Mtu, raw);
+        }
+    }
+
+    #[test]
+    fn user_name_is_never_root() {
+        ok(Kind::UserName, "runner");
+        assert!(refused(Kind::UserName, "root").what.contains("root"));
+        refused(Kind::UserName, "Runner");
+        refused(Kind::UserName, "1runner");
+    }
+
+    #[test]
+    fn runner_names_fit_github() {
+        ok(Kind::RunnerName, "sysrunner-3f2a9c1d7e0b");
+        refused(Kind::RunnerName, &"n".repeat(65));
+        refused(Kind::RunnerName, "my runner");
+        refused(Kind::RunnerName, "a/b");
+    }
+
+    #[test]
+    fn paths() {
+        ok(Kind::AbsPath, "/opt/actions-runner");
+        refused(Kind::AbsPath, "opt/actions-runner");
+        refused(Kind::AbsPath, "/opt/../etc");
+        ok(Kind::WorkPath, "_work");
+        ok(Kind::WorkPath, "/work");
+        refused(Kind::WorkPath, "../work");
+    }
+
+    #[test]
+    fn choices_ignore_case() {
+        assert!(
+            matches!(ok(Kind::Choice(&["jit", "config"]), "JIT"), Value::Text(t) if t == "jit")
+        );
+        refused(Kind::Choice(&["jit", "config"]), "jitconfig");
+    }
+
+    #[test]
+    fn tokens_are_one_word() {
+        assert!(
+            matches!(ok(Kind::Secret, "ghp_abc\n"), Value::Secret(s) if s.expose() == "ghp_abc")
+        );
+        refused(Kind::Secret, "ghp_a bc");
+        refused(Kind::Secret, "  ");
+    }
+
+    #[test]
+    fn log_level_takes_tracing_filters() {
+        ok(Kind::LogLevel, "debug");
+        ok(Kind::LogLevel, "sysrunner=debug,dockerd=warn");
+        refused(Kind::LogLevel, "loud=[");
+    }
+
+    #[test]
+    fn jit_config_must_decode_to_the_runner_triple() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let good =
+            b64(r#"{".runner":"e30=",".credentials":"e30=",".credentials_rsaparams":"e30="}"#);
+        ok(Kind::JitConfig, &good);
+        refused(Kind::JitConfig, "not base64!");
+        refused(Kind::JitConfig, &b64("not json"));
+        refused(Kind::JitConfig, &b64(r#"{"runner":"x"}"#));
+    }
+}

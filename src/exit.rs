@@ -1,0 +1,112 @@
+//! The process exit codes: the one place they are declared. Owns nothing else.
+
+use std::fmt;
+
+/// Every way `sysrunner` ends, with the code a supervisor (compose, Kubernetes) sees.
+///
+/// The numbers follow BSD `sysexits.h` so that they mean something outside this project too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The runner ran: a job, or a clean stop after a signal.
+    Ok,
+    /// Invalid settings or command line (EX_USAGE). Nothing was started.
+    Usage,
+    /// GitHub unreachable or failing after every retry (EX_UNAVAILABLE).
+    Unavailable,
+    /// Internal error, or a command that is not implemented yet (EX_SOFTWARE).
+    Internal,
+    /// A temporary failure worth a restart: dockerd did not start, the runner crashed (EX_TEMPFAIL).
+    TempFail,
+    /// GitHub refused: bad credentials, missing permission, scope not found, a live runner
+    /// already has this name (EX_NOPERM).
+    Refused,
+    /// The container runtime cannot run dockerd, or this is a host, not a container (EX_CONFIG).
+    Unsupported,
+}
+
+impl Exit {
+    /// All codes, in the order they are documented.
+    pub const ALL: [Exit; 7] = [
+        Exit::Ok,
+        Exit::Usage,
+        Exit::Unavailable,
+        Exit::Internal,
+        Exit::TempFail,
+        Exit::Refused,
+        Exit::Unsupported,
+    ];
+
+    pub const fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Usage => 64,
+            Exit::Unavailable => 69,
+            Exit::Internal => 70,
+            Exit::TempFail => 75,
+            Exit::Refused => 77,
+            Exit::Unsupported => 78,
+        }
+    }
+
+    /// One line for `--help` and the README.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "the runner ran: a job, or a clean stop after SIGTERM/SIGINT",
+            Exit::Usage => "invalid settings or command line; nothing was started",
+            Exit::Unavailable => "GitHub unreachable or failing after every retry (API_DEADLINE)",
+            Exit::Internal => "internal error, or a command that is not implemented yet",
+            Exit::TempFail => {
+                "temporary failure worth a restart: dockerd did not start, the runner crashed"
+            }
+            Exit::Refused => {
+                "GitHub refused: bad credentials, missing permission, unknown scope, or a live runner already has this name"
+            }
+            Exit::Unsupported => {
+                "unsupported runtime: the container cannot run dockerd, or this is a host"
+            }
+        }
+    }
+
+    /// The table printed after `--help`.
+    pub fn help_table() -> String {
+        let mut s = String::from("Exit codes:\n");
+        for e in Exit::ALL {
+            s.push_str(&format!("  {:>3}  {}\n", e.code(), e.meaning()));
+        }
+        s
+    }
+
+    /// The Markdown table in README.md.
+    pub fn markdown_table() -> String {
+        let mut s = String::from("| code | meaning |\n|---|---|\n");
+        for e in Exit::ALL {
+            s.push_str(&format!("| {} | {} |\n", e.code(), e.meaning()));
+        }
+        s
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct() {
+        let mut codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), Exit::ALL.len());
+    }
+}

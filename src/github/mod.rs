@@ -1,0 +1,1 @@
+//! The GitHub REST client for runner registration and deregistration.

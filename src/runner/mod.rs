@@ -1,0 +1,1 @@
+//! The actions/runner process: spawning it as the runner user and reading its markers.
