@@ -88,7 +88,7 @@ pub fn command() -> Command {
         )
         .subcommand(
             Command::new("probe")
-                .about("Report the container runtime and the dockerd plan for it")
+                .about("Report the container runtime and the dockerd plan for it (exit 0 if dockerd can run here, 78 if not)")
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("One JSON object on stdout"))
                 .arg(
                     Arg::new("root")
@@ -96,6 +96,13 @@ pub fn command() -> Command {
                         .value_name("DIR")
                         .value_parser(clap::value_parser!(std::path::PathBuf))
                         .help("Read every fact from a captured tree instead of / (skips live checks)"),
+                )
+                .arg(
+                    Arg::new("capture")
+                        .long("capture")
+                        .value_name("DIR")
+                        .value_parser(clap::value_parser!(std::path::PathBuf))
+                        .help("Also copy the files the probe reads into DIR, for a bug report or `--root`"),
                 )
                 .args(setting_args("probe"))
                 .after_help(after),
@@ -161,6 +168,16 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                     for w in &settings.warnings {
                         tracing::warn!("{w}");
                     }
+                    let report = block_on(crate::probe::probe(
+                        std::path::Path::new("/"),
+                        &settings.docker,
+                        crate::probe::dockerd_version(),
+                        &proxy_env(),
+                    ));
+                    if !report.runtime.supported() {
+                        return refuse_runtime(&report);
+                    }
+                    tracing::info!(runtime = report.runtime.as_str(), "runtime: {}", report.reasons.join("; "));
                     not_implemented("run")
                 }
             }
@@ -171,12 +188,80 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                 Err(problems) => usage(&problems),
                 Ok(settings) => {
                     crate::logging::init(&settings.log);
-                    not_implemented("probe")
+                    probe_command(m, &settings)
                 }
             }
         }
         _ => unreachable!("clap requires a known subcommand"),
     }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
+
+/// Our proxy variables, for dockerd's pulls.
+fn proxy_env() -> BTreeMap<String, String> {
+    crate::dockerd::plan::PROXY_VARS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
+    let root = m
+        .get_one::<std::path::PathBuf>("root")
+        .cloned()
+        .unwrap_or_else(|| "/".into());
+    if let Some(dest) = m.get_one::<std::path::PathBuf>("capture") {
+        match crate::probe::capture(&root, dest) {
+            Ok(files) => eprintln!("captured {} files into {}", files.len(), dest.display()),
+            Err(e) => {
+                eprintln!("sysrunner probe: cannot capture into {}: {e}", dest.display());
+                return Exit::Internal;
+            }
+        }
+    }
+    let report = block_on(crate::probe::probe(
+        &root,
+        &settings.docker,
+        crate::probe::dockerd_version(),
+        &proxy_env(),
+    ));
+    if m.get_flag("json") {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("sysrunner probe: {e}");
+                return Exit::Internal;
+            }
+        }
+    } else {
+        print!("{}", report.human());
+    }
+    if report.runtime.supported() {
+        Exit::Ok
+    } else {
+        Exit::Unsupported
+    }
+}
+
+/// `run` where dockerd cannot run: say what this is, why, and how to fix it; touch nothing.
+fn refuse_runtime(report: &crate::probe::Report) -> Exit {
+    tracing::error!(
+        runtime = report.runtime.as_str(),
+        "sysrunner cannot run dockerd here ({}): {}",
+        report.runtime.as_str(),
+        report.reasons.join("; ")
+    );
+    if let Some(remedy) = report.remedy {
+        tracing::error!("remedy: {remedy}");
+    }
+    Exit::Unsupported
 }
 
 fn usage(problems: &config::Problems) -> Exit {

@@ -1,1 +1,7 @@
-//! The inner dockerd: a pure plan from the probe's verdict, and the effects that carry it out.
+//! The inner dockerd: a pure plan from the probe's verdict ([`plan`]), and the effects that carry
+//! it out. Owns dockerd's files (daemon.json, pid files, socket, data root lock) and process; knows
+//! nothing of GitHub or the runner.
+
+pub mod plan;
+
+pub use plan::{Iptables, Plan, PreStep, Profile, Version};

@@ -1,0 +1,233 @@
+//! The dockerd plan: what to do before dockerd starts, its `daemon.json`, arguments and
+//! environment, decided from the probe's verdict and facts, the settings and dockerd's version.
+//! Pure: it reads nothing and changes nothing.
+
+use crate::config::DockerSettings;
+use crate::probe::{Facts, Runtime};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+pub const SOCKET: &str = "/var/run/docker.sock";
+pub const CONFIG_FILE: &str = "/etc/docker/daemon.json";
+pub const PID_FILE: &str = "/var/run/docker.pid";
+pub const CONTAINERD_PID_FILE: &str = "/var/run/docker/containerd/containerd.pid";
+pub const CONTAINERD_SOCKET: &str = "/var/run/docker/containerd/containerd.sock";
+/// Group that owns the socket; the runner user is in it.
+pub const SOCKET_GROUP: &str = "docker";
+/// Where the privileged profile moves the processes already in the root cgroup (cgroup v2).
+pub const CGROUP_INIT: &str = "/sys/fs/cgroup/init";
+/// Directory of `iptables*` links to the chosen backend, first on dockerd's PATH.
+pub const IPTABLES_DIR: &str = "/run/sysrunner/iptables";
+/// statfs magic of overlayfs: a data root on it cannot hold overlay2 layers.
+pub const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// sysbox and other user namespaces: nothing before dockerd.
+    Namespaced,
+    /// `--privileged`: moby's hack/dind steps.
+    Privileged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum PreStep {
+    /// Mount securityfs on /sys/kernel/security; a failure is ignored (AppArmor may be absent).
+    MountSecurityfs,
+    /// cgroup v2 with us in the root cgroup: move every process into `/sys/fs/cgroup/init`, then
+    /// enable every controller in `cgroup.subtree_control`, retrying while processes race in.
+    NestCgroupV2 { into: String, controllers: Vec<String> },
+    /// `mount --make-rshared /`, so mounts dockerd makes propagate into containers.
+    MakeRshared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Iptables {
+    Legacy,
+    Nft,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub profile: Profile,
+    pub pre_steps: Vec<PreStep>,
+    pub storage_driver: String,
+    pub iptables: Iptables,
+    pub mtu: Option<u32>,
+    pub daemon_json: serde_json::Value,
+    pub args: Vec<String>,
+    /// Added to dockerd's environment (proxy variables for pulls; `container=docker`).
+    pub env: BTreeMap<String, String>,
+    /// Never raise the hard open-files limit in a user namespace: it fails there.
+    pub raise_nofile: bool,
+    /// Things an operator should know (slow storage, MTU not applied to new networks, …).
+    pub notes: Vec<String>,
+}
+
+/// dockerd's version, as `dockerd --version` prints it (`Docker version 26.1.5+dfsg1, build …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Version {
+    pub fn parse(output: &str) -> Option<Version> {
+        let rest = output.split("version").nth(1)?.trim_start();
+        let mut nums = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u32>());
+        Some(Version {
+            major: nums.next()?.ok()?,
+            minor: nums.next()?.ok()?,
+        })
+    }
+}
+
+/// Inputs of the plan that are not probe facts.
+pub struct PlanInput<'a> {
+    pub docker: &'a DockerSettings,
+    pub version: Option<Version>,
+    /// The default route's MTU, when the probe could read it.
+    pub detected_mtu: Option<u32>,
+    /// Proxy variables of our environment (HTTP_PROXY, https_proxy, NO_PROXY, …).
+    pub proxy_env: &'a BTreeMap<String, String>,
+}
+
+/// The proxy variables dockerd passes on to its pulls.
+pub const PROXY_VARS: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// `None` for host and unsupported runtimes: dockerd does not start there.
+pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> {
+    if !runtime.supported() {
+        return None;
+    }
+    let profile = if runtime.namespaced() {
+        Profile::Namespaced
+    } else {
+        Profile::Privileged
+    };
+    let mut notes = Vec::new();
+
+    let mut pre_steps = Vec::new();
+    if profile == Profile::Privileged {
+        pre_steps.push(PreStep::MountSecurityfs);
+        if facts.cgroup.version == Some(crate::probe::CgroupVersion::V2)
+            && facts.cgroup.path.as_deref() == Some("/")
+        {
+            pre_steps.push(PreStep::NestCgroupV2 {
+                into: CGROUP_INIT.to_string(),
+                controllers: facts.cgroup.controllers.clone(),
+            });
+        }
+        pre_steps.push(PreStep::MakeRshared);
+    }
+
+    let on_overlay = facts.data_root.fstype.as_deref() == Some("overlay");
+    let storage_driver = if !on_overlay {
+        "overlay2"
+    } else if facts.dev_fuse {
+        notes.push(format!(
+            "{} is on overlayfs (no volume mounted there): using fuse-overlayfs; mount a volume on it for overlay2",
+            facts.data_root.path
+        ));
+        "fuse-overlayfs"
+    } else {
+        notes.push(format!(
+            "{} is on overlayfs and /dev/fuse is missing: using vfs, which copies every layer and is slow; mount a volume on {}",
+            facts.data_root.path, facts.data_root.path
+        ));
+        "vfs"
+    };
+
+    let iptables = if facts.iptables_legacy_tables.is_empty() {
+        Iptables::Nft
+    } else {
+        Iptables::Legacy
+    };
+
+    let mtu = input.docker.mtu.or(input.detected_mtu);
+    let mut daemon = json!({
+        "hosts": [format!("unix://{SOCKET}")],
+        "group": SOCKET_GROUP,
+        "tls": false,
+        "data-root": facts.data_root.path,
+        "pidfile": PID_FILE,
+        "storage-driver": storage_driver,
+        "exec-opts": ["native.cgroupdriver=cgroupfs"],
+    });
+    let obj = daemon.as_object_mut().expect("a JSON object");
+    match mtu {
+        Some(m) => {
+            obj.insert("mtu".into(), json!(m));
+            if input.version.is_none_or(|v| v.major >= 24) {
+                obj.insert(
+                    "default-network-opts".into(),
+                    json!({"bridge": {"com.docker.network.driver.mtu": m.to_string()}}),
+                );
+            } else {
+                notes.push(format!(
+                    "dockerd {} is older than 24: networks the runner creates for job and service containers keep MTU 1500 (the default bridge gets {m})",
+                    input.version.map(|v| format!("{}.{}", v.major, v.minor)).unwrap_or_default()
+                ));
+            }
+        }
+        None => notes.push(
+            "MTU not detected and DOCKER_MTU not set: inner networks use 1500, which breaks TLS behind a smaller link; set DOCKER_MTU".into(),
+        ),
+    }
+    if !input.docker.registry_mirrors.is_empty() {
+        obj.insert("registry-mirrors".into(), json!(input.docker.registry_mirrors));
+    }
+    let proxy = |upper: &str| {
+        input
+            .proxy_env
+            .get(upper)
+            .or_else(|| input.proxy_env.get(&upper.to_ascii_lowercase()))
+            .cloned()
+    };
+    let mut proxies = serde_json::Map::new();
+    for (var, key) in [("HTTP_PROXY", "http-proxy"), ("HTTPS_PROXY", "https-proxy"), ("NO_PROXY", "no-proxy")] {
+        if let Some(v) = proxy(var) {
+            proxies.insert(key.into(), json!(v));
+        }
+    }
+    if !proxies.is_empty() {
+        obj.insert("proxies".into(), serde_json::Value::Object(proxies));
+    }
+
+    let mut env: BTreeMap<String, String> = input
+        .proxy_env
+        .iter()
+        .filter(|(k, _)| PROXY_VARS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if profile == Profile::Privileged {
+        // moby's hack/dind sets it; dockerd and runc look at it.
+        env.insert("container".into(), "docker".into());
+    }
+
+    Some(Plan {
+        profile,
+        pre_steps,
+        storage_driver: storage_driver.to_string(),
+        iptables,
+        mtu,
+        daemon_json: daemon,
+        args: vec!["--config-file".into(), CONFIG_FILE.into()],
+        env,
+        raise_nofile: profile == Profile::Privileged,
+        notes,
+    })
+}
