@@ -24,7 +24,7 @@ fn groups_of(subcommand: &str) -> &'static [Group] {
             Group::Time,
             Group::Logs,
         ],
-        "probe" => &[Group::Docker, Group::Time, Group::Logs],
+        "probe" | "dockerd-check" => &[Group::Docker, Group::Time, Group::Logs],
         _ => &[],
     }
 }
@@ -105,6 +105,19 @@ pub fn command() -> Command {
                         .help("Also copy the files the probe reads into DIR, for a bug report or `--root`"),
                 )
                 .args(setting_args("probe"))
+                .after_help(after.clone()),
+        )
+        .subcommand(
+            Command::new("dockerd-check")
+                .about("Start dockerd exactly as `run` would, run a command against it, stop it: check a runtime before registering")
+                .arg(
+                    Arg::new("command")
+                        .num_args(1..)
+                        .trailing_var_arg(true)
+                        .value_name("COMMAND")
+                        .help("Run with DOCKER_HOST set to the inner socket [default: docker info]"),
+                )
+                .args(setting_args("dockerd-check"))
                 .after_help(after),
         )
 }
@@ -177,7 +190,11 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                     if !report.runtime.supported() {
                         return refuse_runtime(&report);
                     }
-                    tracing::info!(runtime = report.runtime.as_str(), "runtime: {}", report.reasons.join("; "));
+                    tracing::info!(
+                        runtime = report.runtime.as_str(),
+                        "runtime: {}",
+                        report.reasons.join("; ")
+                    );
                     not_implemented("run")
                 }
             }
@@ -189,6 +206,24 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                 Ok(settings) => {
                     crate::logging::init(&settings.log);
                     probe_command(m, &settings)
+                }
+            }
+        }
+        Some(("dockerd-check", m)) => {
+            let flags = given_flags(m, "dockerd-check");
+            match config::load_probe(&inputs(&flags)) {
+                Err(problems) => usage(&problems),
+                Ok(settings) => {
+                    crate::logging::init(&settings.log);
+                    let command: Vec<String> = m
+                        .get_many::<String>("command")
+                        .map(|v| v.cloned().collect())
+                        .unwrap_or_else(|| vec!["docker".into(), "info".into()]);
+                    block_on(crate::dockerd::check::run(
+                        &settings,
+                        &command,
+                        &proxy_env(),
+                    ))
                 }
             }
         }
@@ -221,7 +256,10 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
         match crate::probe::capture(&root, dest) {
             Ok(files) => eprintln!("captured {} files into {}", files.len(), dest.display()),
             Err(e) => {
-                eprintln!("sysrunner probe: cannot capture into {}: {e}", dest.display());
+                eprintln!(
+                    "sysrunner probe: cannot capture into {}: {e}",
+                    dest.display()
+                );
                 return Exit::Internal;
             }
         }

@@ -11,6 +11,7 @@
 //! - [`probe`]: what the runtime is, read from `/proc` and `/sys` through a root path.
 //! - [`dockerd`]: the inner dockerd's plan (pure) and the effects that carry it out.
 //! - [`github`]: the REST client for runner registration.
+//! - [`reaper`]: the one place that waits for children, and where orphans go.
 //! - [`runner`]: the actions/runner process.
 //! - [`lifecycle`]: one life of the container, from start to exit.
 //! - [`cli`]: the command line, and the mapping of outcomes to [`exit::Exit`] codes.
@@ -23,5 +24,6 @@ pub mod github;
 pub mod lifecycle;
 mod logging;
 pub mod probe;
+pub mod reaper;
 pub mod runner;
 pub mod secret;

@@ -9,7 +9,11 @@ pub fn init(settings: &LogSettings) {
         .parse(&settings.level)
         .unwrap_or_else(|_| EnvFilter::new("info"))
         // It warns about every netlink attribute newer than itself: noise, not news.
-        .add_directive("netlink_packet_route=error".parse().expect("a valid directive"));
+        .add_directive(
+            "netlink_packet_route=error"
+                .parse()
+                .expect("a valid directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

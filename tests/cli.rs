@@ -214,23 +214,49 @@ fn run_on_the_host_exits_78_and_changes_nothing() {
         eprintln!("skipped: these tests run inside a container, not on a host");
         return;
     }
-    let watched = ["/var/lib/docker", "/etc/docker", "/run", "/opt/actions-runner", "/run/sysrunner"];
+    let watched = [
+        "/var/lib/docker",
+        "/etc/docker",
+        "/run",
+        "/opt/actions-runner",
+        "/run/sysrunner",
+    ];
     let snapshot = || -> Vec<String> {
         watched
             .iter()
             .map(|p| match std::fs::metadata(p) {
-                Ok(m) => format!("{p} {:?} {}", m.modified().ok(), std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)),
+                Ok(m) => format!(
+                    "{p} {:?} {}",
+                    m.modified().ok(),
+                    std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
+                ),
                 Err(_) => format!("{p} absent"),
             })
             .collect()
     };
-    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
     let before = snapshot();
-    let o = sysrunner(&["run"], &[("REPO", "o/r"), ("ACCESS_TOKEN", "ghp_x"), ("RUNNER_NAME", "t")]);
+    let o = sysrunner(
+        &["run"],
+        &[
+            ("REPO", "o/r"),
+            ("ACCESS_TOKEN", "ghp_x"),
+            ("RUNNER_NAME", "t"),
+        ],
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(78), "{err}");
     assert!(err.contains("host"), "{err}");
     assert!(err.contains("remedy"), "{err}");
     assert_eq!(snapshot(), before);
-    assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count(), mounts_before);
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count(),
+        mounts_before
+    );
 }

@@ -8,7 +8,9 @@ use sysrunner::dockerd::{Iptables, PreStep, Profile, Version};
 use sysrunner::probe::{self, Report, Runtime};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probe").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/probe")
+        .join(name)
 }
 
 fn docker(mtu: Option<u32>) -> DockerSettings {
@@ -25,20 +27,34 @@ fn report_for(name: &str, version: Option<Version>) -> Report {
     probe::report(facts, None, &docker(Some(1400)), version, &BTreeMap::new())
 }
 
-const V26: Option<Version> = Some(Version { major: 26, minor: 1 });
+const V26: Option<Version> = Some(Version {
+    major: 26,
+    minor: 1,
+});
 
 #[test]
 fn sysbox_on_cgroup_v2_runs_dockerd_without_pre_steps() {
     let r = report_for("sysbox-v2", V26);
     assert_eq!(r.runtime, Runtime::Sysbox, "{:?}", r.reasons);
-    assert!(r.reasons.iter().any(|x| x.contains("0 165536 65536")), "{:?}", r.reasons);
-    assert!(r.reasons.iter().any(|x| x.contains("sysboxfs mounted on /proc/sys")));
+    assert!(
+        r.reasons.iter().any(|x| x.contains("0 165536 65536")),
+        "{:?}",
+        r.reasons
+    );
+    assert!(
+        r.reasons
+            .iter()
+            .any(|x| x.contains("sysboxfs mounted on /proc/sys"))
+    );
     let p = r.dockerd.expect("a plan");
     assert_eq!(p.profile, Profile::Namespaced);
     assert!(p.pre_steps.is_empty());
     assert_eq!(p.storage_driver, "overlay2", "ext4 data root");
     assert!(!p.raise_nofile);
-    assert_eq!(p.daemon_json["exec-opts"][0], "native.cgroupdriver=cgroupfs");
+    assert_eq!(
+        p.daemon_json["exec-opts"][0],
+        "native.cgroupdriver=cgroupfs"
+    );
     assert!(r.remedy.is_none());
 }
 
@@ -53,7 +69,11 @@ fn sysbox_on_cgroup_v1() {
 fn sysbox_restricted_mode_is_unsupported() {
     let r = report_for("sysbox-restricted", V26);
     assert_eq!(r.runtime, Runtime::Unsupported);
-    assert!(r.reasons.iter().any(|x| x.contains("restricted mode")), "{:?}", r.reasons);
+    assert!(
+        r.reasons.iter().any(|x| x.contains("restricted mode")),
+        "{:?}",
+        r.reasons
+    );
     assert!(r.dockerd.is_none());
     assert!(r.remedy.unwrap().contains("sysbox-runc"));
 }
@@ -72,7 +92,10 @@ fn privileged_on_cgroup_v1_mounts_securityfs_and_makes_root_shared() {
     assert_eq!(r.runtime, Runtime::Privileged, "{:?}", r.reasons);
     let p = r.dockerd.unwrap();
     assert_eq!(p.profile, Profile::Privileged);
-    assert_eq!(p.pre_steps, vec![PreStep::MountSecurityfs, PreStep::MakeRshared]);
+    assert_eq!(
+        p.pre_steps,
+        vec![PreStep::MountSecurityfs, PreStep::MakeRshared]
+    );
     assert_eq!(p.env.get("container").map(String::as_str), Some("docker"));
     assert!(p.raise_nofile);
 }
@@ -86,7 +109,10 @@ fn privileged_on_cgroup_v2_nests_into_init_and_uses_fuse_overlayfs_on_an_overlay
         p.pre_steps[1],
         PreStep::NestCgroupV2 {
             into: "/sys/fs/cgroup/init".into(),
-            controllers: "cpuset cpu io memory hugetlb pids rdma misc".split(' ').map(String::from).collect(),
+            controllers: "cpuset cpu io memory hugetlb pids rdma misc"
+                .split(' ')
+                .map(String::from)
+                .collect(),
         }
     );
     assert_eq!(p.storage_driver, "fuse-overlayfs");
@@ -99,8 +125,14 @@ fn a_default_docker_container_is_unsupported_for_missing_capabilities_and_ro_cgr
     let r = report_for("docker-default", V26);
     assert_eq!(r.runtime, Runtime::Unsupported);
     let all = r.reasons.join("\n");
-    assert!(all.contains("CAP_SYS_ADMIN") && all.contains("CAP_NET_ADMIN"), "{all}");
-    assert!(!all.contains("CAP_CHOWN"), "default caps are present: {all}");
+    assert!(
+        all.contains("CAP_SYS_ADMIN") && all.contains("CAP_NET_ADMIN"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("CAP_CHOWN"),
+        "default caps are present: {all}"
+    );
     assert!(all.contains("read-only"), "{all}");
     assert!(r.remedy.unwrap().contains("compose.privileged.yml"));
 }
@@ -117,7 +149,11 @@ fn all_capabilities_with_read_only_cgroupfs_is_unsupported() {
 fn a_non_root_user_is_unsupported() {
     let r = report_for("nonroot", V26);
     assert_eq!(r.runtime, Runtime::Unsupported);
-    assert!(r.reasons[0].contains("not root (uid 1000)"), "{:?}", r.reasons);
+    assert!(
+        r.reasons[0].contains("not root (uid 1000)"),
+        "{:?}",
+        r.reasons
+    );
 }
 
 #[test]
@@ -144,31 +180,58 @@ fn without_namespace_links_the_maps_decide() {
 fn mtu_goes_into_default_network_opts_only_for_dockerd_24_and_later() {
     let p = report_for("sysbox-v2", V26).dockerd.unwrap();
     assert_eq!(p.daemon_json["mtu"], 1400);
-    assert_eq!(p.daemon_json["default-network-opts"]["bridge"]["com.docker.network.driver.mtu"], "1400");
-    let old = report_for("sysbox-v2", Some(Version { major: 20, minor: 10 })).dockerd.unwrap();
+    assert_eq!(
+        p.daemon_json["default-network-opts"]["bridge"]["com.docker.network.driver.mtu"],
+        "1400"
+    );
+    let old = report_for(
+        "sysbox-v2",
+        Some(Version {
+            major: 20,
+            minor: 10,
+        }),
+    )
+    .dockerd
+    .unwrap();
     assert_eq!(old.daemon_json["mtu"], 1400);
     assert!(old.daemon_json.get("default-network-opts").is_none());
-    assert!(old.notes.iter().any(|n| n.contains("keep MTU 1500")), "{:?}", old.notes);
+    assert!(
+        old.notes.iter().any(|n| n.contains("keep MTU 1500")),
+        "{:?}",
+        old.notes
+    );
 }
 
 #[test]
 fn the_socket_is_unix_only_group_docker_without_tls() {
     let p = report_for("sysbox-v2", V26).dockerd.unwrap();
-    assert_eq!(p.daemon_json["hosts"], serde_json::json!(["unix:///var/run/docker.sock"]));
+    assert_eq!(
+        p.daemon_json["hosts"],
+        serde_json::json!(["unix:///var/run/docker.sock"])
+    );
     assert_eq!(p.daemon_json["group"], "docker");
     assert_eq!(p.daemon_json["tls"], false);
 }
 
 #[test]
 fn probe_root_json_has_the_documented_fields_and_exit_codes() {
-    for (name, code, runtime) in [("sysbox-v2", 0, "sysbox"), ("docker-default", 78, "unsupported"), ("host", 78, "host")] {
+    for (name, code, runtime) in [
+        ("sysbox-v2", 0, "sysbox"),
+        ("docker-default", 78, "unsupported"),
+        ("host", 78, "host"),
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sysrunner"))
             .env_clear()
             .args(["probe", "--json", "--root"])
             .arg(fixture(name))
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(code), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["runtime"], runtime);
         for key in ["reasons", "facts", "dockerd"] {
@@ -189,10 +252,19 @@ fn probe_capture_then_root_round_trips() {
             .output()
             .unwrap()
     };
-    let out = run(&["probe".as_ref(), "--root".as_ref(), fixture("sysbox-v2").as_os_str(), "--capture".as_ref(), cap.as_os_str()]);
+    let out = run(&[
+        "probe".as_ref(),
+        "--root".as_ref(),
+        fixture("sysbox-v2").as_os_str(),
+        "--capture".as_ref(),
+        cap.as_os_str(),
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let again = run(&["probe".as_ref(), "--root".as_ref(), cap.as_os_str()]);
-    assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn copy_tree(from: &Path, to: &Path) {

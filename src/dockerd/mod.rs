@@ -5,3 +5,8 @@
 pub mod plan;
 
 pub use plan::{Iptables, Plan, PreStep, Profile, Version};
+pub mod effects;
+pub mod process;
+
+pub use process::{Dockerd, StartError, StopReport, ping};
+pub mod check;

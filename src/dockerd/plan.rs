@@ -38,7 +38,10 @@ pub enum PreStep {
     MountSecurityfs,
     /// cgroup v2 with us in the root cgroup: move every process into `/sys/fs/cgroup/init`, then
     /// enable every controller in `cgroup.subtree_control`, retrying while processes race in.
-    NestCgroupV2 { into: String, controllers: Vec<String> },
+    NestCgroupV2 {
+        into: String,
+        controllers: Vec<String>,
+    },
     /// `mount --make-rshared /`, so mounts dockerd makes propagate into containers.
     MakeRshared,
 }
@@ -188,7 +191,10 @@ pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> 
         ),
     }
     if !input.docker.registry_mirrors.is_empty() {
-        obj.insert("registry-mirrors".into(), json!(input.docker.registry_mirrors));
+        obj.insert(
+            "registry-mirrors".into(),
+            json!(input.docker.registry_mirrors),
+        );
     }
     let proxy = |upper: &str| {
         input
@@ -198,7 +204,11 @@ pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> 
             .cloned()
     };
     let mut proxies = serde_json::Map::new();
-    for (var, key) in [("HTTP_PROXY", "http-proxy"), ("HTTPS_PROXY", "https-proxy"), ("NO_PROXY", "no-proxy")] {
+    for (var, key) in [
+        ("HTTP_PROXY", "http-proxy"),
+        ("HTTPS_PROXY", "https-proxy"),
+        ("NO_PROXY", "no-proxy"),
+    ] {
         if let Some(v) = proxy(var) {
             proxies.insert(key.into(), json!(v));
         }

@@ -100,8 +100,20 @@ pub struct DataRoot {
 }
 
 const V1_CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "net_cls",
-    "net_prio", "perf_event", "hugetlb", "rdma", "misc",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "blkio",
+    "pids",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "hugetlb",
+    "rdma",
+    "misc",
 ];
 
 fn read(root: &Path, rel: &str) -> Option<String> {
@@ -138,7 +150,14 @@ pub fn parse_id_map(text: &str) -> Vec<IdRange> {
 
 /// The identity map of the initial user namespace.
 fn is_identity_map(map: &[IdRange]) -> bool {
-    matches!(map, [IdRange { inside: 0, outside: 0, count: 4294967295 }])
+    matches!(
+        map,
+        [IdRange {
+            inside: 0,
+            outside: 0,
+            count: 4294967295
+        }]
+    )
 }
 
 /// Reads every fact below `root`. Never fails: what cannot be read is reported as unknown.
@@ -164,7 +183,13 @@ pub fn read_facts(root: &Path) -> Facts {
     let mut tables: Vec<String> = ["proc/net/ip_tables_names", "proc/net/ip6_tables_names"]
         .iter()
         .filter_map(|p| read(root, p))
-        .flat_map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect::<Vec<_>>())
+        .flat_map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
         .collect();
     tables.sort();
     tables.dedup();
@@ -210,12 +235,18 @@ pub fn read_facts(root: &Path) -> Facts {
 
 fn cgroup(root: &Path, mounts: &[Mount]) -> Cgroup {
     let own = read(root, "proc/self/cgroup").unwrap_or_default();
-    let under = |m: &&Mount| m.mount_point == "/sys/fs/cgroup" || m.mount_point.starts_with("/sys/fs/cgroup/");
+    let under = |m: &&Mount| {
+        m.mount_point == "/sys/fs/cgroup" || m.mount_point.starts_with("/sys/fs/cgroup/")
+    };
     let v2 = mounts
         .iter()
         .rev()
         .find(|m| m.mount_point == "/sys/fs/cgroup" && m.fstype == "cgroup2");
-    let v1: Vec<&Mount> = mounts.iter().filter(under).filter(|m| m.fstype == "cgroup").collect();
+    let v1: Vec<&Mount> = mounts
+        .iter()
+        .filter(under)
+        .filter(|m| m.fstype == "cgroup")
+        .collect();
     if let Some(m) = v2 {
         let controllers = read(root, "sys/fs/cgroup/cgroup.controllers")
             .unwrap_or_default()
@@ -224,7 +255,10 @@ fn cgroup(root: &Path, mounts: &[Mount]) -> Cgroup {
             .collect();
         Cgroup {
             version: Some(CgroupVersion::V2),
-            path: own.lines().find_map(|l| l.strip_prefix("0::")).map(String::from),
+            path: own
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .map(String::from),
             rw: m.rw,
             controllers,
         }

@@ -83,7 +83,10 @@ pub async fn default_route_mtu() -> Result<Option<RouteMtu>, String> {
                 _ => {}
             }
         }
-        Ok(mtu.map(|mtu| RouteMtu { interface: name, mtu }))
+        Ok(mtu.map(|mtu| RouteMtu {
+            interface: name,
+            mtu,
+        }))
     }
     .await;
     task.abort();
@@ -107,7 +110,11 @@ fn tmpfs_round_trip() -> Result<(), String> {
 }
 
 fn tempdir_in_run() -> std::io::Result<PathBuf> {
-    let base = if Path::new("/run").is_dir() { "/run" } else { "/tmp" };
+    let base = if Path::new("/run").is_dir() {
+        "/run"
+    } else {
+        "/tmp"
+    };
     let dir = Path::new(base).join(format!("sysrunner-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)

@@ -47,7 +47,10 @@ fn own_cgroup_dir(facts: &Facts) -> Option<PathBuf> {
 /// The installed dockerd's version, if there is one on PATH.
 pub fn dockerd_version() -> Option<Version> {
     let bin = which::which("dockerd").ok()?;
-    let out = std::process::Command::new(bin).arg("--version").output().ok()?;
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()?;
     Version::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -61,7 +64,9 @@ pub async fn probe(
 ) -> Report {
     let facts = read_facts(root);
     let live = if root == Path::new("/") && facts.pid_namespace.initial != Some(true) {
-        let dir = (facts.euid == Some(0)).then(|| own_cgroup_dir(&facts)).flatten();
+        let dir = (facts.euid == Some(0))
+            .then(|| own_cgroup_dir(&facts))
+            .flatten();
         Some(live::check(dir).await)
     } else {
         None
@@ -125,12 +130,18 @@ impl Report {
                     p.profile,
                     p.storage_driver,
                     p.iptables,
-                    p.mtu.map(|m| m.to_string()).unwrap_or_else(|| "1500 (default)".into()),
+                    p.mtu
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "1500 (default)".into()),
                     plan::SOCKET,
                     plan::SOCKET_GROUP,
                 );
                 for step in &p.pre_steps {
-                    let _ = writeln!(s, "  before start: {}", serde_json::to_string(step).unwrap_or_default());
+                    let _ = writeln!(
+                        s,
+                        "  before start: {}",
+                        serde_json::to_string(step).unwrap_or_default()
+                    );
                 }
                 for n in &p.notes {
                     let _ = writeln!(s, "  note: {n}");
@@ -139,7 +150,11 @@ impl Report {
         }
         if let Some(l) = &self.live {
             if let Some(r) = &l.default_route {
-                let _ = writeln!(s, "network: default route via {} (MTU {})", r.interface, r.mtu);
+                let _ = writeln!(
+                    s,
+                    "network: default route via {} (MTU {})",
+                    r.interface, r.mtu
+                );
             } else if let Some(e) = &l.mtu_error {
                 let _ = writeln!(s, "network: {e}");
             }

@@ -23,7 +23,9 @@ fn unescape(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v as char);
@@ -106,7 +108,10 @@ mod tests {
     fn finds_the_mount_a_path_lives_on() {
         let m = parse(SAMPLE);
         assert_eq!(mount_of(&m, "/var/lib/docker").unwrap().fstype, "ext4");
-        assert_eq!(mount_of(&m, "/var/lib/docker/overlay2").unwrap().source, "/dev/vdb");
+        assert_eq!(
+            mount_of(&m, "/var/lib/docker/overlay2").unwrap().source,
+            "/dev/vdb"
+        );
         assert_eq!(mount_of(&m, "/var/lib/dockerx").unwrap().source, "/dev/vda");
         assert_eq!(mount_of(&m, "/sys/fs/cgroup/x").unwrap().fstype, "cgroup2");
     }

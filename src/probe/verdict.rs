@@ -36,7 +36,10 @@ impl Runtime {
 
     /// dockerd runs here (with the profile that matches).
     pub fn supported(self) -> bool {
-        matches!(self, Runtime::Sysbox | Runtime::Userns | Runtime::Privileged)
+        matches!(
+            self,
+            Runtime::Sysbox | Runtime::Userns | Runtime::Privileged
+        )
     }
 
     /// In a user namespace: dockerd needs no pre-steps and must not raise hard limits.
@@ -112,19 +115,25 @@ pub fn decide(facts: &Facts, live: Option<&Live>) -> Verdict {
     if !ro_sysboxfs.is_empty() {
         missing.push(format!(
             "sysboxfs is read-only on {} : sysbox runs in restricted mode",
-            ro_sysboxfs.iter().map(|m| m.mount_point.as_str()).collect::<Vec<_>>().join(", ")
+            ro_sysboxfs
+                .iter()
+                .map(|m| m.mount_point.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     match facts.cgroup.version {
         None => missing.push("no cgroupfs mounted under /sys/fs/cgroup".into()),
-        Some(_) if !facts.cgroup.rw => {
-            missing.push("cgroupfs is mounted read-only: dockerd cannot create cgroups for containers".into())
-        }
+        Some(_) if !facts.cgroup.rw => missing.push(
+            "cgroupfs is mounted read-only: dockerd cannot create cgroups for containers".into(),
+        ),
         Some(_) => {}
     }
     if let Some(live) = live {
         if let Some(e) = &live.mount_error {
-            missing.push(format!("mounting a tmpfs failed ({e}): dockerd needs mount(2)"));
+            missing.push(format!(
+                "mounting a tmpfs failed ({e}): dockerd needs mount(2)"
+            ));
         }
         if let Some(e) = &live.cgroup_error {
             missing.push(format!("creating a cgroup failed ({e})"));

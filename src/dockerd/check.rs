@@ -1,0 +1,110 @@
+//! `sysrunner dockerd-check`: the dockerd part of `run` on its own. Probes, prepares and starts
+//! dockerd as `run` does, runs one command against it, stops dockerd and reports what it measured
+//! and whether anything was left running. For operators checking a runtime, and for the live tests.
+
+use super::effects::{self, RealSystem};
+use super::plan::{self, Plan};
+use super::process::Dockerd;
+use crate::config::ProbeSettings;
+use crate::exit::Exit;
+use crate::reaper::{self, Reaper};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub async fn run(
+    settings: &ProbeSettings,
+    command: &[String],
+    proxy_env: &BTreeMap<String, String>,
+) -> Exit {
+    let reaper = match Reaper::start() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sysrunner dockerd-check: cannot start the reaper: {e}");
+            return Exit::Internal;
+        }
+    };
+    let report = crate::probe::probe(
+        Path::new("/"),
+        &settings.docker,
+        crate::probe::dockerd_version(),
+        proxy_env,
+    )
+    .await;
+    println!(
+        "runtime: {} ({})",
+        report.runtime.as_str(),
+        report.reasons.join("; ")
+    );
+    let Some(plan) = report.dockerd.clone() else {
+        if let Some(r) = report.remedy {
+            println!("remedy: {r}");
+        }
+        return Exit::Unsupported;
+    };
+    match start(&plan, settings, &reaper).await {
+        Err(e) => {
+            println!("dockerd: {e}");
+            Exit::TempFail
+        }
+        Ok(dockerd) => {
+            println!(
+                "dockerd: ready in {:.2}s (storage {}, mtu {}, iptables {:?})",
+                dockerd.ready_after.as_secs_f64(),
+                plan.storage_driver,
+                plan.mtu
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "1500".into()),
+                plan.iptables
+            );
+            let code = run_command(command, &reaper).await;
+            let stop = dockerd.stop(Duration::from_secs(10), &reaper).await;
+            println!(
+                "dockerd: stopped in {:.2}s ({}), {} orphans killed",
+                stop.took.as_secs_f64(),
+                stop.status,
+                stop.orphans_killed
+            );
+            let left = reaper::orphan_children(&reaper).len();
+            println!("processes left: {left}");
+            match code {
+                Some(0) if left == 0 => Exit::Ok,
+                Some(0) => Exit::Internal,
+                _ => Exit::TempFail,
+            }
+        }
+    }
+}
+
+async fn start(plan: &Plan, settings: &ProbeSettings, reaper: &Reaper) -> Result<Dockerd, String> {
+    let log =
+        effects::prepare(plan, settings.docker.data, &RealSystem).map_err(|e| e.to_string())?;
+    for line in log {
+        tracing::info!("{line}");
+    }
+    Dockerd::start(plan, reaper, settings.docker.ready_timeout)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn run_command(command: &[String], reaper: &Reaper) -> Option<i32> {
+    let started = Instant::now();
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .env("DOCKER_HOST", format!("unix://{}", plan::SOCKET))
+        .stdin(Stdio::null());
+    let child = match reaper.spawn(&mut cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("command: cannot start {}: {e}", command[0]);
+            return None;
+        }
+    };
+    let status = child.exit.await.ok()?;
+    println!(
+        "command: {status} in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    status.code()
+}
