@@ -25,16 +25,32 @@ fn groups_of(subcommand: &str) -> &'static [Group] {
             Group::Logs,
         ],
         "probe" | "dockerd-check" => &[Group::Docker, Group::Time, Group::Logs],
+        "prune" => &[
+            Group::Scope,
+            Group::Credentials,
+            Group::GitHub,
+            Group::Runner,
+            Group::Time,
+            Group::Logs,
+        ],
         _ => &[],
     }
 }
 
+/// The settings one subcommand reads.
+fn settings_of(subcommand: &str) -> impl Iterator<Item = &'static config::Setting> + '_ {
+    let groups = groups_of(subcommand);
+    SETTINGS.iter().filter(move |s| {
+        if subcommand == "prune" && s.group == Group::Runner {
+            return s.name == "RUNNER_NAME_PREFIX";
+        }
+        groups.contains(&s.group)
+    })
+}
+
 /// The settings' flags for one subcommand, generated from the table.
 fn setting_args(subcommand: &str) -> Vec<Arg> {
-    let groups = groups_of(subcommand);
-    SETTINGS
-        .iter()
-        .filter(|s| groups.contains(&s.group))
+    settings_of(subcommand)
         .filter_map(|s| {
             let flag = s.flag()?;
             let default = match s.default {
@@ -57,10 +73,8 @@ fn setting_args(subcommand: &str) -> Vec<Arg> {
 }
 
 fn env_only_note(subcommand: &str) -> String {
-    let groups = groups_of(subcommand);
-    let names: Vec<&str> = SETTINGS
-        .iter()
-        .filter(|s| groups.contains(&s.group) && s.flag().is_none())
+    let names: Vec<&str> = settings_of(subcommand)
+        .filter(|s| s.flag().is_none())
         .map(|s| s.name)
         .collect();
     if names.is_empty() {
@@ -108,6 +122,20 @@ pub fn command() -> Command {
                 .after_help(after.clone()),
         )
         .subcommand(
+            Command::new("prune")
+                .about("Find runners this image left offline at GitHub, and delete them with --yes")
+                .arg(Arg::new("yes").long("yes").action(ArgAction::SetTrue).help("Delete the runners found (without it: only list them)"))
+                .arg(
+                    Arg::new("grace")
+                        .long("grace")
+                        .value_name("DURATION")
+                        .default_value("60s")
+                        .help("A runner must be offline in two listings this far apart (one that registered a moment ago is offline too)"),
+                )
+                .args(setting_args("prune"))
+                .after_help(format!("{}{}", env_only_note("prune"), Exit::help_table())),
+        )
+        .subcommand(
             Command::new("dockerd-check")
                 .about("Start dockerd exactly as `run` would, run a command against it, stop it: check a runtime before registering")
                 .arg(
@@ -124,10 +152,8 @@ pub fn command() -> Command {
 
 /// The flags given for settings, by setting name.
 fn given_flags(m: &ArgMatches, subcommand: &str) -> BTreeMap<String, String> {
-    let groups = groups_of(subcommand);
-    SETTINGS
-        .iter()
-        .filter(|s| groups.contains(&s.group) && s.flag().is_some())
+    settings_of(subcommand)
+        .filter(|s| s.flag().is_some())
         .filter_map(|s| {
             m.get_one::<String>(s.name)
                 .map(|v| (s.name.to_string(), v.clone()))
@@ -227,7 +253,92 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                 }
             }
         }
+        Some(("prune", m)) => {
+            let flags = given_flags(m, "prune");
+            let grace = m
+                .get_one::<String>("grace")
+                .map(String::as_str)
+                .unwrap_or("60s");
+            let grace = match config::parse_duration(grace) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: --grace={grace:?} {e}");
+                    return Exit::Usage;
+                }
+            };
+            match config::load_api(&inputs(&flags)) {
+                Err(problems) => usage(&problems),
+                Ok(settings) => {
+                    crate::logging::init(&settings.log);
+                    block_on(prune_command(&settings, grace, m.get_flag("yes")))
+                }
+            }
+        }
         _ => unreachable!("clap requires a known subcommand"),
+    }
+}
+
+async fn prune_command(
+    settings: &config::ApiSettings,
+    grace: std::time::Duration,
+    yes: bool,
+) -> Exit {
+    use crate::github::{Client, ClientOptions, RealTime, prune};
+    let client = match Client::new(
+        &settings.github.api,
+        settings.scope.clone(),
+        settings.auth.clone(),
+        ClientOptions {
+            request_timeout: settings.timeouts.api,
+            deadline: settings.timeouts.api_deadline,
+            time: std::sync::Arc::new(RealTime),
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sysrunner prune: {e}");
+            return e.exit();
+        }
+    };
+    eprintln!(
+        "listing runners of {} named {}-…, then again in {}s",
+        settings.scope,
+        settings.name_prefix,
+        grace.as_secs()
+    );
+    match prune::prune(
+        &client,
+        &settings.name_prefix,
+        yes,
+        tokio::time::sleep(grace),
+    )
+    .await
+    {
+        Err(e) => {
+            eprintln!("sysrunner prune: {e}");
+            e.exit()
+        }
+        Ok(out) => {
+            if out.candidates.is_empty() {
+                println!(
+                    "no offline runners named {}-… to prune",
+                    settings.name_prefix
+                );
+            }
+            for r in &out.candidates {
+                let state = if out.deleted.contains(&r.id) {
+                    "deleted"
+                } else if out.busy.contains(&r.id) {
+                    "busy now, kept"
+                } else if out.gone.contains(&r.id) {
+                    "already gone"
+                } else {
+                    "offline (run with --yes to delete)"
+                };
+                println!("{:>12}  {:<40}  {state}", r.id, r.name);
+            }
+            Exit::Ok
+        }
     }
 }
 

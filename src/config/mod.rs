@@ -9,6 +9,11 @@ mod parse;
 pub use defs::{FOREIGN, Group, Kind, SETTINGS, Setting};
 pub use parse::{MAX_LABELS, MAX_RUNNER_NAME};
 
+/// The one duration syntax (`90`, `90s`, `5m`, `1h`), for flags that are not settings.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    parse::duration(raw).map_err(|b| format!("{}; {}", b.what, b.fix))
+}
+
 use crate::secret::Secret;
 use defs::DefaultValue as Def;
 use parse::Value;
@@ -202,6 +207,69 @@ pub struct RunSettings {
     pub log: LogSettings,
     /// Said once logging is up: variables of other runner images, settings a JIT config overrides.
     pub warnings: Vec<String>,
+}
+
+/// What `sysrunner prune` needs: the scope and credentials, GitHub, the name prefix, timeouts.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub scope: Scope,
+    pub auth: Auth,
+    pub github: GitHubUrls,
+    pub name_prefix: String,
+    pub timeouts: Timeouts,
+    pub log: LogSettings,
+}
+
+/// Validates what `prune` reads.
+pub fn load_api(inputs: &Inputs) -> Result<ApiSettings, Problems> {
+    let mut v = Values::collect(
+        inputs,
+        &[
+            Group::Scope,
+            Group::Credentials,
+            Group::GitHub,
+            Group::Runner,
+            Group::Time,
+            Group::Logs,
+        ],
+    );
+    let registration = v.registration();
+    let github = v.github();
+    let prefix = v.text("RUNNER_NAME_PREFIX").unwrap_or_default();
+    if prefix.is_empty() {
+        v.problem(
+            "RUNNER_NAME_PREFIX",
+            Some(prefix.clone()),
+            "is empty",
+            "prune only deletes runners named PREFIX-…; an empty prefix would match every runner",
+        );
+    }
+    let timeouts = v.timeouts();
+    let log = v.log();
+    let (scope, auth) = match registration {
+        Some(Registration::Api { scope, auth, .. }) => (Some(scope), Some(auth)),
+        Some(Registration::PreMade { .. }) => {
+            v.problem(
+                "ACTIONS_RUNNER_INPUT_JITCONFIG",
+                None,
+                "is set, but prune lists and deletes runners through the API",
+                "give a scope and credentials (ACCESS_TOKEN or a GitHub App) instead",
+            );
+            (None, None)
+        }
+        None => (None, None),
+    };
+    if !v.problems.is_empty() {
+        return Err(Problems(v.problems));
+    }
+    Ok(ApiSettings {
+        scope: scope.expect("no problems means a scope"),
+        auth: auth.expect("no problems means credentials"),
+        github,
+        name_prefix: prefix,
+        timeouts,
+        log,
+    })
 }
 
 /// What `sysrunner probe` needs: the dockerd plan's inputs and logging.

@@ -1,0 +1,67 @@
+//! The client's view of GitHub's JSON: only the fields it reads. Written from the REST contract
+//! (REFERENCE.md section 3 and runners-openapi.json), shared with nothing, least of all the fake.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Runner {
+    pub id: u64,
+    pub name: String,
+    /// `online` or `offline`.
+    pub status: String,
+    pub busy: bool,
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+impl Runner {
+    pub fn online(&self) -> bool {
+        self.status == "online"
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Label {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RunnerList {
+    #[allow(dead_code)]
+    pub total_count: u64,
+    pub runners: Vec<Runner>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct JitConfigAnswer {
+    pub runner: Runner,
+    pub encoded_jit_config: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenAnswer {
+    pub token: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct InstallationAnswer {
+    pub id: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RunnerGroups {
+    pub runner_groups: Vec<RunnerGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RunnerGroup {
+    pub id: u64,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorBody {
+    #[serde(default)]
+    pub message: String,
+}
