@@ -1,1 +1,9 @@
-//! The actions/runner process: spawning it as the runner user and reading its markers.
+//! The actions/runner process: its environment, the markers in its output, the states they drive,
+//! and what each listener exit code means. Knows nothing of GitHub's API or dockerd.
+
+pub mod env;
+pub mod exits;
+pub mod markers;
+
+pub use exits::{AfterExit, MAX_RESTARTS, after_exit};
+pub use markers::{Marker, State};

@@ -1,0 +1,150 @@
+//! What the runner's output means: the markers actions/runner prints (REFERENCE.md section 4) turned
+//! into events, and the states they drive. Pure; written from the contract, shared with nothing
+//! (the fake runner prints these lines from its own code).
+
+/// A line of runner output that matters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    Connected,
+    Version(String),
+    /// `<time>: Listening for Jobs`: registered and waiting.
+    Listening,
+    /// `<time>: Running job: <name>`.
+    JobStarted(String),
+    /// `<time>: Job <name> completed with result: Succeeded|Failed|Canceled`.
+    JobCompleted {
+        job: String,
+        result: String,
+    },
+}
+
+pub fn parse(line: &str) -> Option<Marker> {
+    let line = line.trim_end();
+    if line.ends_with("Listening for Jobs") {
+        return Some(Marker::Listening);
+    }
+    if let Some(i) = line.find("Running job: ") {
+        return Some(Marker::JobStarted(
+            line[i + "Running job: ".len()..].to_string(),
+        ));
+    }
+    if let Some(i) = line.find(" completed with result: ") {
+        let result = line[i + " completed with result: ".len()..]
+            .trim()
+            .to_string();
+        let head = &line[..i];
+        let job = head
+            .rfind("Job ")
+            .map(|j| head[j + 4..].to_string())
+            .unwrap_or_default();
+        return Some(Marker::JobCompleted { job, result });
+    }
+    if line.contains("Connected to GitHub") {
+        return Some(Marker::Connected);
+    }
+    if let Some(i) = line.find("Current runner version: '") {
+        let rest = &line[i + "Current runner version: '".len()..];
+        return Some(Marker::Version(rest.trim_end_matches('\'').to_string()));
+    }
+    None
+}
+
+/// Where the runner is in its one life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Listening,
+    Busy {
+        job: String,
+    },
+    /// The job finished; the listener is about to exit.
+    Done {
+        job: String,
+        result: String,
+    },
+    /// Self-updating (exit codes 3/4): starting again after `update.finished`.
+    Updating,
+}
+
+impl State {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Listening => "listening",
+            State::Busy { .. } => "busy",
+            State::Done { .. } => "done",
+            State::Updating => "updating",
+        }
+    }
+
+    /// The state after a marker. Markers out of order (a second `Listening` after a job, say)
+    /// never move a finished job back.
+    pub fn on(self, m: &Marker) -> State {
+        match (self, m) {
+            (s @ State::Done { .. }, _) => s,
+            (_, Marker::JobCompleted { job, result }) => State::Done {
+                job: job.clone(),
+                result: result.clone(),
+            },
+            (_, Marker::JobStarted(job)) => State::Busy { job: job.clone() },
+            (s @ State::Busy { .. }, Marker::Listening) => s,
+            (_, Marker::Listening) => State::Listening,
+            (s, _) => s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_markers() {
+        assert_eq!(parse("√ Connected to GitHub"), Some(Marker::Connected));
+        assert_eq!(
+            parse("Current runner version: '2.336.0'"),
+            Some(Marker::Version("2.336.0".into()))
+        );
+        assert_eq!(
+            parse("2026-11-27 21:00:01Z: Listening for Jobs"),
+            Some(Marker::Listening)
+        );
+        assert_eq!(
+            parse("2026-11-27 21:00:05Z: Running job: build (ubuntu)"),
+            Some(Marker::JobStarted("build (ubuntu)".into()))
+        );
+        assert_eq!(
+            parse("2026-11-27 21:03:05Z: Job build (ubuntu) completed with result: Failed"),
+            Some(Marker::JobCompleted {
+                job: "build (ubuntu)".into(),
+                result: "Failed".into()
+            })
+        );
+        assert_eq!(parse("√ Removed .runner"), None);
+        assert_eq!(parse("some job output"), None);
+    }
+
+    #[test]
+    fn states_follow_the_markers() {
+        let s = State::Starting.on(&Marker::Connected);
+        assert_eq!(s, State::Starting);
+        let s = s.on(&Marker::Listening);
+        assert_eq!(s, State::Listening);
+        let s = s.on(&Marker::JobStarted("j".into()));
+        assert_eq!(s.as_str(), "busy");
+        let s = s.on(&Marker::Listening);
+        assert_eq!(s.as_str(), "busy", "a late Listening does not end a job");
+        let s = s.on(&Marker::JobCompleted {
+            job: "j".into(),
+            result: "Succeeded".into(),
+        });
+        assert_eq!(
+            s,
+            State::Done {
+                job: "j".into(),
+                result: "Succeeded".into()
+            }
+        );
+        assert_eq!(s.clone().on(&Marker::Listening), s, "done stays done");
+    }
+}
