@@ -207,21 +207,11 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                     for w in &settings.warnings {
                         tracing::warn!("{w}");
                     }
-                    let report = block_on(crate::probe::probe(
-                        std::path::Path::new("/"),
-                        &settings.docker,
-                        crate::probe::dockerd_version(),
-                        &proxy_env(),
-                    ));
-                    if !report.runtime.supported() {
-                        return refuse_runtime(&report);
-                    }
-                    tracing::info!(
-                        runtime = report.runtime.as_str(),
-                        "runtime: {}",
-                        report.reasons.join("; ")
-                    );
-                    not_implemented("run")
+                    block_on(async {
+                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                        forward_signals(tx);
+                        crate::lifecycle::run(settings, rx).await
+                    })
                 }
             }
         }
@@ -342,6 +332,29 @@ async fn prune_command(
     }
 }
 
+/// SIGTERM and SIGINT, each delivered to the lifecycle as it arrives.
+fn forward_signals(tx: tokio::sync::mpsc::UnboundedSender<nix::sys::signal::Signal>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    for (kind, sig) in [
+        (SignalKind::terminate(), nix::sys::signal::Signal::SIGTERM),
+        (SignalKind::interrupt(), nix::sys::signal::Signal::SIGINT),
+    ] {
+        let tx = tx.clone();
+        match signal(kind) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        if tx.send(sig).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::error!("cannot listen for {sig}: {e}"),
+        }
+    }
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -399,20 +412,6 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
     }
 }
 
-/// `run` where dockerd cannot run: say what this is, why, and how to fix it; touch nothing.
-fn refuse_runtime(report: &crate::probe::Report) -> Exit {
-    tracing::error!(
-        runtime = report.runtime.as_str(),
-        "sysrunner cannot run dockerd here ({}): {}",
-        report.runtime.as_str(),
-        report.reasons.join("; ")
-    );
-    if let Some(remedy) = report.remedy {
-        tracing::error!("remedy: {remedy}");
-    }
-    Exit::Unsupported
-}
-
 fn usage(problems: &config::Problems) -> Exit {
     eprint!("{problems}");
     eprintln!(
@@ -420,11 +419,6 @@ fn usage(problems: &config::Problems) -> Exit {
         problems.0.len()
     );
     Exit::Usage
-}
-
-fn not_implemented(what: &str) -> Exit {
-    eprintln!("sysrunner {what}: not implemented yet");
-    Exit::Internal
 }
 
 #[cfg(test)]

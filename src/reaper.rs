@@ -178,3 +178,30 @@ pub async fn kill_orphans(reaper: &Reaper, rounds: usize) -> usize {
     }
     killed
 }
+
+/// Every child we have, owned or not: the last resort when a stop runs out of time.
+pub fn kill_all_children() -> usize {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut n = 0;
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s[s.rfind(')')? + 2..]
+                    .split(' ')
+                    .nth(1)?
+                    .parse::<i32>()
+                    .ok()
+            });
+        if ppid == Some(me) {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}

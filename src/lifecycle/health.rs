@@ -1,0 +1,117 @@
+//! Health: the lifecycle publishes its state under /run/sysrunner/, and `sysrunner healthcheck`
+//! (the image's HEALTHCHECK) reads it and pings dockerd. The judgement is pure.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Published {
+    /// starting, listening, busy, done, updating, stopping.
+    pub state: String,
+    /// Epoch seconds when this life started.
+    pub started: u64,
+    /// How long starting or updating may take before it counts as unhealthy.
+    pub startup_allowance_secs: u64,
+    pub runner: Option<String>,
+}
+
+pub fn now_epoch() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Writes the state atomically (write, then rename), so a reader never sees half a file.
+pub fn publish(dir: &Path, p: &Published) {
+    let tmp = dir.join(".state.json.tmp");
+    let ok = serde_json::to_vec(p)
+        .ok()
+        .and_then(|b| std::fs::write(&tmp, b).ok())
+        .and_then(|()| std::fs::rename(&tmp, dir.join(STATE_FILE)).ok());
+    if ok.is_none() {
+        tracing::debug!("could not publish state to {}", dir.display());
+    }
+}
+
+/// Healthy: dockerd answers and the runner listens or works; starting and updating count as
+/// healthy for the allowance. `Err` says why not.
+pub fn judge(p: Option<&Published>, dockerd_answers: bool, now: u64) -> Result<(), String> {
+    let Some(p) = p else {
+        return Err(
+            "no state published under /run/sysrunner (is sysrunner run the entrypoint?)".into(),
+        );
+    };
+    let within = now.saturating_sub(p.started) <= p.startup_allowance_secs;
+    match p.state.as_str() {
+        "starting" | "updating" if within => Ok(()),
+        "starting" | "updating" => Err(format!(
+            "still {} after {}s (allowance {}s)",
+            p.state,
+            now.saturating_sub(p.started),
+            p.startup_allowance_secs
+        )),
+        "listening" | "busy" | "done" if dockerd_answers => Ok(()),
+        "listening" | "busy" | "done" => Err("dockerd does not answer /_ping".into()),
+        other => Err(format!("runner is {other}")),
+    }
+}
+
+/// `sysrunner healthcheck`.
+pub async fn healthcheck(run_dir: &Path) -> Result<(), String> {
+    let p: Option<Published> = std::fs::read(run_dir.join(STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let pinged = crate::dockerd::ping(Path::new(crate::dockerd::plan::SOCKET)).await;
+    judge(p.as_ref(), pinged, now_epoch())
+}
+
+/// The allowance: DOCKERD_READY_TIMEOUT + 60 s.
+pub fn allowance(ready_timeout: Duration) -> u64 {
+    ready_timeout.as_secs() + 60
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(state: &str, started: u64) -> Published {
+        Published {
+            state: state.into(),
+            started,
+            startup_allowance_secs: 120,
+            runner: None,
+        }
+    }
+
+    #[test]
+    fn listening_or_busy_with_dockerd_is_healthy() {
+        assert!(judge(Some(&p("listening", 0)), true, 10_000).is_ok());
+        assert!(judge(Some(&p("busy", 0)), true, 10_000).is_ok());
+        assert!(
+            judge(Some(&p("busy", 0)), false, 10_000)
+                .unwrap_err()
+                .contains("dockerd")
+        );
+    }
+
+    #[test]
+    fn starting_is_healthy_only_within_the_allowance() {
+        assert!(judge(Some(&p("starting", 1000)), false, 1120).is_ok());
+        assert!(judge(Some(&p("updating", 1000)), false, 1100).is_ok());
+        assert!(
+            judge(Some(&p("starting", 1000)), true, 1121)
+                .unwrap_err()
+                .contains("allowance")
+        );
+    }
+
+    #[test]
+    fn no_state_or_stopping_is_unhealthy() {
+        assert!(judge(None, true, 0).is_err());
+        assert!(judge(Some(&p("stopping", 0)), true, 1).is_err());
+    }
+}

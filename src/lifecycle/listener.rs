@@ -1,0 +1,152 @@
+//! The runner's processes as the lifecycle runs them: `config.sh` (config mode) and
+//! `bin/Runner.Listener run`, as the runner user in their own process group, through the reaper,
+//! with output forwarded to our log line by line and the markers turned into states.
+
+use super::pristine::RunnerUser;
+use super::register::Start;
+use crate::reaper::{ExitStatus, Reaper};
+use crate::runner::{Marker, State, markers};
+use nix::unistd::{Gid, Pid};
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{oneshot, watch};
+
+pub struct Listener {
+    pub pid: Pid,
+    pub exit: oneshot::Receiver<ExitStatus>,
+}
+
+/// A command that drops to the runner user in the child: supplementary groups (computed here, in
+/// the parent: the `docker` group grants the socket), gid, uid. std's own uid/gid would clear the
+/// supplementary groups, so the switch is done by hand before exec.
+fn as_user(
+    program: &Path,
+    user: &RunnerUser,
+    env: &BTreeMap<String, String>,
+    cwd: &Path,
+) -> io::Result<Command> {
+    let name = std::ffi::CString::new(user.name.clone())
+        .map_err(|_| io::Error::other("user name has a NUL"))?;
+    let groups: Vec<Gid> = nix::unistd::getgrouplist(&name, user.gid).map_err(io::Error::from)?;
+    let (uid, gid) = (user.uid, user.gid);
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .envs(env)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setgroups(&groups).map_err(io::Error::from)?;
+            nix::unistd::setgid(gid).map_err(io::Error::from)?;
+            nix::unistd::setuid(uid).map_err(io::Error::from)?;
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Forwards a pipe to the log, turning markers into state changes.
+fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    stream: &'static str,
+    state: Option<watch::Sender<State>>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(target: "runner", stream, "{line}");
+            if let (Some(tx), Some(m)) = (&state, markers::parse(&line)) {
+                if let Marker::Version(v) = &m {
+                    tracing::debug!("runner version {v}");
+                }
+                tx.send_modify(|s| *s = s.clone().on(&m));
+            }
+        }
+    });
+}
+
+fn spawn_forwarded(
+    reaper: &Reaper,
+    cmd: &mut Command,
+    state: Option<watch::Sender<State>>,
+) -> io::Result<Listener> {
+    let child = reaper.spawn(cmd)?;
+    if let Some(out) = child.stdout {
+        forward(
+            tokio::process::ChildStdout::from_std(out)?,
+            "stdout",
+            state.clone(),
+        );
+    }
+    if let Some(err) = child.stderr {
+        forward(tokio::process::ChildStderr::from_std(err)?, "stderr", state);
+    }
+    Ok(Listener {
+        pid: child.pid,
+        exit: child.exit,
+    })
+}
+
+/// Runs `config.sh` with the registration token in its environment and waits for it.
+pub async fn configure(
+    reaper: &Reaper,
+    runner_root: &Path,
+    user: &RunnerUser,
+    env: &BTreeMap<String, String>,
+    start: &Start,
+) -> io::Result<Option<ExitStatus>> {
+    let Start::Configure { token, args } = start else {
+        return Ok(None);
+    };
+    let mut env = env.clone();
+    env.insert(
+        "ACTIONS_RUNNER_INPUT_TOKEN".into(),
+        token.expose().to_string(),
+    );
+    let mut cmd = as_user(&runner_root.join("config.sh"), user, &env, runner_root)?;
+    cmd.args(args);
+    let l = spawn_forwarded(reaper, &mut cmd, None)?;
+    Ok(l.exit.await.ok())
+}
+
+/// Starts `bin/Runner.Listener run` directly, so its real exit code is seen (run.sh hides it).
+pub fn spawn_listener(
+    reaper: &Reaper,
+    runner_root: &Path,
+    user: &RunnerUser,
+    env: &BTreeMap<String, String>,
+    start: &Start,
+    state: watch::Sender<State>,
+) -> io::Result<Listener> {
+    let mut env = env.clone();
+    if let Start::Jit(config) = start {
+        env.insert(
+            "ACTIONS_RUNNER_INPUT_JITCONFIG".into(),
+            config.expose().to_string(),
+        );
+    }
+    let mut cmd = as_user(
+        &runner_root.join("bin/Runner.Listener"),
+        user,
+        &env,
+        runner_root,
+    )?;
+    cmd.arg("run");
+    spawn_forwarded(reaper, &mut cmd, Some(state))
+}
+
+/// The runner id `config.sh` wrote into `.runner` (`agentId`).
+pub fn runner_id_from_dot_runner(runner_root: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(runner_root.join(".runner")).ok()?;
+    // .runner may start with a UTF-8 byte-order mark.
+    let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).ok()?;
+    v.get("agentId")?.as_u64()
+}
