@@ -122,6 +122,11 @@ pub fn command() -> Command {
                 .after_help(after.clone()),
         )
         .subcommand(
+            Command::new("healthcheck")
+                .about("For HEALTHCHECK: exit 0 when dockerd answers and the runner is listening or busy (starting counts for DOCKERD_READY_TIMEOUT + 60s), 1 otherwise")
+                .after_help(after.clone()),
+        )
+        .subcommand(
             Command::new("prune")
                 .about("Find runners this image left offline at GitHub, and delete them with --yes")
                 .arg(Arg::new("yes").long("yes").action(ArgAction::SetTrue).help("Delete the runners found (without it: only list them)"))
@@ -200,7 +205,21 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
     match matches.subcommand() {
         Some(("run", m)) => {
             let flags = given_flags(m, "run");
-            match config::load_run(&inputs(&flags)) {
+            if let Err(e) = crate::secret::reexec_without_env_secrets() {
+                eprintln!(
+                    "sysrunner: cannot re-execute without the secrets in the environment ({e}); continuing, but /proc/1/environ keeps them"
+                );
+            }
+            let handed = crate::secret::take_handed_off();
+            let env = |name: &str| {
+                handed
+                    .get(name)
+                    .map(OsString::from)
+                    .or_else(|| std::env::var_os(name))
+            };
+            let mut inputs = inputs(&flags);
+            inputs.env = &env;
+            match config::load_run(&inputs) {
                 Err(problems) => usage(&problems),
                 Ok(settings) => {
                     crate::logging::init(&settings.log);
@@ -240,6 +259,21 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                         &command,
                         &proxy_env(),
                     ))
+                }
+            }
+        }
+        Some(("healthcheck", _)) => {
+            match block_on(crate::lifecycle::health::healthcheck(std::path::Path::new(
+                "/run/sysrunner",
+            ))) {
+                Ok(()) => {
+                    println!("healthy");
+                    Exit::Ok
+                }
+                Err(why) => {
+                    println!("unhealthy: {why}");
+                    // HEALTHCHECK reads only 0 (healthy) and 1 (unhealthy).
+                    Exit::Unhealthy
                 }
             }
         }

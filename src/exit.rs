@@ -22,11 +22,13 @@ pub enum Exit {
     Refused,
     /// The container runtime cannot run dockerd, or this is a host, not a container (EX_CONFIG).
     Unsupported,
+    /// `healthcheck` only: unhealthy (Docker's HEALTHCHECK knows only 0 and 1).
+    Unhealthy,
 }
 
 impl Exit {
     /// All codes, in the order they are documented.
-    pub const ALL: [Exit; 7] = [
+    pub const ALL: [Exit; 8] = [
         Exit::Ok,
         Exit::Usage,
         Exit::Unavailable,
@@ -34,6 +36,7 @@ impl Exit {
         Exit::TempFail,
         Exit::Refused,
         Exit::Unsupported,
+        Exit::Unhealthy,
     ];
 
     pub const fn code(self) -> u8 {
@@ -45,6 +48,7 @@ impl Exit {
             Exit::TempFail => 75,
             Exit::Refused => 77,
             Exit::Unsupported => 78,
+            Exit::Unhealthy => 1,
         }
     }
 
@@ -64,6 +68,7 @@ impl Exit {
             Exit::Unsupported => {
                 "unsupported runtime: the container cannot run dockerd, or this is a host"
             }
+            Exit::Unhealthy => "`healthcheck` only: unhealthy",
         }
     }
 

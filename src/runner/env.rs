@@ -18,6 +18,8 @@ pub fn runner_env(
         .filter(|(k, _)| !kept.contains(&k.as_str()))
         // Every ACTIONS_RUNNER_INPUT_* would configure the runner: only sysrunner sets those.
         .filter(|(k, _)| !k.starts_with("ACTIONS_RUNNER_INPUT_"))
+        // sysrunner's own plumbing (the secrets hand-off) is nothing for jobs.
+        .filter(|(k, _)| !k.starts_with("SYSRUNNER_"))
         .collect();
     env.insert("HOME".into(), home.into());
     env.insert("USER".into(), user.into());
