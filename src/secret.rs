@@ -32,20 +32,6 @@ impl fmt::Display for Secret {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_redacts_in_debug_and_display() {
-        let s = Secret::new("ghp_supersecret");
-        assert!(!format!("{s:?}").contains("supersecret"));
-        assert!(!format!("{s}").contains("supersecret"));
-        assert!(!format!("{:?}", Some(&s)).contains("supersecret"));
-        assert_eq!(s.expose(), "ghp_supersecret");
-    }
-}
-
 /// Variables that hold secrets in sysrunner's own environment (the `*_FILE` forms hold paths).
 pub const ENV_SECRETS: [&str; 3] = [
     "ACCESS_TOKEN",
@@ -115,4 +101,18 @@ pub fn take_handed_off() -> std::collections::BTreeMap<String, String> {
         return Default::default();
     }
     serde_json::from_slice(&buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_redacts_in_debug_and_display() {
+        let s = Secret::new("ghp_supersecret");
+        assert!(!format!("{s:?}").contains("supersecret"));
+        assert!(!format!("{s}").contains("supersecret"));
+        assert!(!format!("{:?}", Some(&s)).contains("supersecret"));
+        assert_eq!(s.expose(), "ghp_supersecret");
+    }
 }
