@@ -67,7 +67,12 @@ fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
                 if let Marker::Version(v) = &m {
                     tracing::debug!("runner version {v}");
                 }
-                tx.send_modify(|s| *s = s.clone().on(&m));
+                tx.send_if_modified(|s| {
+                    let next = s.clone().on(&m);
+                    let changed = next != *s;
+                    *s = next;
+                    changed
+                });
             }
         }
     });
