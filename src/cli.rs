@@ -140,6 +140,7 @@ pub fn command() -> Command {
                 .args(setting_args("prune"))
                 .after_help(format!("{}{}", env_only_note("prune"), Exit::help_table())),
         )
+        .subcommands(testkit_commands())
         .subcommand(
             Command::new("dockerd-check")
                 .about("Start dockerd exactly as `run` would, run a command against it, stop it: check a runtime before registering")
@@ -153,6 +154,49 @@ pub fn command() -> Command {
                 .args(setting_args("dockerd-check"))
                 .after_help(after),
         )
+}
+
+#[cfg(feature = "testkit")]
+fn testkit_commands() -> Vec<Command> {
+    vec![Command::new("fake-runner")
+        .about("The fake actions/runner (testkit): `install DIR` lays out a release that sysrunner drives like the real one")
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("install").arg(
+                Arg::new("dir")
+                    .required(true)
+                    .value_name("DIR")
+                    .value_parser(clap::value_parser!(std::path::PathBuf)),
+            ),
+        )]
+}
+
+#[cfg(not(feature = "testkit"))]
+fn testkit_commands() -> Vec<Command> {
+    Vec::new()
+}
+
+#[cfg(feature = "testkit")]
+fn fake_runner_command(m: &ArgMatches) -> Exit {
+    use crate::testkit::fake_runner;
+    let Some(("install", m)) = m.subcommand() else {
+        unreachable!("clap requires install")
+    };
+    let dir = m.get_one::<std::path::PathBuf>("dir").expect("required");
+    match fake_runner::listener_binary().and_then(|l| fake_runner::install(dir, &l)) {
+        Ok(()) => {
+            println!(
+                "installed the fake actions/runner {} into {}",
+                fake_runner::VERSION,
+                dir.display()
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("sysrunner fake-runner install: {e}");
+            Exit::Internal
+        }
+    }
 }
 
 /// The flags given for settings, by setting name.
@@ -262,6 +306,8 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                 }
             }
         }
+        #[cfg(feature = "testkit")]
+        Some(("fake-runner", m)) => fake_runner_command(m),
         Some(("healthcheck", _)) => {
             match block_on(crate::lifecycle::health::healthcheck(std::path::Path::new(
                 "/run/sysrunner",

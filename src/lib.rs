@@ -27,3 +27,5 @@ pub mod probe;
 pub mod reaper;
 pub mod runner;
 pub mod secret;
+#[cfg(feature = "testkit")]
+pub mod testkit;

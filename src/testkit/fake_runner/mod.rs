@@ -1,0 +1,102 @@
+//! A fake actions/runner release: a directory laid out like the real one (`config.sh`, `run.sh`,
+//! `env.sh`, `bin/Runner.Listener`), made by `sysrunner fake-runner install DIR`, that sysrunner
+//! drives exactly as the real one. It follows REFERENCE.md section 4 and the fake GitHub's runner
+//! protocol (`/_fake/runner/…`). It shares no code with sysrunner's parser of runner output: it
+//! prints the markers from its own strings. Its listener is a binary of its own
+//! (`fake-runner-listener`), so an image whose sysrunner lacks the testkit can still use it.
+
+pub mod listener;
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The version the fake claims to be.
+pub const VERSION: &str = "2.336.0";
+
+const CONFIG_SH: &str = r#"#!/bin/bash
+# Fake actions/runner config.sh: "config.sh remove --token T" removes, anything else configures.
+set -euo pipefail
+dir="$(cd "$(dirname "$0")" && pwd)"
+if [ "${1:-}" = "remove" ]; then
+  shift
+  exec "$dir/bin/Runner.Listener" remove "$@"
+fi
+exec "$dir/bin/Runner.Listener" configure "$@"
+"#;
+
+const RUN_SH: &str = r#"#!/bin/bash
+# Fake actions/runner run.sh: like the real one it hides the listener's exit codes
+# (2 restarts after 5 s, everything else ends 0). sysrunner runs bin/Runner.Listener directly.
+set -uo pipefail
+dir="$(cd "$(dirname "$0")" && pwd)"
+while true; do
+  "$dir/bin/Runner.Listener" run "$@"
+  code=$?
+  if [ "$code" -eq 2 ]; then
+    sleep 5
+    continue
+  fi
+  exit 0
+done
+"#;
+
+const ENV_SH: &str = r#"#!/bin/bash
+# Fake actions/runner env.sh: records PATH and a few variables for jobs, as the real one does.
+set -euo pipefail
+dir="$(cd "$(dirname "$0")" && pwd)"
+printf '%s\n' "$PATH" > "$dir/.path"
+env | grep -E '^(LANG|JAVA_HOME|ANT_HOME|M2_HOME|ANDROID_HOME|GRADLE_HOME|NVM_BIN|NVM_PATH|LD_LIBRARY_PATH|PERL5LIB)=' > "$dir/.env" || true
+"#;
+
+/// Writes a fake release into `dir`, with `listener` as `bin/Runner.Listener`.
+pub fn install(dir: &Path, listener: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir.join("bin"))?;
+    for (name, text) in [
+        ("config.sh", CONFIG_SH),
+        ("run.sh", RUN_SH),
+        ("env.sh", ENV_SH),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, text)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let target = dir.join("bin/Runner.Listener");
+    let _ = std::fs::remove_file(&target);
+    std::fs::copy(listener, &target)?;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::write(dir.join("bin/VERSION"), format!("{VERSION}\n"))?;
+    Ok(())
+}
+
+/// The fake listener binary built beside the running sysrunner.
+pub fn listener_binary() -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| io::Error::other("no directory"))?;
+    for cand in [
+        dir.join("fake-runner-listener"),
+        dir.join("../fake-runner-listener"),
+    ] {
+        if cand.exists() {
+            return Ok(cand);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "fake-runner-listener is not beside {}: build it with `cargo build --bins`",
+            exe.display()
+        ),
+    ))
+}
+
+/// The shell scripts, for shellcheck.
+pub fn scripts() -> [(&'static str, &'static str); 3] {
+    [
+        ("config.sh", CONFIG_SH),
+        ("run.sh", RUN_SH),
+        ("env.sh", ENV_SH),
+    ]
+}
