@@ -74,7 +74,7 @@ fn env_only_note(subcommand: &str) -> String {
 
 pub fn command() -> Command {
     let after = Exit::help_table();
-    Command::new("sysrunner")
+    let cmd = Command::new("sysrunner")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
         .after_help(after.clone())
@@ -99,7 +99,10 @@ pub fn command() -> Command {
                 )
                 .args(setting_args("probe"))
                 .after_help(after),
-        )
+        );
+    #[cfg(feature = "testkit")]
+    let cmd = crate::testkit::boxes::cli::register(cmd);
+    cmd
 }
 
 /// The flags given for settings, by setting name.
@@ -174,6 +177,10 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                     not_implemented("probe")
                 }
             }
+        }
+        #[cfg(feature = "testkit")]
+        Some((name, m)) if crate::testkit::boxes::cli::owns(name) => {
+            crate::testkit::boxes::cli::run(name, m)
         }
         _ => unreachable!("clap requires a known subcommand"),
     }

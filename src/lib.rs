@@ -14,6 +14,8 @@
 //! - [`runner`]: the actions/runner process.
 //! - [`lifecycle`]: one life of the container, from start to exit.
 //! - [`cli`]: the command line, and the mapping of outcomes to [`exit::Exit`] codes.
+//! - `testkit` (feature `testkit`): namespace boxes, a busybox image and other test support the
+//!   demo reuses.
 
 pub mod cli;
 pub mod config;
@@ -25,3 +27,5 @@ mod logging;
 pub mod probe;
 pub mod runner;
 pub mod secret;
+#[cfg(feature = "testkit")]
+pub mod testkit;
