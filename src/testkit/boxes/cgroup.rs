@@ -70,14 +70,17 @@ impl Layout {
 /// Where under each hierarchy the box's directory is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CgroupParent {
-    /// Under this process's own cgroup: the box inherits the limits its creator runs under (this
-    /// machine's sandbox keeps test processes in a memory cgroup they must not leave). On a v2
-    /// host whose own cgroup holds processes the box then gets no controllers (the kernel's
-    /// no-internal-processes rule), which dockerd tolerates but cannot set limits with.
+    /// [`CgroupParent::Own`] on cgroup v1 (and hybrid), [`CgroupParent::Root`] on cgroup v2.
     #[default]
+    Auto,
+    /// Under this process's own cgroup: the box inherits the limits its creator runs under (this
+    /// machine's sandbox keeps test processes in a v1 memory cgroup they must not leave). On v2
+    /// the own cgroup holds processes, so the kernel's no-internal-processes rule keeps it from
+    /// handing controllers down: the box would get none.
     Own,
-    /// Directly under the hierarchy's mount point, as dockerd's cgroupfs driver does for its own
-    /// containers: on v2 the box gets every controller the root enables.
+    /// Directly under the hierarchy's mount point, where dockerd's cgroupfs driver puts its own
+    /// containers: on v2 the box gets every controller the root enables (systemd enables cpu, io,
+    /// memory and pids there).
     Root,
 }
 
@@ -285,10 +288,15 @@ pub fn plan(
         notes: Vec::new(),
     };
     let delegate = req.uid != 0 || req.gid != 0;
+    let parent_of = match (req.parent, layout) {
+        (CgroupParent::Auto, Layout::V1 { .. }) => CgroupParent::Own,
+        (CgroupParent::Auto, Layout::V2 { .. }) => CgroupParent::Root,
+        (p, _) => p,
+    };
     for h in layout.hierarchies() {
-        let parent = match req.parent {
-            CgroupParent::Own => h.own_dir(),
+        let parent = match parent_of {
             CgroupParent::Root => h.mount_point.clone(),
+            _ => h.own_dir(),
         };
         let dir = parent.join(req.name);
         let procs = dir.join("cgroup.procs");

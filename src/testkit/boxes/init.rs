@@ -41,34 +41,24 @@ pub fn main(spec_json: &str) -> ! {
             exit(FAILED)
         }
     };
-    // SAFETY: the host passed exactly these three descriptors; nothing else here owns them.
-    let fds = unsafe {
-        (|| {
-            Ok::<_, std::io::Error>((
+    let adopt_all = || -> std::io::Result<(OwnedFd, OwnedFd, OwnedFd)> {
+        // SAFETY: the host passed exactly these three descriptors; nothing else here owns them.
+        unsafe {
+            Ok((
                 adopt(spec.ctl_fd)?,
                 adopt(spec.status_fd)?,
                 adopt(spec.life_fd)?,
             ))
-        })()
+        }
     };
-    let (ctl, status, life) = match fds {
+    let (ctl, status, life) = match adopt_all() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("sysrunner box-init: inherited descriptors: {e}");
             exit(FAILED)
         }
     };
-    let report = status.try_clone().ok();
-    match outer(&spec, ctl, status, life) {
-        Ok(code) => exit(code),
-        Err(msg) => {
-            if let Some(r) = report {
-                let _ = send(&r, &Status::Failed(msg.clone()));
-            }
-            eprintln!("sysrunner box-init: {msg}");
-            exit(FAILED)
-        }
-    }
+    exit(outer(&spec, ctl, status, life))
 }
 
 fn send(fd: &OwnedFd, s: &Status) -> Result<(), String> {
@@ -79,12 +69,56 @@ fn ctx<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> String {
     move |e| format!("{what}: {e}")
 }
 
-fn outer(spec: &InitSpec, ctl: OwnedFd, status: OwnedFd, life: OwnedFd) -> Result<i32, String> {
+/// The first process's whole life; returns its exit code (PID 1's, or [`FAILED`]).
+fn outer(spec: &InitSpec, ctl: OwnedFd, status: OwnedFd, life: OwnedFd) -> i32 {
+    let fail = |msg: String| {
+        let _ = send(&status, &Status::Failed(msg.clone()));
+        eprintln!("sysrunner box-init: {msg}");
+        FAILED
+    };
+    if let Err(e) = make_namespaces(spec, &ctl, &status) {
+        return fail(e);
+    }
+    // Blocked before fork so that no signal meant for PID 1 is lost; PID 1 restores the mask.
+    let mut forwarded = SigSet::empty();
+    for s in FORWARDED {
+        forwarded.add(s);
+    }
+    let old_mask = match forwarded.thread_swap_mask(SigmaskHow::SIG_BLOCK) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("sigprocmask: {e}")),
+    };
+    // SAFETY: this process is single-threaded (a fresh exec of our binary that started no
+    // threads), so the child may do anything after fork.
+    match unsafe { fork() } {
+        Err(e) => fail(format!("fork PID 1: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(life);
+            pid1(spec, ctl, status, old_mask)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(ctl);
+            if let Err(e) = send(&status, &Status::Pid1(child.as_raw())) {
+                let _ = kill(child, Signal::SIGKILL);
+                return fail(e);
+            }
+            drop(status);
+            supervise(child, life, &forwarded).unwrap_or_else(|e| {
+                eprintln!("sysrunner box-init: {e}");
+                let _ = kill(child, Signal::SIGKILL);
+                FAILED
+            })
+        }
+    }
+}
+
+/// Everything before PID 1 exists: user namespace and handshake, cgroup namespace, the rest.
+fn make_namespaces(spec: &InitSpec, ctl: &OwnedFd, status: &OwnedFd) -> Result<(), String> {
     let sysbox = spec.kind == BoxKind::SysboxLike;
     if sysbox {
         unshare(CloneFlags::CLONE_NEWUSER).map_err(ctx("unshare user namespace"))?;
     }
-    send(&status, &Status::Unshared)?;
+    send(status, &Status::Unshared)?;
     match read_byte(ctl.as_fd()).map_err(ctx("wait for the host"))? {
         Some(GO) => {}
         _ => return Err("the host went away before the box's cgroups were ready".into()),
@@ -109,30 +143,7 @@ fn outer(spec: &InitSpec, ctl: OwnedFd, status: OwnedFd, life: OwnedFd) -> Resul
             | CloneFlags::CLONE_NEWPID,
     )
     .map_err(ctx("unshare mount, net, uts, ipc and pid namespaces"))?;
-    sethostname(&spec.hostname).map_err(ctx("sethostname"))?;
-
-    // Blocked before fork so that no signal meant for PID 1 is lost; PID 1 restores the mask.
-    let mut forwarded = SigSet::empty();
-    for s in FORWARDED {
-        forwarded.add(s);
-    }
-    let old_mask = forwarded
-        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
-        .map_err(ctx("sigprocmask"))?;
-    // SAFETY: this process is single-threaded (a fresh exec of our binary that started no
-    // threads), so the child may do anything after fork.
-    match unsafe { fork() }.map_err(ctx("fork PID 1"))? {
-        ForkResult::Child => {
-            drop(life);
-            pid1(spec, ctl, status, old_mask)
-        }
-        ForkResult::Parent { child } => {
-            drop(ctl);
-            send(&status, &Status::Pid1(child.as_raw()))?;
-            drop(status);
-            supervise(child, life, &forwarded)
-        }
-    }
+    sethostname(&spec.hostname).map_err(ctx("sethostname"))
 }
 
 fn pid1(spec: &InitSpec, ctl: OwnedFd, status: OwnedFd, old_mask: SigSet) -> ! {

@@ -41,12 +41,11 @@ mod sys;
 
 pub use cgroup::{CgroupParent, Hierarchy, Layout, Version, detect as detect_cgroups};
 pub use error::Error;
-pub use mounts::MountStep;
 
 use super::lock::{self, Lock};
 use cgroup::HostFs;
 use error::{io_err, nix_err};
-use mounts::Private;
+use mounts::{MountStep, Private};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
@@ -818,7 +817,7 @@ pub fn wait_within(child: &mut Child, timeout: Duration) -> io::Result<Option<Ex
 /// `cmd.output()` with stdin empty and a deadline: on timeout the child is killed. Output still
 /// held open at the deadline by something the command left running counts as a timeout too.
 pub fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Output, Error> {
-    let what = format!("{cmd:?}");
+    let what = describe(cmd);
     let deadline = Instant::now() + timeout;
     let mut child = cmd
         .stdin(Stdio::null())
@@ -869,7 +868,37 @@ pub fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Output, Err
     })
 }
 
+/// What a command runs, for messages: the part after `box-exec <spec> --` for box commands
+/// (the spec is noise there), the whole command line otherwise.
+fn describe(cmd: &Command) -> String {
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match args.iter().position(|a| a == "--") {
+        Some(i) if args.first().map(String::as_str) == Some(cli::EXEC) => {
+            format!("in a box: {}", args[i + 1..].join(" "))
+        }
+        _ => format!("{} {}", cmd.get_program().to_string_lossy(), args.join(" ")),
+    }
+}
+
 /// Sends `sig` to a host pid; used to stop what a test started in a box.
 pub fn signal(pid: u32, sig: Signal) -> Result<(), Error> {
     kill(Pid::from_raw(pid as i32), sig).map_err(nix_err(format!("kill -{sig} {pid}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_commands_are_described_by_what_runs_in_the_box() {
+        let mut c = Command::new("/x/sysrunner");
+        c.args([cli::EXEC, "{\"pid\":1}", "--", "sh", "-c", "true"]);
+        assert_eq!(describe(&c), "in a box: sh -c true");
+        let mut c = Command::new("ls");
+        c.arg("-l");
+        assert_eq!(describe(&c), "ls -l");
+    }
 }

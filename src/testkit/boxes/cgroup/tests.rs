@@ -259,6 +259,30 @@ fn v2_privileged_like_plan_keeps_processes_at_the_namespace_root() {
 }
 
 #[test]
+fn auto_nests_under_the_own_cgroup_on_v1_and_under_the_root_on_v2() {
+    let v1 = parse(V1_MOUNTINFO, V1_CGROUP).unwrap();
+    let plan1 = plan(
+        &v1,
+        &req(BoxKind::SysboxLike, 1, CgroupParent::Auto),
+        &no_files,
+    )
+    .unwrap();
+    assert!(
+        plan1
+            .dirs
+            .contains(&p("/sys/fs/cgroup/memory/process_api/462c/sysrunner-box-3"))
+    );
+    let v2 = parse(V2_MOUNTINFO, V2_CGROUP).unwrap();
+    let plan2 = plan(
+        &v2,
+        &req(BoxKind::SysboxLike, 1, CgroupParent::Auto),
+        &no_files,
+    )
+    .unwrap();
+    assert_eq!(plan2.dirs, vec![p("/sys/fs/cgroup/sysrunner-box-3")]);
+}
+
+#[test]
 fn co_mounted_controllers_form_one_hierarchy() {
     let mi = "30 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
     let l = parse(mi, "2:cpu,cpuacct:/user.slice\n").unwrap();
