@@ -2,6 +2,7 @@
 //! what a box looks like from inside, that dockerd runs containers in both kinds, and that
 //! nothing is left on the host afterwards, also when a test panics. Needs root; skips (or fails
 //! in CI) through `testkit::require`.
+#![cfg(feature = "testkit")]
 
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
