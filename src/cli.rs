@@ -88,7 +88,7 @@ fn env_only_note(subcommand: &str) -> String {
 
 pub fn command() -> Command {
     let after = Exit::help_table();
-    Command::new("sysrunner")
+    let cmd = Command::new("sysrunner")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
         .after_help(after.clone())
@@ -153,7 +153,10 @@ pub fn command() -> Command {
                 )
                 .args(setting_args("dockerd-check"))
                 .after_help(after),
-        )
+        );
+    #[cfg(feature = "testkit")]
+    let cmd = crate::testkit::boxes::cli::register(cmd);
+    cmd
 }
 
 #[cfg(feature = "testkit")]
@@ -343,6 +346,10 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                     block_on(prune_command(&settings, grace, m.get_flag("yes")))
                 }
             }
+        }
+        #[cfg(feature = "testkit")]
+        Some((name, m)) if crate::testkit::boxes::cli::owns(name) => {
+            crate::testkit::boxes::cli::run(name, m)
         }
         _ => unreachable!("clap requires a known subcommand"),
     }

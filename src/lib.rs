@@ -15,6 +15,8 @@
 //! - [`runner`]: the actions/runner process.
 //! - [`lifecycle`]: one life of the container, from start to exit.
 //! - [`cli`]: the command line, and the mapping of outcomes to [`exit::Exit`] codes.
+//! - `testkit` (feature `testkit`): namespace boxes, a busybox image and other test support the
+//!   demo reuses.
 
 pub mod cli;
 pub mod config;

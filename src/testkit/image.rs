@@ -1,0 +1,200 @@
+//! A tiny container image made from the host's static busybox, for machines that reach no image
+//! registry: writes a rootfs tar that `docker import` turns into an image. Reads the busybox
+//! binary; writes only the tar it is asked for.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::Command;
+
+/// Debian's busybox-static.
+pub const BUSYBOX: &str = "/bin/busybox";
+/// The name tests import the rootfs as.
+pub const IMAGE: &str = "sysrunner-test/busybox:latest";
+
+/// Writes the rootfs tar of [`BUSYBOX`] to `dest`: `bin/busybox`, a `bin/<applet>` symlink for
+/// every applet it lists, `/etc/passwd` and `/etc/group` with root and nobody, and the usual
+/// empty directories. Import it with `docker import <dest> <name>` and run e.g. `busybox true`.
+pub fn write_busybox_rootfs(dest: &Path) -> io::Result<()> {
+    let busybox = std::fs::read(BUSYBOX)?;
+    let out = Command::new(BUSYBOX).arg("--list").output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{BUSYBOX} --list failed: {}",
+            out.status
+        )));
+    }
+    let list = String::from_utf8_lossy(&out.stdout);
+    let applets: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut file = io::BufWriter::new(std::fs::File::create(dest)?);
+    busybox_rootfs(&busybox, &applets, &mut file)?;
+    file.flush()
+}
+
+/// The rootfs tar of a busybox binary with these applets, written to `out`.
+pub fn busybox_rootfs(busybox: &[u8], applets: &[&str], out: &mut impl Write) -> io::Result<()> {
+    let mut tar = Tar { out };
+    for (dir, mode) in [
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("proc", 0o555),
+        ("root", 0o700),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+        ("var", 0o755),
+    ] {
+        tar.entry(dir, mode, Kind::Dir, b"")?;
+    }
+    tar.entry("bin/busybox", 0o755, Kind::File, busybox)?;
+    for a in applets {
+        // Applet names are plain words; anything else (or busybox itself) is not linked.
+        if *a != "busybox" && !a.contains('/') && *a != "." && *a != ".." {
+            tar.entry(&format!("bin/{a}"), 0o777, Kind::Symlink("busybox"), b"")?;
+        }
+    }
+    tar.entry(
+        "etc/passwd",
+        0o644,
+        Kind::File,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
+    tar.entry(
+        "etc/group",
+        0o644,
+        Kind::File,
+        b"root:x:0:\nnogroup:x:65534:\n",
+    )?;
+    tar.finish()
+}
+
+enum Kind<'a> {
+    File,
+    Dir,
+    Symlink(&'a str),
+}
+
+/// A ustar (POSIX.1-1988) writer for the few entry kinds a rootfs needs. Every entry is owned by
+/// root with mtime 0, so the same input gives the same bytes.
+struct Tar<'w, W: Write> {
+    out: &'w mut W,
+}
+
+const BLOCK: usize = 512;
+
+impl<W: Write> Tar<'_, W> {
+    fn entry(&mut self, name: &str, mode: u32, kind: Kind<'_>, data: &[u8]) -> io::Result<()> {
+        let mut h = [0u8; BLOCK];
+        let mut put = |at: usize, len: usize, v: &[u8]| -> io::Result<()> {
+            if v.len() > len {
+                return Err(io::Error::other(format!(
+                    "tar field too long: {:?}",
+                    String::from_utf8_lossy(v)
+                )));
+            }
+            h[at..at + v.len()].copy_from_slice(v);
+            Ok(())
+        };
+        let (flag, link, size) = match kind {
+            Kind::File => (b'0', "", data.len()),
+            Kind::Dir => (b'5', "", 0),
+            Kind::Symlink(target) => (b'2', target, 0),
+        };
+        let name = if flag == b'5' {
+            format!("{name}/")
+        } else {
+            name.to_owned()
+        };
+        put(0, 100, name.as_bytes())?;
+        put(100, 8, format!("{mode:07o}\0").as_bytes())?;
+        put(108, 8, b"0000000\0")?;
+        put(116, 8, b"0000000\0")?;
+        put(124, 12, format!("{size:011o}\0").as_bytes())?;
+        put(136, 12, b"00000000000\0")?;
+        put(156, 1, &[flag])?;
+        put(157, 100, link.as_bytes())?;
+        put(257, 6, b"ustar\0")?;
+        put(263, 2, b"00")?;
+        put(265, 32, b"root")?;
+        put(297, 32, b"root")?;
+        // The checksum is taken with its own field read as eight spaces.
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        self.out.write_all(&h)?;
+        if size > 0 {
+            self.out.write_all(data)?;
+            let pad = (BLOCK - size % BLOCK) % BLOCK;
+            self.out.write_all(&[0u8; BLOCK][..pad])?;
+        }
+        Ok(())
+    }
+
+    /// Two zero blocks end the archive.
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.write_all(&[0u8; 2 * BLOCK])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(h: &[u8], at: usize, len: usize) -> String {
+        String::from_utf8_lossy(&h[at..at + len])
+            .trim_end_matches('\0')
+            .to_owned()
+    }
+
+    /// Walks the archive the way a reader does: header, data rounded up to blocks, zero end.
+    fn entries(tar: &[u8]) -> Vec<(String, u8, String, usize)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while tar[at..at + BLOCK].iter().any(|b| *b != 0) {
+            let h = &tar[at..at + BLOCK];
+            let stored = u32::from_str_radix(field(h, 148, 6).trim(), 8).unwrap();
+            let sum: u32 = h
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if (148..156).contains(&i) {
+                        32
+                    } else {
+                        u32::from(*b)
+                    }
+                })
+                .sum();
+            assert_eq!(stored, sum, "checksum of {}", field(h, 0, 100));
+            assert_eq!(&h[257..263], b"ustar\0");
+            let size = usize::from_str_radix(&field(h, 124, 11), 8).unwrap();
+            out.push((field(h, 0, 100), h[156], field(h, 157, 100), size));
+            at += BLOCK + size.div_ceil(BLOCK) * BLOCK;
+        }
+        assert_eq!(tar.len(), at + 2 * BLOCK, "two zero blocks end the archive");
+        out
+    }
+
+    #[test]
+    fn the_rootfs_has_busybox_its_applets_and_a_passwd() {
+        let binary = vec![0x7fu8; 1000];
+        let mut tar = Vec::new();
+        busybox_rootfs(&binary, &["sh", "true", "busybox", "../x"], &mut tar).unwrap();
+        assert_eq!(tar.len() % BLOCK, 0);
+        let e = entries(&tar);
+        assert!(e.contains(&("bin/busybox".into(), b'0', String::new(), 1000)));
+        assert!(e.contains(&("bin/sh".into(), b'2', "busybox".into(), 0)));
+        assert!(e.contains(&("bin/true".into(), b'2', "busybox".into(), 0)));
+        assert!(e.contains(&("tmp/".into(), b'5', String::new(), 0)));
+        assert!(e.iter().any(|x| x.0 == "etc/passwd"));
+        assert!(!e.iter().any(|x| x.0 == "bin/../x"));
+        let again = {
+            let mut t = Vec::new();
+            busybox_rootfs(&binary, &["sh", "true", "busybox", "../x"], &mut t).unwrap();
+            t
+        };
+        assert_eq!(tar, again, "same input, same bytes");
+    }
+}

@@ -1,0 +1,496 @@
+//! The namespace boxes against the real kernel, the real `sysrunner` binary and the real dockerd:
+//! what a box looks like from inside, that dockerd runs containers in both kinds, and that
+//! nothing is left on the host afterwards, also when a test panics. Needs root; skips (or fails
+//! in CI) through `testkit::require`.
+#![cfg(feature = "testkit")]
+
+use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use sysrunner::testkit::boxes::{self, Layout, Version, signal, wait_within};
+use sysrunner::testkit::{self, BoxKind, Need, TestBox, docker, image};
+
+const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
+const BOX: [Need; 4] = [
+    Need::Root,
+    Need::UserNamespaces,
+    Need::Cgroups,
+    Need::Overlay,
+];
+
+fn start(kind: BoxKind) -> TestBox {
+    TestBox::builder(kind)
+        .exe(EXE)
+        .start()
+        .unwrap_or_else(|e| panic!("{kind:?} box: {e}"))
+}
+
+fn sh(b: &TestBox, script: &str) -> String {
+    b.run_shell(script)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim()
+        .to_owned()
+}
+
+fn host_line(file: &str, key: &str) -> String {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+        .unwrap()
+}
+
+/// Everything the identity tests check, for either kind.
+fn looks_like_a_container(kind: BoxKind) {
+    let b = start(kind);
+    assert_eq!(sh(&b, "id -u; id -g"), "0\n0");
+    let map = b.id_map();
+    let want = format!("{} {} {}", map.inside, map.outside, map.count);
+    for f in ["uid_map", "gid_map"] {
+        let got = sh(&b, &format!("cat /proc/self/{f}"));
+        assert_eq!(
+            got.split_whitespace().collect::<Vec<_>>().join(" "),
+            want,
+            "{f}"
+        );
+    }
+    let cap_eff = sh(&b, "grep ^CapEff: /proc/self/status | cut -f2");
+    let full = match kind {
+        // A new user namespace starts with every capability the kernel knows.
+        BoxKind::SysboxLike => {
+            let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            format!("{:016x}", (1u64 << (last + 1)) - 1)
+        }
+        // Real root keeps the host's bounding set (this machine's lacks CAP_SYS_RESOURCE).
+        BoxKind::PrivilegedLike => host_line("/proc/self/status", "CapBnd:"),
+    };
+    assert_eq!(cap_eff, full, "CapEff");
+    let host_pidns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let box_pidns = sh(&b, "readlink /proc/self/ns/pid");
+    assert_ne!(Path::new(&box_pidns), host_pidns, "own pid namespace");
+    assert!(
+        sh(&b, "cat /proc/1/cmdline | tr '\\0' ' '").contains("box-init"),
+        "PID 1 is the box's init"
+    );
+    let host_user = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let box_user = sh(&b, "readlink /proc/self/ns/user");
+    assert_eq!(
+        Path::new(&box_user) == host_user,
+        kind == BoxKind::PrivilegedLike,
+        "user namespace"
+    );
+    assert_eq!(sh(&b, "hostname"), b.name());
+    assert_eq!(sh(&b, "ip -o link show | wc -l"), "1", "only lo");
+    assert!(sh(&b, "ip -o link show lo").contains(",UP"), "lo is up");
+    // Every process sits at its cgroup namespace's root, except under sysbox on cgroup v2,
+    // which parks them one level down so the root may hand controllers to dockerd's children.
+    let layout = boxes::detect_cgroups(Path::new("/")).unwrap();
+    let v2_sysbox = matches!(layout, Layout::V2 { .. }) && kind == BoxKind::SysboxLike;
+    for line in sh(&b, "cat /proc/self/cgroup").lines() {
+        let want = if v2_sysbox { ":/init.scope" } else { ":/" };
+        assert!(line.ends_with(want), "cgroup namespace root: {line}");
+    }
+    // Private, writable, owned by the box's root; the host's copies are elsewhere.
+    for dir in [
+        "/var/lib/docker",
+        "/etc/docker",
+        "/run",
+        "/tmp",
+        "/opt/actions-runner",
+        "/home/runner",
+    ] {
+        assert_eq!(sh(&b, &format!("stat -c %u {dir}")), "0", "{dir} owner");
+        sh(&b, &format!("touch {dir}/written-by-box"));
+    }
+    assert!(b.paths().var_lib_docker.join("written-by-box").exists());
+    assert!(b.paths().home.join("written-by-box").exists());
+    assert!(b.in_box("/etc/docker/written-by-box").exists());
+    assert!(!Path::new("/etc/docker/written-by-box").exists());
+    assert!(!Path::new("/run/written-by-box").exists());
+    assert_eq!(
+        std::fs::metadata(&b.paths().var_lib_docker).unwrap().uid(),
+        map.outside,
+        "the host sees the box root's uid"
+    );
+    // The cgroups are the box's and writable by its root.
+    for h in layout.hierarchies() {
+        let probe = h.mount_point.join("probe");
+        sh(&b, &format!("mkdir {0} && rmdir {0}", probe.display()));
+    }
+    assert_eq!(sh(&b, "echo $HOME"), boxes::HOME);
+}
+
+#[test]
+fn a_sysbox_like_box_is_root_in_its_own_user_namespace_with_every_capability() {
+    if testkit::require("sysbox-like identity", &BOX) {
+        looks_like_a_container(BoxKind::SysboxLike);
+    }
+}
+
+#[test]
+fn a_privileged_like_box_is_real_root_with_the_hosts_capabilities() {
+    if testkit::require("privileged-like identity", &BOX) {
+        looks_like_a_container(BoxKind::PrivilegedLike);
+    }
+}
+
+#[test]
+fn parallel_boxes_get_their_own_names_ids_and_cgroups() {
+    if !testkit::require("parallel boxes", &BOX) {
+        return;
+    }
+    let a = start(BoxKind::SysboxLike);
+    // The default binary lookup finds target/<profile>/sysrunner next to this test's deps/.
+    let b = TestBox::new(BoxKind::SysboxLike).unwrap();
+    assert_ne!(a.name(), b.name());
+    assert_ne!(a.id_map().outside, b.id_map().outside);
+    assert!(a.id_map().outside.abs_diff(b.id_map().outside) >= 65536);
+    let dirs: BTreeSet<&PathBuf> = a.cgroup_dirs().iter().chain(b.cgroup_dirs()).collect();
+    assert_eq!(dirs.len(), a.cgroup_dirs().len() * 2);
+    assert_ne!(
+        sh(&a, "readlink /proc/self/ns/net"),
+        sh(&b, "readlink /proc/self/ns/net")
+    );
+}
+
+#[test]
+fn a_program_can_be_the_box_pid_1_after_the_hosts_extra_setup() {
+    if !testkit::require("pid1 program", &BOX) {
+        return;
+    }
+    let mut b = TestBox::builder(BoxKind::SysboxLike)
+        .exe(EXE)
+        .pid1([
+            "/bin/sh",
+            "-c",
+            "test $$ = 1 && test \"$(cat /run/from-host)\" = veth-moved && exit 7",
+        ])
+        // Stands in for moving a veth end into /proc/<pid>/ns/net.
+        .before_start(|b| b.write_file("/run/from-host", "veth-moved"))
+        .start()
+        .unwrap();
+    let status = b
+        .wait(Duration::from_secs(60))
+        .unwrap()
+        .expect("PID 1 exits");
+    assert_eq!(status.code(), Some(7));
+}
+
+#[test]
+fn a_box_that_fails_to_start_says_why_and_leaves_nothing_behind() {
+    if !testkit::require("failed start", &BOX) {
+        return;
+    }
+    // A runner directory below a file: the overlay that would make its mount point fails in PID 1.
+    let err = TestBox::builder(BoxKind::SysboxLike)
+        .exe(EXE)
+        .runner_dir("/etc/passwd/runner")
+        .start()
+        .unwrap_err();
+    assert!(matches!(err, boxes::Error::Setup(_)), "{err}");
+    assert!(err.to_string().contains("/etc/passwd"), "{err}");
+
+    // The host's own extra setup fails after the box is complete.
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let record = seen.clone();
+    let err = TestBox::builder(BoxKind::SysboxLike)
+        .exe(EXE)
+        .before_start(move |b| {
+            *record.borrow_mut() =
+                Some((b.cgroup_dirs().to_vec(), b.paths().state.clone(), b.pid()));
+            Err(boxes::Error::Invalid("no veth today".into()))
+        })
+        .start()
+        .unwrap_err();
+    assert!(err.to_string().contains("no veth today"), "{err}");
+    let (dirs, state, pid1) = seen.borrow_mut().take().expect("the hook ran");
+    for d in dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    assert!(!state.exists(), "{} left behind", state.display());
+    assert!(!is_running(pid1.as_raw()));
+}
+
+#[test]
+fn the_v2_plan_works_for_real_on_a_hybrid_hosts_unified_hierarchy() {
+    if !testkit::require("v2 plan on the unified hierarchy", &BOX) {
+        return;
+    }
+    let layout = boxes::detect_cgroups(Path::new("/")).unwrap();
+    let unified = match &layout {
+        Layout::V1 { hierarchies } => hierarchies.iter().find(|h| h.version == Version::V2),
+        Layout::V2 { .. } => None,
+    };
+    let Some(unified) = unified.cloned() else {
+        eprintln!("not a hybrid host: the other tests already run the v2 plan for real here");
+        return;
+    };
+    for (kind, want) in [
+        (BoxKind::SysboxLike, "0::/init.scope"),
+        (BoxKind::PrivilegedLike, "0::/"),
+    ] {
+        let b = TestBox::builder(kind)
+            .exe(EXE)
+            .cgroup_layout(Layout::V2 {
+                hierarchy: unified.clone(),
+            })
+            .start()
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let cg = sh(&b, "grep ^0:: /proc/self/cgroup");
+        assert_eq!(cg, want, "{kind:?}");
+        // The delegation contract: the box's root makes a child cgroup and moves into it.
+        let mp = unified.mount_point.display();
+        let moved = sh(
+            &b,
+            &format!(
+                "mkdir {mp}/job && echo $$ > {mp}/job/cgroup.procs && grep ^0:: /proc/self/cgroup"
+            ),
+        );
+        assert_eq!(moved, "0::/job", "{kind:?}");
+        let dirs = b.cgroup_dirs().to_vec();
+        assert_eq!(dirs.len(), 1);
+        drop(b);
+        assert!(!dirs[0].exists(), "{} left behind", dirs[0].display());
+    }
+}
+
+#[test]
+fn a_panic_inside_a_test_still_removes_the_box() {
+    if !testkit::require("panic cleanup", &BOX) {
+        return;
+    }
+    let mut seen = None;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let b = start(BoxKind::SysboxLike);
+        #[expect(
+            clippy::zombie_processes,
+            reason = "left unwaited on purpose, as a panicking test would"
+        )]
+        let sleeper = b.command("sleep").arg("1000").spawn().unwrap();
+        // box-exec and the sleep it runs in the box.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut pids = b.pids().unwrap();
+        while pids.len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            pids = b.pids().unwrap();
+        }
+        assert!(pids.contains(&(sleeper.id() as i32)), "{pids:?}");
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        seen = Some((
+            b.cgroup_dirs().to_vec(),
+            b.paths().state.clone(),
+            b.pid(),
+            pids,
+        ));
+        // Its box-exec stays a zombie of this process, which must not keep the cgroups alive.
+        panic!("on purpose, inside the box's scope");
+    }));
+    assert!(r.is_err());
+    let (dirs, state, pid1, pids) = seen.expect("the box started");
+    for d in dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    assert!(!state.exists(), "{} left behind", state.display());
+    assert!(!is_running(pid1.as_raw()), "the box's PID 1 still runs");
+    for p in pids {
+        assert!(!is_running(p), "the box's process {p} still runs");
+    }
+}
+
+/// Alive and not a zombie.
+fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// What dockerd would change on the host if it were not boxed: every entry below `/etc/docker`
+/// and `/var/lib/docker`, and `/run`'s entries (their own inode and, for the ones dockerd,
+/// containerd, runc and iptables create, everything below).
+fn host_docker_state() -> Vec<String> {
+    fn walk(p: &Path, deep: bool, out: &mut Vec<String>) {
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            out.push(format!("{} absent", p.display()));
+            return;
+        };
+        out.push(format!(
+            "{} ino={} mode={:o} uid={} mtime={}.{}",
+            p.display(),
+            m.ino(),
+            m.mode(),
+            m.uid(),
+            m.mtime(),
+            m.mtime_nsec()
+        ));
+        if m.is_dir() && deep {
+            let mut names: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            names.sort();
+            for n in names {
+                walk(&n, deep, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/etc/docker"), true, &mut out);
+    walk(Path::new("/var/lib/docker"), true, &mut out);
+    let mut run: Vec<PathBuf> = std::fs::read_dir("/run")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    for name in [
+        "docker",
+        "docker.sock",
+        "docker.pid",
+        "containerd",
+        "runc",
+        "netns",
+        "xtables.lock",
+    ] {
+        run.push(Path::new("/run").join(name));
+    }
+    run.sort();
+    run.dedup();
+    for p in run {
+        let ours = p.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with("docker")
+                || n.starts_with("containerd")
+                || ["runc", "netns", "xtables.lock"].contains(&&*n)
+        });
+        match std::fs::symlink_metadata(&p) {
+            Ok(_) if ours => walk(&p, true, &mut out),
+            Ok(m) => out.push(format!("{} ino={}", p.display(), m.ino())),
+            Err(_) => out.push(format!("{} absent", p.display())),
+        }
+    }
+    out
+}
+
+fn docker_cli(b: &TestBox, args: &str) -> String {
+    sh(
+        b,
+        &format!("{} -H unix://{} {args}", docker::DOCKER, docker::SOCKET),
+    )
+}
+
+fn dockerd_runs_containers(kind: BoxKind) {
+    let _serial = testkit::serial();
+    let before = host_docker_state();
+    let t0 = Instant::now();
+    let b = start(kind);
+    let t_box = t0.elapsed();
+
+    b.write_file("/etc/docker/daemon.json", docker::daemon_json(1400))
+        .unwrap();
+    let tar = b.paths().tmp.join("busybox.tar");
+    image::write_busybox_rootfs(&tar).unwrap();
+    let log_path = b.paths().state.join("dockerd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let t1 = Instant::now();
+    let mut dockerd = b
+        .command(docker::DOCKERD)
+        .args(["--host", &format!("unix://{}", docker::SOCKET)])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let ping = docker::wait_for_ping(&b.in_box(docker::SOCKET), Duration::from_secs(120), || {
+        matches!(dockerd.try_wait(), Ok(None))
+    });
+    if let Err(e) = ping {
+        panic!("{e}\n--- dockerd log\n{}", log());
+    }
+    let t_ping = t1.elapsed();
+
+    assert_eq!(docker_cli(&b, "info --format '{{.Driver}}'"), "overlay2");
+    if kind == BoxKind::SysboxLike {
+        assert!(
+            log().to_lowercase().contains("user namespace"),
+            "dockerd noticed its user namespace:\n{}",
+            log()
+        );
+    }
+    docker_cli(&b, &format!("import /tmp/busybox.tar {}", image::IMAGE));
+    let t2 = Instant::now();
+    docker_cli(&b, &format!("run --rm {} busybox true", image::IMAGE));
+    let t_run = t2.elapsed();
+    docker_cli(&b, "network create n1");
+    let mtu = docker_cli(
+        &b,
+        &format!(
+            "run --rm --network n1 {} cat /sys/class/net/eth0/mtu",
+            image::IMAGE
+        ),
+    );
+    assert_eq!(mtu, "1400", "MTU on a user-created network");
+    let mtu = docker_cli(
+        &b,
+        &format!("run --rm {} cat /sys/class/net/eth0/mtu", image::IMAGE),
+    );
+    assert_eq!(mtu, "1400", "MTU on the default bridge");
+    assert!(
+        b.paths().var_lib_docker.join("overlay2").is_dir(),
+        "the box's /var/lib/docker is the data root"
+    );
+
+    signal(dockerd.id(), Signal::SIGTERM).unwrap();
+    let status = wait_within(&mut dockerd, Duration::from_secs(60))
+        .unwrap()
+        .unwrap_or_else(|| panic!("dockerd ignored SIGTERM\n{}", log()));
+    assert!(status.success(), "dockerd: {status}\n{}", log());
+    // containerd and shims are dockerd's children; give the kernel a moment to empty the cgroups.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut left = b.pids().unwrap();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = b.pids().unwrap();
+    }
+    assert!(left.is_empty(), "processes left in the box: {left:?}");
+
+    let dirs = b.cgroup_dirs().to_vec();
+    let state = b.paths().state.clone();
+    let t3 = Instant::now();
+    drop(b);
+    let t_drop = t3.elapsed();
+    for d in &dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    assert!(!state.exists(), "{} left behind", state.display());
+    assert_eq!(
+        host_docker_state(),
+        before,
+        "the host's docker paths changed"
+    );
+    eprintln!(
+        "{kind:?}: box start {t_box:?}, dockerd until /_ping {t_ping:?}, first docker run {t_run:?}, teardown {t_drop:?}, total {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn dockerd_runs_containers_in_a_sysbox_like_box_and_leaves_the_host_alone() {
+    let mut needs = BOX.to_vec();
+    needs.extend([Need::Dockerd, Need::Busybox]);
+    if testkit::require("dockerd in a sysbox-like box", &needs) {
+        dockerd_runs_containers(BoxKind::SysboxLike);
+    }
+}
+
+#[test]
+fn dockerd_runs_containers_in_a_privileged_like_box_and_leaves_the_host_alone() {
+    let mut needs = BOX.to_vec();
+    needs.extend([Need::Dockerd, Need::Busybox]);
+    if testkit::require("dockerd in a privileged-like box", &needs) {
+        dockerd_runs_containers(BoxKind::PrivilegedLike);
+    }
+}
