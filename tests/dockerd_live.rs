@@ -1,0 +1,149 @@
+//! The dockerd module live, in both boxes: the probe's verdict and plan, then `sysrunner
+//! dockerd-check` (prepare, start, ping, stop through `src/dockerd`, exactly as `run` does) runs a
+//! locally imported image, makes a network with the configured MTU, and leaves no process behind.
+//! Needs root and dockerd; skips (or fails in CI) through `testkit::require`.
+#![cfg(feature = "testkit")]
+
+use std::time::Instant;
+use sysrunner::testkit::{self, BoxKind, Need, TestBox, image};
+
+const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
+const NEEDS: [Need; 6] = [
+    Need::Root,
+    Need::UserNamespaces,
+    Need::Cgroups,
+    Need::Overlay,
+    Need::Dockerd,
+    Need::Busybox,
+];
+
+fn probe_json(b: &TestBox) -> serde_json::Value {
+    let out = b.output(b.command(EXE).args(["probe", "--json"])).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "probe --json: {e}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn dockerd_through_the_module(kind: BoxKind, runtime: &str, profile: &str) {
+    if !testkit::require("dockerd_live", &NEEDS) {
+        return;
+    }
+    let _serial = testkit::serial();
+    let b = TestBox::builder(kind).exe(EXE).start().unwrap();
+
+    let p = probe_json(&b);
+    assert_eq!(p["runtime"], runtime, "{p:#}");
+    assert_eq!(p["dockerd"]["profile"], profile);
+    assert_eq!(
+        p["dockerd"]["storage_driver"], "overlay2",
+        "the box's data root is ext4"
+    );
+    assert_eq!(
+        p["live"]["mount_error"],
+        serde_json::Value::Null,
+        "a tmpfs mount works in the box"
+    );
+    assert_eq!(
+        p["live"]["cgroup_error"],
+        serde_json::Value::Null,
+        "a cgroup can be made in the box"
+    );
+
+    image::write_busybox_rootfs(&b.paths().tmp.join("busybox.tar")).unwrap();
+    let script = format!(
+        "set -e; docker import /tmp/busybox.tar {img} >/dev/null; \
+         docker run --rm {img} busybox echo container-ran; \
+         docker network create n1 >/dev/null; \
+         echo mtu=$(docker run --rm --network n1 {img} cat /sys/class/net/eth0/mtu)",
+        img = image::IMAGE
+    );
+    let t = Instant::now();
+    let out = b
+        .output(b.command(EXE).env("DOCKER_MTU", "1400").args([
+            "dockerd-check",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("runtime: {runtime}")), "{stdout}");
+    assert!(stdout.contains("dockerd: ready in"), "{stdout}");
+    assert!(stdout.contains("container-ran"), "{stdout}");
+    assert!(
+        stdout.contains("mtu=1400"),
+        "a docker network create network has the configured MTU: {stdout}"
+    );
+    assert!(stdout.contains("processes left: 0"), "{stdout}");
+    assert!(
+        b.pids().unwrap().is_empty(),
+        "stop left processes in the box: {:?}",
+        b.pids()
+    );
+    assert!(
+        b.paths().var_lib_docker.join(".sysrunner.lock").exists(),
+        "dockerd ran on the box's data root under its lock"
+    );
+    eprintln!("{kind:?}: dockerd-check took {:?}\n{stdout}", t.elapsed());
+}
+
+#[test]
+fn dockerd_starts_runs_a_container_and_stops_clean_in_a_sysbox_like_box() {
+    // No sysboxfs in the box: the verdict is `userns`, run like sysbox.
+    dockerd_through_the_module(BoxKind::SysboxLike, "userns", "namespaced");
+}
+
+#[test]
+fn dockerd_starts_runs_a_container_and_stops_clean_in_a_privileged_like_box() {
+    dockerd_through_the_module(BoxKind::PrivilegedLike, "privileged", "privileged");
+}
+
+#[test]
+fn a_second_dockerd_on_the_same_data_root_is_refused() {
+    if !testkit::require("dockerd_live", &NEEDS) {
+        return;
+    }
+    let _serial = testkit::serial();
+    let b = TestBox::builder(BoxKind::PrivilegedLike)
+        .exe(EXE)
+        .start()
+        .unwrap();
+    // The first keeps dockerd up while the second tries the same data root.
+    let mut first = b
+        .command(EXE)
+        .env("DOCKER_MTU", "1400")
+        .args(["dockerd-check", "--", "sh", "-c", "touch /tmp/up; sleep 30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = b.paths().tmp.join("up");
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while !up.exists() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(up.exists(), "the first dockerd came up");
+    let out = b
+        .output(
+            b.command(EXE)
+                .env("DOCKER_MTU", "1400")
+                .env("DOCKER_DATA", "keep")
+                .args(["dockerd-check"]),
+        )
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(75), "{stdout}");
+    assert!(
+        stdout.contains("still running") || stdout.contains("locked"),
+        "{stdout}"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+}
