@@ -74,7 +74,7 @@ fn env_only_note(subcommand: &str) -> String {
 
 pub fn command() -> Command {
     let after = Exit::help_table();
-    Command::new("sysrunner")
+    let cmd = Command::new("sysrunner")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
         .after_help(after.clone())
@@ -119,7 +119,10 @@ pub fn command() -> Command {
                 )
                 .args(setting_args("dockerd-check"))
                 .after_help(after),
-        )
+        );
+    #[cfg(feature = "testkit")]
+    let cmd = cmd.subcommand(crate::testkit::fake_github::cli::command());
+    cmd
 }
 
 /// The flags given for settings, by setting name.
@@ -227,6 +230,8 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                 }
             }
         }
+        #[cfg(feature = "testkit")]
+        Some(("fake-github", m)) => crate::testkit::fake_github::cli::run(m),
         _ => unreachable!("clap requires a known subcommand"),
     }
 }

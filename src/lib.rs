@@ -14,6 +14,7 @@
 //! - [`reaper`]: the one place that waits for children, and where orphans go.
 //! - [`runner`]: the actions/runner process.
 //! - [`lifecycle`]: one life of the container, from start to exit.
+//! - `testkit` (feature `testkit`): the fakes tests and the demo run against.
 //! - [`cli`]: the command line, and the mapping of outcomes to [`exit::Exit`] codes.
 
 pub mod cli;
@@ -27,3 +28,5 @@ pub mod probe;
 pub mod reaper;
 pub mod runner;
 pub mod secret;
+#[cfg(feature = "testkit")]
+pub mod testkit;
