@@ -1387,13 +1387,15 @@ async fn injected_faults_answer_once_each_then_the_real_thing() {
         ))
         .await
         .unwrap();
+    let before = support::now();
     let r = gh.pat(Method::POST, &jit, Some(jit_body("f", 1))).await;
+    let after = support::now();
     assert_eq!(
         (r.status, r.header("x-ratelimit-remaining")),
         (403, Some("0"))
     );
     let reset: i64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
-    assert!((support::now() + 25..=support::now() + 31).contains(&reset));
+    assert!((before + 30..=after + 30).contains(&reset), "{reset}");
     assert!(r.message().contains("rate limit"));
 
     gh.ctl
@@ -1422,7 +1424,7 @@ async fn injected_faults_answer_once_each_then_the_real_thing() {
 
     // A hang outlasts the client's timeout; nothing happens.
     gh.ctl
-        .add_fault(&rule(Fault::Hang { millis: 3_000 }, 1))
+        .add_fault(&rule(Fault::Hang { millis: 10_000 }, 1))
         .await
         .unwrap();
     let short = reqwest::Client::builder()
@@ -1625,6 +1627,24 @@ async fn the_checker_catches_a_departure() {
     let mut no_headers = good;
     no_headers.response_headers.clear();
     assert_eq!(api.check_record(&no_headers).len(), 6);
+    // Formats are checked too: `expires_at` is a date-time.
+    let tok = gh
+        .pat(
+            Method::POST,
+            &format!("{REPO}/actions/runners/registration-token"),
+            None,
+        )
+        .await;
+    assert_eq!(tok.status, 201);
+    let mut rec = gh.ctl.requests().await.unwrap().pop().unwrap();
+    assert!(api.check_record(&rec).is_empty());
+    rec.response_body = Some(json!({"token": "x", "expires_at": "in an hour"}));
+    assert_eq!(
+        api.check_record(&rec).len(),
+        1,
+        "{:?}",
+        api.check_record(&rec)
+    );
     // nullable in OpenAPI 3.0 is read as a union with null.
     let mut s = json!({"type": "string", "nullable": true, "properties": {"nullable": {"type": "integer"}}});
     openapi::nullable_to_json_schema(&mut s);
