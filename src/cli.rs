@@ -156,6 +156,8 @@ pub fn command() -> Command {
         );
     #[cfg(feature = "testkit")]
     let cmd = crate::testkit::boxes::cli::register(cmd);
+    #[cfg(feature = "testkit")]
+    let cmd = cmd.subcommand(crate::testkit::fake_github::cli::command());
     cmd
 }
 
@@ -351,6 +353,8 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
         Some((name, m)) if crate::testkit::boxes::cli::owns(name) => {
             crate::testkit::boxes::cli::run(name, m)
         }
+        #[cfg(feature = "testkit")]
+        Some(("fake-github", m)) => crate::testkit::fake_github::cli::run(m),
         _ => unreachable!("clap requires a known subcommand"),
     }
 }

@@ -14,6 +14,7 @@
 //! - [`reaper`]: the one place that waits for children, and where orphans go.
 //! - [`runner`]: the actions/runner process.
 //! - [`lifecycle`]: one life of the container, from start to exit.
+//! - `testkit` (feature `testkit`): the fakes tests and the demo run against.
 //! - [`cli`]: the command line, and the mapping of outcomes to [`exit::Exit`] codes.
 //! - `testkit` (feature `testkit`): namespace boxes, a busybox image and other test support the
 //!   demo reuses.

@@ -1,11 +1,12 @@
 //! Test support that is also a product (the demo reuses it): namespace boxes that imitate sysbox and
-//! privileged containers, the fake actions/runner, a busybox image, an inner-dockerd helper,
+//! privileged containers, the fake GitHub and the fake actions/runner, a busybox image, an inner-dockerd helper,
 //! machine-wide locks, and the one gate deciding whether a test that needs root can run. Owns only
 //! what it creates (and removes again); never touches the host's own Docker state, its cgroups or
 //! its processes. Behind the `testkit` feature (on by default, off in the image).
 
 pub mod boxes;
 pub mod docker;
+pub mod fake_github;
 pub mod fake_runner;
 pub mod gate;
 pub mod image;
