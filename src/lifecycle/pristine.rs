@@ -136,6 +136,19 @@ fn chown_tree(path: &Path, uid: Uid, gid: Gid) -> io::Result<()> {
     Ok(())
 }
 
+/// Chowns every directory below `path` (not following symlinks); returns how many.
+fn chown_dirs(path: &Path, uid: Uid, gid: Gid) -> io::Result<usize> {
+    chown(path, Some(uid), Some(gid)).map_err(io::Error::from)?;
+    let mut n = 1;
+    for e in std::fs::read_dir(path)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            n += chown_dirs(&e.path(), uid, gid)?;
+        }
+    }
+    Ok(n)
+}
+
 /// Copies a tree, keeping modes and symlinks; used for HOME's skeleton and the copy fallback.
 pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -201,7 +214,18 @@ pub fn restore(layout: &Layout, user: &RunnerUser, sudo: bool) -> Result<Restore
         Some(opts.as_str()),
     ) {
         Ok(()) => {
-            // The overlay's root takes the upper dir's owner, so the runner can write its files.
+            // The release's files stay root-owned and read-only to the runner, but its directories
+            // become the runner's, so it can add, replace and remove files (`.runner`, `_work`, a
+            // self-update): chown of a directory copies up only the directory, not the files.
+            let t = Instant::now();
+            let dirs = ctx(
+                "own the runner directories",
+                chown_dirs(&layout.runner_root, user.uid, user.gid),
+            )?;
+            notes.push(format!(
+                "gave the runner {dirs} directories of the release in {:.2}s",
+                t.elapsed().as_secs_f64()
+            ));
             RunnerDir::Overlay
         }
         Err(e) => {

@@ -131,6 +131,7 @@ pub struct Builder {
     exe: Option<PathBuf>,
     state_root: PathBuf,
     runner_dir: PathBuf,
+    extra: Vec<(PathBuf, Private)>,
     cgroup_parent: CgroupParent,
     cgroup_layout: Option<Layout>,
     pid1: Option<Vec<String>>,
@@ -157,6 +158,26 @@ impl Builder {
     /// The runner directory's path inside the box (default [`RUNNER_DIR`]).
     pub fn runner_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.runner_dir = path.into();
+        self
+    }
+
+    /// A private tmpfs on `path` in the box (e.g. `/var/lib/sysrunner`, `/etc/sudoers.d`): it lives
+    /// as long as the box, across every command run in it.
+    pub fn tmpfs(mut self, path: impl Into<PathBuf>) -> Self {
+        self.extra
+            .push((path.into(), Private::Tmpfs { mode: 0o755 }));
+        self
+    }
+
+    /// Binds a host file or directory over `target` in the box (e.g. a passwd file with the
+    /// runner user). The source stays the caller's.
+    pub fn bind(mut self, source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
+        self.extra.push((
+            target.into(),
+            Private::Bind {
+                source: source.into(),
+            },
+        ));
         self
     }
 
@@ -239,6 +260,7 @@ impl Builder {
             gid,
             exe,
             runner_dir: self.runner_dir,
+            extra: self.extra,
             plan,
             outer: None,
             pid1: None,
@@ -269,6 +291,7 @@ pub struct TestBox {
     exe: PathBuf,
     paths: Paths,
     runner_dir: PathBuf,
+    extra: Vec<(PathBuf, Private)>,
     plan: cgroup::Plan,
     /// The `box-init` supervisor, outside the box's pid namespace.
     outer: Option<Child>,
@@ -297,6 +320,7 @@ impl TestBox {
             exe: None,
             state_root: STATE_ROOT.into(),
             runner_dir: RUNNER_DIR.into(),
+            extra: Vec::new(),
             cgroup_parent: CgroupParent::default(),
             cgroup_layout: None,
             pid1: None,
@@ -559,7 +583,7 @@ impl TestBox {
     fn mount_plan(&self) -> Result<Vec<MountStep>, Error> {
         let p = &self.paths;
         let bind = |d: &PathBuf| Private::Bind { source: d.clone() };
-        let private = [
+        let mut private = vec![
             ("/var/lib/docker".into(), bind(&p.var_lib_docker)),
             // Host-owned files there would be unreadable to a mapped root.
             ("/etc/docker".into(), Private::Tmpfs { mode: 0o755 }),
@@ -568,6 +592,7 @@ impl TestBox {
             (self.runner_dir.clone(), bind(&p.runner)),
             (HOME.into(), bind(&p.home)),
         ];
+        private.extend(self.extra.iter().cloned());
         mounts::plan(
             &mounts::Inputs {
                 scratch: &p.scratch,

@@ -175,10 +175,10 @@ impl ControlClient {
 
 /// Request bodies of different types through one `call`.
 mod erased {
-    pub trait Body {
+    pub trait Body: Sync {
         fn to_json(&self) -> Vec<u8>;
     }
-    impl<T: super::Serialize> Body for T {
+    impl<T: super::Serialize + Sync> Body for T {
         fn to_json(&self) -> Vec<u8> {
             serde_json::to_vec(self).unwrap_or_default()
         }

@@ -150,6 +150,8 @@ pub fn main() -> i32 {
 
 struct Identity {
     server: String,
+    /// The session the fake GitHub gave; empty until one is open.
+    session: String,
     work: String,
     ephemeral: bool,
     secret: String,
@@ -175,6 +177,7 @@ fn read_identity(root: &Path) -> Result<Identity, String> {
     let runner = read(".runner")?;
     let params = read(".credentials_rsaparams")?;
     Ok(Identity {
+        session: String::new(),
         server: runner["serverUrl"]
             .as_str()
             .unwrap_or_default()
@@ -278,8 +281,14 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
         .json(&json!({"os": "Linux", "version": super::VERSION}))
         .send()
         .await;
-    match session {
-        Ok(r) if r.status().is_success() => {}
+    let session_id = match session {
+        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+            Ok(v) => v["session_id"].as_str().unwrap_or_default().to_string(),
+            Err(e) => {
+                say(&format!("{}: bad session answer: {e}", ts()));
+                return 2;
+            }
+        },
         Ok(r) if r.status().as_u16() == 409 => {
             say(&format!(
                 "{}: A session for this runner already exists.",
@@ -299,7 +308,11 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
             say(&format!("{}: Failed to connect: {e}", ts()));
             return 2;
         }
-    }
+    };
+    let id = Identity {
+        session: session_id,
+        ..id
+    };
     if let Some(n) = knob("FAKE_RUNNER_ORPHANS") {
         leave_orphans(n);
     }
@@ -323,7 +336,10 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
     // Waiting for a job.
     let job = loop {
         let poll = client
-            .get(format!("{}/_fake/runner/jobs/next", id.server))
+            .get(format!(
+                "{}/_fake/runner/jobs/next?session={}&wait_secs=20",
+                id.server, id.session
+            ))
             .bearer_auth(&id.secret)
             .send();
         tokio::select! {
@@ -425,7 +441,14 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
         };
         match status {
             Some(s) if s.success() => {}
-            Some(_) => {
+            Some(s) => {
+                let line = format!(
+                    "##[error]Process completed with exit code {}: {step}",
+                    s.code().unwrap_or(-1)
+                );
+                say(&line);
+                output.push_str(&line);
+                output.push('\n');
                 result = "Failed";
                 break;
             }
@@ -463,7 +486,10 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
 
 async fn end_session(client: &reqwest::Client, id: &Identity) {
     let _ = client
-        .delete(format!("{}/_fake/runner/session", id.server))
+        .delete(format!(
+            "{}/_fake/runner/session?session={}",
+            id.server, id.session
+        ))
         .bearer_auth(&id.secret)
         .send()
         .await;

@@ -71,7 +71,11 @@ pub fn install(dir: &Path, listener: &Path) -> io::Result<()> {
 
 /// The fake listener binary built beside the running sysrunner.
 pub fn listener_binary() -> io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
+    listener_binary_near(&std::env::current_exe()?)
+}
+
+/// The fake listener binary built beside `exe` (a sysrunner binary).
+pub fn listener_binary_near(exe: &Path) -> io::Result<PathBuf> {
     let dir = exe
         .parent()
         .ok_or_else(|| io::Error::other("no directory"))?;
