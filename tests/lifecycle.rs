@@ -104,3 +104,270 @@ fn a_job_runs_with_docker_and_the_next_life_finds_nothing_of_it_sysbox_like() {
 fn a_job_runs_with_docker_and_the_next_life_finds_nothing_of_it_privileged_like() {
     two_lives(BoxKind::PrivilegedLike);
 }
+
+fn online(r: &Runner, name: &str) -> bool {
+    r.runners()
+        .iter()
+        .any(|x| x.name == name && x.status == "online")
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let status = testkit::boxes::wait_within(child, limit).unwrap();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status.and_then(|s| s.code())
+}
+
+fn log_of(r: &Runner, name: &str) -> std::path::PathBuf {
+    r.b.paths().state.join(format!("{name}.log"))
+}
+
+#[test]
+fn sigterm_while_listening_deregisters_and_exits_0_within_stop_timeout() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    let env = r.settings("sysrunner-idle");
+    let log = log_of(&r, "idle");
+    let mut child = r.spawn(&env, &log);
+    r.until(LIFE, "the runner online", |r| online(r, "sysrunner-idle"));
+    let t = Instant::now();
+    testkit::boxes::signal(child.id(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(30));
+    let took = t.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        took < Duration::from_secs(9 + 2),
+        "stopped in {took:?}, over STOP_TIMEOUT 9s"
+    );
+    assert!(text.contains("while idle: deregistered"), "{text}");
+    assert!(r.runners().is_empty(), "still registered");
+    assert!(
+        r.b.pids().unwrap().is_empty(),
+        "processes left: {:?}",
+        r.b.pids()
+    );
+    eprintln!("SIGTERM while idle: stopped in {took:?}");
+}
+
+fn sigterm_while_busy(drain: &str, job_steps: &[&str], want: JobResult) -> Duration {
+    let r = Runner::start(BoxKind::PrivilegedLike, FakeConfig::default());
+    let mut env = r.settings("sysrunner-busy");
+    env.insert("DRAIN_TIMEOUT".into(), drain.into());
+    let job = r.queue("sysrunner-busy", "long", job_steps);
+    let log = log_of(&r, "busy");
+    let mut child = r.spawn(&env, &log);
+    r.until(LIFE, "the job in progress", |r| {
+        r.job(job.id).status == JobStatus::InProgress
+    });
+    let t = Instant::now();
+    testkit::boxes::signal(child.id(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    let took = t.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(r.job(job.id).result, Some(want), "{text}");
+    assert!(r.runners().is_empty(), "still registered:\n{text}");
+    assert!(
+        r.b.pids().unwrap().is_empty(),
+        "processes left: {:?}",
+        r.b.pids()
+    );
+    took
+}
+
+#[test]
+fn sigterm_while_busy_without_drain_cancels_the_job_and_deregisters() {
+    let Some(_serial) = ready() else { return };
+    let took = sigterm_while_busy("0", &["sleep 120"], JobResult::Canceled);
+    assert!(took < Duration::from_secs(9 + 2), "stopped in {took:?}");
+    eprintln!("SIGTERM while busy, no drain: stopped in {took:?}");
+}
+
+#[test]
+fn sigterm_while_busy_with_a_drain_lets_the_job_finish() {
+    let Some(_serial) = ready() else { return };
+    let took = sigterm_while_busy("60s", &["sleep 3", "echo finished"], JobResult::Succeeded);
+    assert!(took < Duration::from_secs(60), "stopped in {took:?}");
+}
+
+#[test]
+fn a_crashing_runner_exits_75_and_deregisters() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    let mut env = r.settings("sysrunner-crash");
+    env.insert("FAKE_RUNNER_EXIT".into(), "1".into());
+    let (code, log) = r.life(&env, LIFE);
+    assert_eq!(code, Some(75), "{log}");
+    assert!(r.runners().is_empty(), "still registered:\n{log}");
+    assert!(r.b.pids().unwrap().is_empty());
+}
+
+/// Regression: orphans re-parented to sysrunner exit while the listener exits 2; the listener's
+/// status must reach its owner (a restart), not be lost to an orphan's.
+#[test]
+fn orphans_exiting_while_the_listener_exits_2_cannot_steal_its_status() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    let mut env = r.settings("sysrunner-orphans");
+    env.insert("FAKE_RUNNER_EXIT".into(), "2".into());
+    env.insert("FAKE_RUNNER_ORPHANS".into(), "5".into());
+    let job = r.queue("sysrunner-orphans", "after-restart", &["echo ran"]);
+    let (code, log) = r.life(&env, LIFE);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("retryable error (exit 2); restart 1 of 5"),
+        "{log}"
+    );
+    assert_eq!(r.job(job.id).result, Some(JobResult::Succeeded), "{log}");
+    assert!(r.runners().is_empty());
+}
+
+#[test]
+fn dockerd_dying_mid_job_stops_the_runner_with_75() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::PrivilegedLike, FakeConfig::default());
+    let env = r.settings("sysrunner-dockerd-dies");
+    let job = r.queue("sysrunner-dockerd-dies", "long", &["sleep 120"]);
+    let log = log_of(&r, "dockerd-dies");
+    let mut child = r.spawn(&env, &log);
+    r.until(LIFE, "the job in progress", |r| {
+        r.job(job.id).status == JobStatus::InProgress
+    });
+    let dockerd = r.box_pid("dockerd").expect("dockerd runs in the box");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dockerd),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(75), "{text}");
+    assert!(text.contains("dockerd died"), "{text}");
+    assert!(r.runners().is_empty(), "still registered:\n{text}");
+    assert!(
+        r.b.pids().unwrap().is_empty(),
+        "processes left: {:?}",
+        r.b.pids()
+    );
+}
+
+#[test]
+fn after_sigkill_the_next_life_deletes_the_leftover_registration() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    let env = r.settings("sysrunner-killed");
+    let log = log_of(&r, "killed");
+    let mut child = r.spawn(&env, &log);
+    r.until(LIFE, "the runner online", |r| online(r, "sysrunner-killed"));
+    let old = r.runners()[0].id;
+    // A container's death: everything in it is killed at once.
+    for p in r.b.pids().unwrap() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = wait_exit(&mut child, Duration::from_secs(30));
+    r.until(Duration::from_secs(30), "the box empty", |r| {
+        r.b.pids().unwrap().is_empty()
+    });
+    assert!(
+        r.runners().iter().any(|x| x.id == old),
+        "the killed life left its registration"
+    );
+    let job = r.queue("sysrunner-killed", "second-life", &["echo second"]);
+    let (code, text) = r.life(&env, LIFE);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("that an earlier life left registered"),
+        "{text}"
+    );
+    assert_eq!(r.job(job.id).result, Some(JobResult::Succeeded));
+    assert!(r.runners().is_empty(), "{text}");
+    assert!(
+        r.requests().iter().any(|q| q.method == "DELETE"
+            && q.path.ends_with(&format!("/actions/runners/{old}"))
+            && q.status == Some(204)),
+        "the leftover was deleted by id"
+    );
+}
+
+#[test]
+fn config_mode_registers_through_config_sh() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    let mut env = r.settings("sysrunner-config");
+    env.insert("REGISTRATION".into(), "config".into());
+    env.insert("RUNNER_LABELS".into(), "gpu".into());
+    let job = r.queue("sysrunner-config", "configured", &["echo via-config"]);
+    let (code, log) = r.life(&env, LIFE);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("√ Settings Saved."), "{log}");
+    assert_eq!(r.job(job.id).result, Some(JobResult::Succeeded), "{log}");
+    assert!(
+        r.requests()
+            .iter()
+            .any(|q| q.path.ends_with("/actions/runners/registration-token"))
+    );
+    assert!(r.runners().is_empty(), "{log}");
+    // The registration token travelled in the environment, never in argv.
+    assert!(!log.contains("--token"), "{log}");
+}
+
+#[test]
+fn a_pre_made_jit_config_makes_no_api_call() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    // The controller's part: it registers the runner and hands over the JIT config.
+    let url = r.url.clone();
+    let jit: serde_json::Value = r.net.run(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/repos/octo-org/octo-repo/actions/runners/generate-jitconfig"))
+            .header("user-agent", "a-controller")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .json(&serde_json::json!({"name": "arc-runner-1", "runner_group_id": 1, "labels": ["self-hosted"], "work_folder": "_work"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let env: std::collections::BTreeMap<String, String> = [
+        (
+            "ACTIONS_RUNNER_INPUT_JITCONFIG",
+            jit["encoded_jit_config"].as_str().unwrap(),
+        ),
+        ("RUNNER_SUDO", "false"),
+        ("DOCKER_MTU", "1400"),
+        ("LOG_LEVEL", "info,dockerd=warn"),
+        ("NO_COLOR", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let job = r.queue(
+        "arc-runner-1",
+        "from-a-controller",
+        &["echo controller-made"],
+    );
+    let (code, log) = r.life(&env, LIFE);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(r.job(job.id).result, Some(JobResult::Succeeded), "{log}");
+    let ours: Vec<String> = r
+        .requests()
+        .iter()
+        .filter(|q| {
+            q.request_headers
+                .get("user-agent")
+                .is_some_and(|u| u.starts_with("sysrunner/"))
+        })
+        .map(|q| format!("{} {}", q.method, q.path))
+        .collect();
+    assert!(ours.is_empty(), "sysrunner called the API: {ours:?}");
+}

@@ -13,6 +13,7 @@ use sysrunner::testkit::fake_github::{
 use sysrunner::testkit::{self, BoxKind, Need, TestBox, fake_runner, image};
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
+pub const LISTENER: &str = env!("CARGO_BIN_EXE_fake-runner-listener");
 pub const NEEDS: [Need; 6] = [
     Need::Root,
     Need::UserNamespaces,

@@ -159,11 +159,14 @@ struct Identity {
 
 fn write_triple(root: &Path, triple: &Value) -> Result<(), String> {
     for f in [".runner", ".credentials", ".credentials_rsaparams"] {
-        let b = triple
-            .get(f)
-            .and_then(Value::as_str)
-            .ok_or(format!("no {f} in the configuration"))?;
-        let bytes = B64.decode(b).map_err(|e| format!("{f}: {e}"))?;
+        // A JIT config carries each file base64-encoded; the config exchange as JSON.
+        let bytes = match triple.get(f) {
+            Some(Value::String(b)) => B64.decode(b).map_err(|e| format!("{f}: {e}"))?,
+            Some(v @ Value::Object(_)) => {
+                serde_json::to_vec_pretty(v).map_err(|e| format!("{f}: {e}"))?
+            }
+            _ => return Err(format!("no {f} in the configuration")),
+        };
         std::fs::write(root.join(f), bytes).map_err(|e| format!("write {f}: {e}"))?;
     }
     Ok(())
