@@ -151,11 +151,7 @@ impl Runner {
         // The release, as an image holds it: root-owned (the box's root), with a busybox image
         // for jobs to import.
         let release = b.paths().runner.clone();
-        fake_runner::install(
-            &release,
-            &fake_runner::listener_binary_near(Path::new(EXE)).unwrap(),
-        )
-        .unwrap();
+        fake_runner::install(&release, Path::new(LISTENER)).unwrap();
         image::write_busybox_rootfs(&release.join("busybox.tar")).unwrap();
         chown_tree(&release, b.id_map().outside);
         let net = Netns::enter(b.pid().as_raw());
@@ -257,10 +253,6 @@ impl Runner {
     pub fn requests(&self) -> Vec<sysrunner::testkit::fake_github::RequestRecord> {
         let ctl = self.ctl.clone();
         self.net.run(async move { ctl.requests().await }).unwrap()
-    }
-
-    pub fn ctl(&self) -> ControlClient {
-        self.ctl.clone()
     }
 
     /// Polls `f` every 50 ms until it holds or `limit` passes.
