@@ -132,6 +132,29 @@ fn sigterm_while_listening_deregisters_and_exits_0_within_stop_timeout() {
     let log = log_of(&r, "idle");
     let mut child = r.spawn(&env, &log);
     r.until(LIFE, "the runner online", |r| online(r, "sysrunner-idle"));
+    // No process holds the token in its environment or argv any more, sysrunner's own included
+    // (it re-executed itself and took the secret over a pipe).
+    for p in r.b.pids().unwrap() {
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("box-exec") {
+            // The harness's `docker exec`: outside what a container's processes are.
+            continue;
+        }
+        for f in ["environ", "cmdline"] {
+            let text = std::fs::read(format!("/proc/{p}/{f}")).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&text).contains(TOKEN),
+                "/proc/{p}/{f} holds the token"
+            );
+        }
+    }
+    let health = r.b.output(r.b.command(EXE).arg("healthcheck")).unwrap();
+    assert_eq!(
+        health.status.code(),
+        Some(0),
+        "healthcheck while listening: {}",
+        String::from_utf8_lossy(&health.stdout)
+    );
     let t = Instant::now();
     testkit::boxes::signal(child.id(), nix::sys::signal::Signal::SIGTERM).unwrap();
     let code = wait_exit(&mut child, Duration::from_secs(30));
@@ -370,4 +393,39 @@ fn a_pre_made_jit_config_makes_no_api_call() {
         .map(|q| format!("{} {}", q.method, q.path))
         .collect();
     assert!(ours.is_empty(), "sysrunner called the API: {ours:?}");
+}
+
+#[test]
+fn sigterm_while_starting_leaves_no_registration() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    let env = r.settings("sysrunner-starting");
+    let log = log_of(&r, "starting");
+    let mut child = r.spawn(&env, &log);
+    r.until(LIFE, "start-up under way", |r| {
+        r.box_pid("dockerd").is_some()
+    });
+    testkit::boxes::signal(child.id(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(r.runners().is_empty(), "still registered:\n{text}");
+    assert!(
+        r.b.pids().unwrap().is_empty(),
+        "processes left: {:?}",
+        r.b.pids()
+    );
+}
+
+#[test]
+fn a_self_updating_runner_is_waited_for_and_started_again() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    let mut env = r.settings("sysrunner-update");
+    env.insert("FAKE_RUNNER_EXIT".into(), "3".into());
+    let job = r.queue("sysrunner-update", "after-update", &["echo updated"]);
+    let (code, log) = r.life(&env, LIFE);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("the runner updated itself"), "{log}");
+    assert_eq!(r.job(job.id).result, Some(JobResult::Succeeded), "{log}");
 }
