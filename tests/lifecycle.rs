@@ -436,18 +436,29 @@ fn a_self_updating_runner_is_waited_for_and_started_again() {
 fn runner_sudo_decides_whether_a_job_can_become_root() {
     let Some(_serial) = ready() else { return };
     if !std::path::Path::new("/usr/bin/sudo").exists() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "sudo is not installed (.ci/install-deps installs it)");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "sudo is not installed (.ci/install-deps installs it)"
+        );
         eprintln!("skipped: sudo is not installed");
         return;
     }
     let r = Runner::start(BoxKind::PrivilegedLike, FakeConfig::default());
-    for (sudo, step) in [("false", "! sudo -n true"), ("true", "test \"$(sudo -n id -u)\" = 0")] {
+    for (sudo, step) in [
+        ("false", "! sudo -n true"),
+        ("true", "test \"$(sudo -n id -u)\" = 0"),
+    ] {
         let mut env = r.settings("sysrunner-sudo");
         env.insert("RUNNER_SUDO".into(), sudo.into());
         let job = r.queue("sysrunner-sudo", "sudo", &[step]);
         let (code, log) = r.life(&env, LIFE);
         assert_eq!(code, Some(0), "{log}");
         let job = r.job(job.id);
-        assert_eq!(job.result, Some(JobResult::Succeeded), "RUNNER_SUDO={sudo}: {}\n{log}", job.output);
+        assert_eq!(
+            job.result,
+            Some(JobResult::Succeeded),
+            "RUNNER_SUDO={sudo}: {}\n{log}",
+            job.output
+        );
     }
 }
