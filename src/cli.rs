@@ -306,7 +306,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                     block_on(crate::dockerd::check::run(
                         &settings,
                         &command,
-                        &proxy_env(),
+                        &crate::dockerd::plan::proxy_env_of_process(),
                     ))
                 }
             }
@@ -454,14 +454,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// Our proxy variables, for dockerd's pulls.
-fn proxy_env() -> BTreeMap<String, String> {
-    crate::dockerd::plan::PROXY_VARS
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect()
-}
-
 fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
     let root = m
         .get_one::<std::path::PathBuf>("root")
@@ -483,7 +475,7 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
         &root,
         &settings.docker,
         crate::probe::dockerd_version(),
-        &proxy_env(),
+        &crate::dockerd::plan::proxy_env_of_process(),
     ));
     if m.get_flag("json") {
         match serde_json::to_string_pretty(&report) {

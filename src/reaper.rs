@@ -136,6 +136,13 @@ impl Reaper {
     }
 }
 
+/// A process's parent, from `/proc/PID/stat` (field 4). The command name may contain spaces and
+/// parentheses, so the fields are split after its last ')'.
+fn parent_of(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
 /// Our children that nobody spawned through the reaper: orphans re-parented to us. Read from
 /// `/proc/*/stat` (field 4 is the parent pid).
 pub fn orphan_children(reaper: &Reaper) -> Vec<Pid> {
@@ -146,16 +153,7 @@ pub fn orphan_children(reaper: &Reaper) -> Vec<Pid> {
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| !owners.contains_key(pid))
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    // The command name may contain spaces and parentheses: split after the last ')'.
-                    let rest = &s[s.rfind(')')? + 2..];
-                    rest.split(' ').nth(1)?.parse::<i32>().ok()
-                })
-                == Some(me)
-        })
+        .filter(|pid| parent_of(*pid) == Some(me))
         .map(Pid::from_raw)
         .collect()
 }
@@ -187,16 +185,7 @@ pub fn kill_all_children() -> usize {
     };
     let mut n = 0;
     for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s[s.rfind(')')? + 2..]
-                    .split(' ')
-                    .nth(1)?
-                    .parse::<i32>()
-                    .ok()
-            });
-        if ppid == Some(me) {
+        if parent_of(pid) == Some(me) {
             let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
             if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
                 n += 1;

@@ -111,6 +111,14 @@ pub const PROXY_VARS: &[&str] = &[
     "no_proxy",
 ];
 
+/// The proxy variables of this process's environment, for dockerd's pulls.
+pub fn proxy_env_of_process() -> BTreeMap<String, String> {
+    PROXY_VARS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
 /// `None` for host and unsupported runtimes: dockerd does not start there.
 pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> {
     if !runtime.supported() {

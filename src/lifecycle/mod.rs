@@ -68,10 +68,7 @@ pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -
             return Exit::Internal;
         }
     };
-    let proxy_env: std::collections::BTreeMap<String, String> = crate::dockerd::plan::PROXY_VARS
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
+    let proxy_env = crate::dockerd::plan::proxy_env_of_process();
     let report = crate::probe::probe(
         Path::new("/"),
         &s.docker,
@@ -137,6 +134,19 @@ struct Life<'a> {
 }
 
 impl Life<'_> {
+    /// Records the registration for the next life, in case this one never deregisters.
+    fn record(&self, reg: &register::Registered) {
+        if let Some(id) = reg.runner_id {
+            write_record(
+                &self.layout,
+                &Record {
+                    runner_id: id,
+                    name: reg.name.clone(),
+                },
+            );
+        }
+    }
+
     fn publish(&self, state: &str) {
         health::publish(
             &self.layout.run_dir,
@@ -273,15 +283,7 @@ impl Life<'_> {
                 };
             }
         };
-        if let Some(id) = reg.runner_id {
-            write_record(
-                &self.layout,
-                &Record {
-                    runner_id: id,
-                    name: reg.name.clone(),
-                },
-            );
-        }
+        self.record(&reg);
         if let Some(end) = stop_at {
             return self.finish(&reg, &dockerd, end, Exit::Ok).await;
         }
@@ -325,15 +327,7 @@ impl Life<'_> {
                 }
             }
             reg.runner_id = listener::runner_id_from_dot_runner(root);
-            if let Some(id) = reg.runner_id {
-                write_record(
-                    &self.layout,
-                    &Record {
-                        runner_id: id,
-                        name: reg.name.clone(),
-                    },
-                );
-            }
+            self.record(reg);
         }
 
         let (state_tx, state_rx) = watch::channel(State::Starting);

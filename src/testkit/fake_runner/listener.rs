@@ -435,7 +435,14 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
             tokio::select! {
                 Some(line) = rx.recv() => { say(&line); output.push_str(&line); output.push('\n'); }
                 s = child.wait() => {
-                    while let Ok(line) = rx.try_recv() { say(&line); output.push_str(&line); output.push('\n'); }
+                    // The readers may still hold the step's last lines: take them until both pipes
+                    // close (bounded: a background process may keep a pipe open).
+                    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+                    while let Ok(Some(line)) = tokio::time::timeout_at(until, rx.recv()).await {
+                        say(&line);
+                        output.push_str(&line);
+                        output.push('\n');
+                    }
                     break s.ok();
                 }
                 _ = sigint.recv() => break None,
