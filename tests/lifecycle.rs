@@ -105,7 +105,7 @@ fn a_job_runs_with_docker_and_the_next_life_finds_nothing_of_it_privileged_like(
     two_lives(BoxKind::PrivilegedLike);
 }
 
-fn online(r: &Runner, name: &str) -> bool {
+fn online(r: &sysrunner::testkit::rig::Rig, name: &str) -> bool {
     r.runners()
         .iter()
         .any(|x| x.name == name && x.status == "online")
@@ -346,7 +346,7 @@ fn a_pre_made_jit_config_makes_no_api_call() {
     let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
     // The controller's part: it registers the runner and hands over the JIT config.
     let url = r.url.clone();
-    let jit: serde_json::Value = r.net.run(async move {
+    let jit: serde_json::Value = r.in_github_netns(async move {
         reqwest::Client::new()
             .post(format!("{url}/repos/octo-org/octo-repo/actions/runners/generate-jitconfig"))
             .header("user-agent", "a-controller")
@@ -367,7 +367,6 @@ fn a_pre_made_jit_config_makes_no_api_call() {
             jit["encoded_jit_config"].as_str().unwrap(),
         ),
         ("RUNNER_SUDO", "false"),
-        ("DOCKER_MTU", "1400"),
         ("LOG_LEVEL", "info,dockerd=warn"),
         ("NO_COLOR", "1"),
     ]

@@ -11,6 +11,7 @@ pub mod fake_runner;
 pub mod gate;
 pub mod image;
 pub mod lock;
+pub mod rig;
 
 pub use boxes::{BoxKind, TestBox};
 pub use gate::{Need, require};
