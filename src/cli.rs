@@ -163,7 +163,18 @@ pub fn command() -> Command {
 
 #[cfg(feature = "testkit")]
 fn testkit_commands() -> Vec<Command> {
-    vec![Command::new("fake-runner")
+    vec![
+        Command::new("demo")
+            .about("One whole runner life on this machine against the bundled fakes: no GitHub account, needs root and dockerd (source builds only)")
+            .arg(
+                Arg::new("box")
+                    .long("box")
+                    .value_name("KIND")
+                    .value_parser(["sysbox", "privileged"])
+                    .default_value("sysbox")
+                    .help("The box to run in: sysbox-like (a user namespace) or privileged-like"),
+            ),
+        Command::new("fake-runner")
         .about("The fake actions/runner (testkit): `install DIR` lays out a release that sysrunner drives like the real one")
         .subcommand_required(true)
         .subcommand(
@@ -173,7 +184,8 @@ fn testkit_commands() -> Vec<Command> {
                     .value_name("DIR")
                     .value_parser(clap::value_parser!(std::path::PathBuf)),
             ),
-        )]
+        ),
+    ]
 }
 
 #[cfg(not(feature = "testkit"))]
@@ -313,6 +325,14 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
         }
         #[cfg(feature = "testkit")]
         Some(("fake-runner", m)) => fake_runner_command(m),
+        #[cfg(feature = "testkit")]
+        Some(("demo", m)) => {
+            let kind = m
+                .get_one::<String>("box")
+                .and_then(|b| crate::testkit::demo::parse_box(b))
+                .expect("clap checks the value");
+            crate::testkit::demo::run(kind)
+        }
         Some(("healthcheck", _)) => {
             match block_on(crate::lifecycle::health::healthcheck(std::path::Path::new(
                 "/run/sysrunner",

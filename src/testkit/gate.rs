@@ -61,7 +61,8 @@ pub fn verdict(missing: &[String], ci: bool) -> Verdict {
     }
 }
 
-fn missing(need: Need) -> Option<String> {
+/// What is missing for `need`, in words; `None` when it is there.
+pub fn missing(need: Need) -> Option<String> {
     let why = |ok: bool, msg: &str| (!ok).then(|| msg.to_owned());
     match need {
         Need::Root => why(

@@ -1,0 +1,89 @@
+//! `sysrunner demo`, the README's first command: one whole life against the bundled fakes, in
+//! each box; and its refusal to run with real GitHub credentials set.
+#![cfg(feature = "testkit")]
+
+use std::process::Command;
+use sysrunner::testkit::{self, Need};
+
+const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
+// The demo finds the fake runner's listener beside the sysrunner binary.
+const _LISTENER: &str = env!("CARGO_BIN_EXE_fake-runner-listener");
+
+fn demo(kind: &str) {
+    if !testkit::require(
+        "demo",
+        &[
+            Need::Root,
+            Need::UserNamespaces,
+            Need::Cgroups,
+            Need::Overlay,
+            Need::Dockerd,
+            Need::Busybox,
+        ],
+    ) {
+        return;
+    }
+    let _serial = testkit::serial();
+    let out = Command::new(EXE)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .args(["demo", "--box", kind])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for phase in [
+        "probe verdict",
+        "dockerd ready",
+        "registered",
+        "listening for jobs",
+        "job started",
+        "job done",
+        "deregistered",
+        "exit: 0",
+    ] {
+        assert!(stdout.contains(phase), "{phase:?} missing:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("hello from a container on the runner's own dockerd"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("container MTU: 1400"),
+        "the inner network takes the link's MTU:\n{stdout}"
+    );
+    assert!(stdout.contains("runners at GitHub  0"), "{stdout}");
+    assert!(stdout.contains("processes in box   0"), "{stdout}");
+}
+
+#[test]
+fn the_demo_runs_a_whole_life_in_the_sysbox_like_box() {
+    demo("sysbox");
+}
+
+#[test]
+fn the_demo_runs_a_whole_life_in_the_privileged_like_box() {
+    demo("privileged");
+}
+
+#[test]
+fn the_demo_refuses_when_real_github_credentials_are_set() {
+    let out = Command::new(EXE)
+        .env_clear()
+        .env("REPO", "octo-org/octo-repo")
+        .env("ACCESS_TOKEN", "ghp_real")
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("never talks to GitHub") && err.contains("sysrunner run"),
+        "{err}"
+    );
+    assert!(!err.contains("ghp_real"));
+}
