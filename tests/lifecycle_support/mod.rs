@@ -9,6 +9,8 @@ use sysrunner::testkit::fake_github::FakeConfig;
 use sysrunner::testkit::rig::Rig;
 use sysrunner::testkit::{BoxKind, Need};
 
+// Not every test file that shares this module uses every item.
+#[allow(unused_imports)]
 pub use sysrunner::testkit::rig::TOKEN;
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
