@@ -642,3 +642,19 @@ async fn prune_deletes_only_stale_runners_of_the_prefix() {
     }
     e.conforms().await;
 }
+
+#[test]
+fn the_kept_copy_of_the_description_is_the_shared_one() {
+    let shared = support::openapi::shared_document_path();
+    let Ok(want) = std::fs::read(&shared) else {
+        eprintln!("no shared directory beside the checkout: the kept copy stands in for it");
+        return;
+    };
+    let kept = std::fs::read(support::openapi::kept_copy_path())
+        .expect("tests/fixtures/github-api/runners-openapi.json");
+    assert!(
+        kept == want,
+        "tests/fixtures/github-api/runners-openapi.json differs from {}: copy it over",
+        shared.display()
+    );
+}

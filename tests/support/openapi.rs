@@ -11,12 +11,29 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sysrunner::testkit::fake_github::RequestRecord;
 
 /// Where the description lives: `$SYSRUNNER_OPENAPI`, else `../shared/github-api/runners-openapi.json`
-/// beside the crate root.
+/// beside the crate root (the project's shared contracts), else the copy kept in
+/// `tests/fixtures/github-api/` for machines without the shared directory (GitHub-hosted CI);
+/// `the_kept_copy_of_the_description_is_the_shared_one` keeps the two equal.
 pub fn document_path() -> PathBuf {
     match std::env::var_os("SYSRUNNER_OPENAPI") {
         Some(p) => PathBuf::from(p),
-        None => super::crate_root().join("../shared/github-api/runners-openapi.json"),
+        None => {
+            let shared = shared_document_path();
+            if shared.exists() {
+                shared
+            } else {
+                kept_copy_path()
+            }
+        }
     }
+}
+
+pub fn shared_document_path() -> PathBuf {
+    super::crate_root().join("../shared/github-api/runners-openapi.json")
+}
+
+pub fn kept_copy_path() -> PathBuf {
+    super::crate_root().join("tests/fixtures/github-api/runners-openapi.json")
 }
 
 /// One operation of the description.
