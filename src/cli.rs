@@ -25,14 +25,7 @@ fn groups_of(subcommand: &str) -> &'static [Group] {
             Group::Logs,
         ],
         "probe" | "dockerd-check" => &[Group::Docker, Group::Time, Group::Logs],
-        "prune" => &[
-            Group::Scope,
-            Group::Credentials,
-            Group::GitHub,
-            Group::Runner,
-            Group::Time,
-            Group::Logs,
-        ],
+        "prune" => config::API_GROUPS,
         _ => &[],
     }
 }

@@ -58,6 +58,35 @@ fn demo(kind: &str) {
     );
     assert!(stdout.contains("runners at GitHub  0"), "{stdout}");
     assert!(stdout.contains("processes in box   0"), "{stdout}");
+    // Nothing of it stays on the machine: no network namespace, no veth, no box cgroup.
+    let netns = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("sysrunner-gh-"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(netns, 0, "a network namespace was left");
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("sgh"),
+        "a veth was left"
+    );
+    let cgroups = Command::new("find")
+        .args([
+            "/sys/fs/cgroup",
+            "-maxdepth",
+            "8",
+            "-name",
+            "sysrunner-box-*",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        cgroups.stdout.is_empty(),
+        "box cgroups were left: {}",
+        String::from_utf8_lossy(&cgroups.stdout)
+    );
 }
 
 #[test]

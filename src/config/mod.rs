@@ -220,19 +220,19 @@ pub struct ApiSettings {
     pub log: LogSettings,
 }
 
+/// The groups `prune` reads (of the runner group, only RUNNER_NAME_PREFIX matters).
+pub const API_GROUPS: &[Group] = &[
+    Group::Scope,
+    Group::Credentials,
+    Group::GitHub,
+    Group::Runner,
+    Group::Time,
+    Group::Logs,
+];
+
 /// Validates what `prune` reads.
 pub fn load_api(inputs: &Inputs) -> Result<ApiSettings, Problems> {
-    let mut v = Values::collect(
-        inputs,
-        &[
-            Group::Scope,
-            Group::Credentials,
-            Group::GitHub,
-            Group::Runner,
-            Group::Time,
-            Group::Logs,
-        ],
-    );
+    let mut v = Values::collect(inputs, API_GROUPS);
     let registration = v.registration();
     let github = v.github();
     let prefix = v.text("RUNNER_NAME_PREFIX").unwrap_or_default();
