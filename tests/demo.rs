@@ -3,24 +3,14 @@
 #![cfg(feature = "testkit")]
 
 use std::process::Command;
-use sysrunner::testkit::{self, Need};
+use sysrunner::testkit;
 
 const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
 // The demo finds the fake runner's listener beside the sysrunner binary.
 const _LISTENER: &str = env!("CARGO_BIN_EXE_fake-runner-listener");
 
 fn demo(kind: &str) {
-    if !testkit::require(
-        "demo",
-        &[
-            Need::Root,
-            Need::UserNamespaces,
-            Need::Cgroups,
-            Need::Overlay,
-            Need::Dockerd,
-            Need::Busybox,
-        ],
-    ) {
+    if !testkit::require("demo", &sysrunner::testkit::gate::BOX_WITH_DOCKERD) {
         return;
     }
     let _serial = testkit::serial();

@@ -8,14 +8,7 @@ use std::time::Instant;
 use sysrunner::testkit::{self, BoxKind, Need, TestBox, image};
 
 const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
-const NEEDS: [Need; 6] = [
-    Need::Root,
-    Need::UserNamespaces,
-    Need::Cgroups,
-    Need::Overlay,
-    Need::Dockerd,
-    Need::Busybox,
-];
+const NEEDS: [Need; 6] = sysrunner::testkit::gate::BOX_WITH_DOCKERD;
 
 fn probe_json(b: &TestBox) -> serde_json::Value {
     let out = b.output(b.command(EXE).args(["probe", "--json"])).unwrap();

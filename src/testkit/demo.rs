@@ -5,7 +5,7 @@
 //! cgroups, mounts, namespaces, veth, files) is removed when it ends. It never talks to GitHub.
 
 use super::fake_github::{FakeConfig, JobResult, JobStatus};
-use super::gate::{self, Need};
+use super::gate;
 use super::rig::{LINK_MTU, Rig};
 use super::{BoxKind, fake_runner};
 use crate::exit::Exit;
@@ -56,14 +56,7 @@ pub fn run(kind: BoxKind) -> Exit {
         eprintln!("sysrunner demo: {why}");
         return Exit::Usage;
     }
-    let needs = [
-        Need::Root,
-        Need::UserNamespaces,
-        Need::Cgroups,
-        Need::Overlay,
-        Need::Dockerd,
-        Need::Busybox,
-    ];
+    let needs = gate::BOX_WITH_DOCKERD;
     let missing: Vec<String> = needs.iter().filter_map(|n| gate::missing(*n)).collect();
     let tools: Vec<&str> = ["ip", "nsenter"]
         .into_iter()

@@ -6,6 +6,17 @@ use super::{boxes, docker, image};
 use std::io::Write;
 use std::path::Path;
 
+/// What running sysrunner in a box with its own dockerd needs: the dockerd, lifecycle, matrix and
+/// demo tests, and `sysrunner demo` itself.
+pub const BOX_WITH_DOCKERD: [Need; 6] = [
+    Need::Root,
+    Need::UserNamespaces,
+    Need::Cgroups,
+    Need::Overlay,
+    Need::Dockerd,
+    Need::Busybox,
+];
+
 /// Something a test needs from the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {

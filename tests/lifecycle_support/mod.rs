@@ -15,14 +15,7 @@ pub use sysrunner::testkit::rig::TOKEN;
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
 pub const LISTENER: &str = env!("CARGO_BIN_EXE_fake-runner-listener");
-pub const NEEDS: [Need; 6] = [
-    Need::Root,
-    Need::UserNamespaces,
-    Need::Cgroups,
-    Need::Overlay,
-    Need::Dockerd,
-    Need::Busybox,
-];
+pub const NEEDS: [Need; 6] = sysrunner::testkit::gate::BOX_WITH_DOCKERD;
 
 pub struct Runner(pub Rig);
 
