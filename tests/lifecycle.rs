@@ -461,3 +461,39 @@ fn runner_sudo_decides_whether_a_job_can_become_root() {
         );
     }
 }
+
+/// A compose secret is a world-readable file: once sysrunner has read it, a job finds it empty.
+#[test]
+fn a_secret_file_is_masked_from_the_job() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    r.b.run_shell("mkdir -p /run/secrets").unwrap();
+    r.b.write_file("/run/secrets/access_token", format!("{TOKEN}\n"))
+        .unwrap();
+    r.b.run_shell("chmod 0444 /run/secrets/access_token")
+        .unwrap();
+    let mut env = r.settings("sysrunner-secret-file");
+    env.remove("ACCESS_TOKEN");
+    env.insert(
+        "ACCESS_TOKEN_FILE".into(),
+        "/run/secrets/access_token".into(),
+    );
+    let job = r.queue(
+        "sysrunner-secret-file",
+        "read-the-secret",
+        &[
+            "test ! -s /run/secrets/access_token",
+            "! grep -qs 'ghp_fak[e]' /run/secrets/access_token",
+        ],
+    );
+    let (code, log) = r.life(&env, LIFE);
+    assert_eq!(code, Some(0), "{log}");
+    let job = r.job(job.id);
+    assert_eq!(
+        job.result,
+        Some(JobResult::Succeeded),
+        "the job read the secret file:\n{}\n{log}",
+        job.output
+    );
+    assert!(!log.contains("could not mask"), "{log}");
+}

@@ -207,6 +207,8 @@ pub struct RunSettings {
     pub log: LogSettings,
     /// Said once logging is up: variables of other runner images, settings a JIT config overrides.
     pub warnings: Vec<String>,
+    /// Files secrets were read from (`*_FILE`): masked once read, so a job cannot read them.
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// What `sysrunner prune` needs: the scope and credentials, GitHub, the name prefix, timeouts.
@@ -300,6 +302,7 @@ pub fn load_run(inputs: &Inputs) -> Result<RunSettings, Problems> {
         timeouts,
         log,
         warnings,
+        secret_files: v.secret_files.clone(),
     })
 }
 
@@ -343,6 +346,8 @@ struct Values {
     parsed: BTreeMap<&'static str, Value>,
     /// Settings given explicitly (not defaulted), by name.
     given: Vec<&'static str>,
+    /// The `*_FILE` paths secrets were read from.
+    secret_files: Vec<PathBuf>,
     problems: Vec<Problem>,
 }
 
@@ -354,6 +359,7 @@ impl Values {
         let mut v = Values {
             parsed: BTreeMap::new(),
             given: Vec::new(),
+            secret_files: Vec::new(),
             problems: Vec::new(),
         };
         for s in SETTINGS
@@ -428,6 +434,7 @@ impl Values {
                 Ok(value) => {
                     self.parsed.insert(target.name, value);
                     self.given.push(target.name);
+                    self.secret_files.push(PathBuf::from(&path));
                 }
                 Err(bad) => self.problem(
                     file_setting.name,

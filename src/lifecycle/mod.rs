@@ -98,6 +98,12 @@ pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -
         tracing::warn!("dockerd: {n}");
     }
 
+    for f in &s.secret_files {
+        tracing::debug!("masking {}", f.display());
+    }
+    for e in pristine::mask_secret_files(&s.secret_files) {
+        tracing::warn!("could not mask a secret file, a job may read it: {e}");
+    }
     let user = match RunnerUser::lookup(&s.runner.user) {
         Ok(u) => u,
         Err(e) => {

@@ -136,6 +136,27 @@ fn chown_tree(path: &Path, uid: Uid, gid: Gid) -> io::Result<()> {
     Ok(())
 }
 
+/// Covers each secret file with /dev/null, in this container's mount namespace: the secret was read
+/// at start-up, and a job (compose secrets are often world-readable) must not read it again. A
+/// covering mount, not an unmount: the runtime's own mount may be locked (sysbox). Returns what
+/// could not be masked, with why.
+pub fn mask_secret_files(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| {
+            mount(
+                Some("/dev/null"),
+                f,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .err()
+            .map(|e| format!("{}: {e}", f.display()))
+        })
+        .collect()
+}
+
 /// Chowns every directory below `path` (not following symlinks); returns how many.
 fn chown_dirs(path: &Path, uid: Uid, gid: Gid) -> io::Result<usize> {
     chown(path, Some(uid), Some(gid)).map_err(io::Error::from)?;
