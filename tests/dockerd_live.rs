@@ -11,7 +11,9 @@ const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
 const NEEDS: [Need; 6] = sysrunner::testkit::gate::BOX_WITH_DOCKERD;
 
 fn probe_json(b: &TestBox) -> serde_json::Value {
-    let out = b.output(b.command(EXE).args(["probe", "--json"])).unwrap();
+    let out = b
+        .output(b.command(b.exe_in_box()).args(["probe", "--json"]))
+        .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "probe --json: {e}\n{}\n{}",
@@ -56,7 +58,7 @@ fn dockerd_through_the_module(kind: BoxKind, runtime: &str, profile: &str) {
     );
     let t = Instant::now();
     let out = b
-        .output(b.command(EXE).env("DOCKER_MTU", "1400").args([
+        .output(b.command(b.exe_in_box()).env("DOCKER_MTU", "1400").args([
             "dockerd-check",
             "--",
             "sh",
@@ -110,7 +112,7 @@ fn a_second_dockerd_on_the_same_data_root_is_refused() {
         .unwrap();
     // The first keeps dockerd up while the second tries the same data root.
     let mut first = b
-        .command(EXE)
+        .command(b.exe_in_box())
         .env("DOCKER_MTU", "1400")
         .args(["dockerd-check", "--", "sh", "-c", "touch /tmp/up; sleep 30"])
         .stdout(std::process::Stdio::null())
@@ -125,7 +127,7 @@ fn a_second_dockerd_on_the_same_data_root_is_refused() {
     assert!(up.exists(), "the first dockerd came up");
     let out = b
         .output(
-            b.command(EXE)
+            b.command(b.exe_in_box())
                 .env("DOCKER_MTU", "1400")
                 .env("DOCKER_DATA", "keep")
                 .args(["dockerd-check"]),

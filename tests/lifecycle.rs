@@ -148,7 +148,9 @@ fn sigterm_while_listening_deregisters_and_exits_0_within_stop_timeout() {
             );
         }
     }
-    let health = r.b.output(r.b.command(EXE).arg("healthcheck")).unwrap();
+    let health =
+        r.b.output(r.b.command(r.b.exe_in_box()).arg("healthcheck"))
+            .unwrap();
     assert_eq!(
         health.status.code(),
         Some(0),

@@ -32,7 +32,7 @@ fn case(kind: BoxKind, runtime: &str, profile: &str) {
 
     // The verdict and the plan, with the MTU read from the box's only link.
     let out =
-        r.b.output(r.b.command(EXE).args(["probe", "--json"]))
+        r.b.output(r.b.command(r.b.exe_in_box()).args(["probe", "--json"]))
             .unwrap();
     let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(p["runtime"], runtime, "{p:#}");
@@ -151,7 +151,8 @@ fn an_unsupported_container_exits_78_without_an_api_call() {
     let env = r.settings("sysrunner-unsupported");
     let script = format!(
         "for d in /sys/fs/cgroup/*; do mount -o remount,bind,ro \"$d\" 2>/dev/null; done; \
-         exec setpriv --bounding-set -sys_admin,-net_admin --inh-caps -sys_admin,-net_admin -- {EXE} run"
+         exec setpriv --bounding-set -sys_admin,-net_admin --inh-caps -sys_admin,-net_admin -- {exe} run",
+        exe = r.b.exe_in_box().display()
     );
     let mut cmd = r.b.command("sh");
     cmd.env_clear()

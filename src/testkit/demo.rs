@@ -124,7 +124,7 @@ pub fn run(kind: BoxKind) -> Exit {
     let log = rig.b.paths().state.join("sysrunner.log");
     let mut env = rig.settings(NAME);
     env.insert("LOG_LEVEL".into(), "info,dockerd=warn,runner=warn".into());
-    let mut child = match rig.spawn_in_box(&exe, &["run"], &env, &log) {
+    let mut child = match rig.spawn_in_box(&rig.b.exe_in_box(), &["run"], &env, &log) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sysrunner demo: cannot start sysrunner run: {e}");

@@ -36,7 +36,7 @@ impl Runner {
 
     pub fn spawn(&self, env: &BTreeMap<String, String>, log: &Path) -> Child {
         self.0
-            .spawn_in_box(Path::new(EXE), &["run"], env, log)
+            .spawn_in_box(&self.b.exe_in_box(), &["run"], env, log)
             .unwrap()
     }
 

@@ -380,6 +380,11 @@ impl TestBox {
         &self.plan.notes
     }
 
+    /// The `sysrunner` binary as the box's root can run it (a copy in the box's state directory).
+    pub fn exe_in_box(&self) -> PathBuf {
+        self.paths.state.join("bin/sysrunner")
+    }
+
     /// A command that runs `program` inside the box as its root, with `HOME=/home/runner`; add
     /// arguments, environment and stdio as usual. The child std sees is `box-exec`, which
     /// forwards signals to the command and exits as it exits; `Child::kill` kills both.
@@ -568,6 +573,15 @@ impl TestBox {
                 r => break r?,
             }
         }
+        // The binary the box's root runs: a copy beside the box's other directories, because the
+        // caller's path (a checkout in a 0700 temporary directory, say) may not be traversable by
+        // a mapped root.
+        let copy = self.exe_in_box();
+        std::fs::create_dir_all(copy.parent().expect("in the state dir"))
+            .map_err(io_err("create the box's bin"))?;
+        std::fs::copy(&self.exe, &copy).map_err(io_err("copy sysrunner into the box's state"))?;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_err("chmod the box's sysrunner"))?;
         for (dir, mode) in [
             (&p.var_lib_docker, 0o711),
             (&p.tmp, 0o1777),
