@@ -189,7 +189,7 @@ pub struct Rig {
 }
 
 /// passwd and group with the runner user (uid 1001) in the docker group, bound over the box's.
-fn user_files(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+fn user_files(dir: &Path) -> std::io::Result<(PathBuf, PathBuf, PathBuf)> {
     let passwd: String = std::fs::read_to_string("/etc/passwd")?
         .lines()
         .filter(|l| !l.starts_with("runner:"))
@@ -208,10 +208,21 @@ fn user_files(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
         .map(|l| format!("{l}\n"))
         .collect::<String>()
         + &format!("runner:x:1001:\ndocker:x:{docker_gid}:runner\n");
-    let (p, g) = (dir.join("passwd"), dir.join("group"));
+    // sudo's PAM account check wants a shadow entry (a password nobody can use).
+    let shadow: String = std::fs::read_to_string("/etc/shadow")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with("runner:"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        + "runner:*:19000:0:99999:7:::\n";
+    let (p, g, sh) = (dir.join("passwd"), dir.join("group"), dir.join("shadow"));
     std::fs::write(&p, passwd)?;
     std::fs::write(&g, group)?;
-    Ok((p, g))
+    std::fs::write(&sh, shadow)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o640))?;
+    Ok((p, g, sh))
 }
 
 fn chown_tree(path: &Path, uid: u32) {
@@ -242,12 +253,14 @@ impl Rig {
         listener: &Path,
     ) -> Result<Rig, String> {
         let files = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let (passwd, group) = user_files(files.path()).map_err(|e| format!("user files: {e}"))?;
+        let (passwd, group, shadow) =
+            user_files(files.path()).map_err(|e| format!("user files: {e}"))?;
         let mut builder = TestBox::builder(kind)
             .exe(exe)
             .tmpfs("/var/lib/sysrunner")
             .bind(passwd, "/etc/passwd")
-            .bind(group, "/etc/group");
+            .bind(group, "/etc/group")
+            .bind(shadow, "/etc/shadow");
         if Path::new("/etc/sudoers.d").is_dir() {
             builder = builder.tmpfs("/etc/sudoers.d");
         }
