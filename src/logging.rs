@@ -14,8 +14,12 @@ pub fn init(settings: &LogSettings) {
                 .parse()
                 .expect("a valid directive"),
         );
+    // Colours only for a person at a terminal: `docker logs`, files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second init (tests calling into the library twice) keeps the first subscriber.
     let _ = match settings.format {

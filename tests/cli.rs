@@ -173,6 +173,8 @@ fn valid_settings_pass_validation_and_other_images_variables_are_warned_about() 
         err.contains("LABELS is a setting of another runner image"),
         "{err}"
     );
+    // stderr is a pipe here, as in `docker logs`: plain text, no colour codes.
+    assert!(!err.contains('\x1b'), "escape codes in a pipe: {err:?}");
 }
 
 #[test]

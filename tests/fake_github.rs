@@ -1725,3 +1725,20 @@ fn the_cli_refuses_a_bad_listen_address() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected IP:PORT"));
 }
+
+#[tokio::test]
+async fn a_public_url_is_what_it_hands_out_when_others_reach_it_by_another_name() {
+    // Listening on loopback, reached by a container as http://github:8080: the URLs it hands out
+    // (control info, JIT configs, runner URLs) must name the latter. No traffic goes there.
+    let cfg = FakeConfig {
+        public_url: "http://github:8080/".into(),
+        ..FakeConfig::default()
+    };
+    let fake = FakeGitHub::start(cfg).await.expect("the fake starts");
+    assert_eq!(fake.web_url(), "http://github:8080");
+    let ctl = ControlClient::new(&format!("http://{}", fake.addr()));
+    let info = ctl.info().await.unwrap();
+    assert_eq!(info.web_url, "http://github:8080");
+    assert_eq!(info.api_url, "http://github:8080");
+    fake.stop().await;
+}

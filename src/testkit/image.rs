@@ -1,6 +1,8 @@
-//! A tiny container image made from the host's static busybox, for machines that reach no image
-//! registry: writes a rootfs tar that `docker import` turns into an image. Reads the busybox
-//! binary; writes only the tar it is asked for.
+//! Images for boxes. A tiny container image made from the host's static busybox, for machines
+//! that reach no image registry: a rootfs tar that `docker import` turns into an image. And an
+//! image's own filesystem made ready for a box ([`unpack`], [`shift_tree`]), as sysbox prepares a
+//! container's: unpacked, its owners shifted into the box's id range. Writes only the tar or tree
+//! it is asked for.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -139,9 +141,114 @@ impl<W: Write> Tar<'_, W> {
     }
 }
 
+/// Where `.ci/build-image` leaves the images it built (`sysbox.tar`, `sysbox.json`, and the same
+/// for `privileged`) unless this variable names another directory.
+pub const EXPORTED_DIR_ENV: &str = "SYSRUNNER_IMAGE_DIR";
+const EXPORTED_DIR: &str = "/var/tmp/sysrunner-image/out";
+
+/// The directory the built images are exported to.
+pub fn exported_dir() -> std::path::PathBuf {
+    std::env::var_os(EXPORTED_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+        .unwrap_or_else(|| EXPORTED_DIR.into())
+}
+
+/// Unpacks an image's filesystem tar (`docker export`) into `dest` (created, mode 0755 so a
+/// mapped root can enter it), keeping owners, modes and links exactly as in the image.
+pub fn unpack(tar: &Path, dest: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "--same-owner", "-xpf"])
+        .arg(tar)
+        .arg("-C")
+        .arg(dest)
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "tar -xpf {}: {}",
+            tar.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    // A tree from an earlier unpack may have been shifted: this one is not.
+    match std::fs::remove_file(shift_record(dest)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Where the offset a tree's owners are shifted by is recorded: beside it, not in it, so the
+/// image's own files are all a box sees.
+fn shift_record(tree: &Path) -> std::path::PathBuf {
+    let mut name = tree.as_os_str().to_owned();
+    name.push(".shift");
+    name.into()
+}
+
+/// An id shifted from a tree at offset `from` to offset `to`; ids outside the 65536 the tree
+/// can hold (never in an image) stay as they are.
+pub fn shifted(id: u32, from: u32, to: u32) -> u32 {
+    match id.checked_sub(from) {
+        Some(inside) if inside < 65_536 => inside + to,
+        _ => id,
+    }
+}
+
+/// Shifts every owner in `tree` to `offset` (`lchown(uid + offset, gid + offset)`), from
+/// whatever offset it has now, and restores the setuid and setgid bits that chown clears.
+/// File capabilities (`security.capability`) are not restored.
+pub fn shift_tree(tree: &Path, offset: u32) -> io::Result<()> {
+    let record = shift_record(tree);
+    let from: u32 = match std::fs::read_to_string(&record) {
+        Ok(s) => s.trim().parse().map_err(io::Error::other)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    if from != offset {
+        shift_dir(tree, from, offset)?;
+    }
+    std::fs::write(&record, format!("{offset}\n"))
+}
+
+fn shift_dir(path: &Path, from: u32, to: u32) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(path)?;
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(nix::unistd::Uid::from_raw(shifted(meta.uid(), from, to))),
+        Some(nix::unistd::Gid::from_raw(shifted(meta.gid(), from, to))),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| io::Error::other(format!("lchown {}: {e}", path.display())))?;
+    let ft = meta.file_type();
+    if !ft.is_symlink() && meta.mode() & 0o6000 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    if ft.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            shift_dir(&e?.path(), from, to)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_shift_between_offsets_and_foreign_ids_stay() {
+        assert_eq!(shifted(0, 0, 100_000), 100_000);
+        assert_eq!(shifted(1001, 0, 165_536), 166_537);
+        assert_eq!(shifted(166_537, 165_536, 100_000), 101_001);
+        assert_eq!(shifted(100_000, 100_000, 0), 0);
+        // Not in the tree's range: left alone.
+        assert_eq!(shifted(5, 100_000, 0), 5);
+        assert_eq!(shifted(100_000 + 65_536, 100_000, 0), 165_536);
+    }
 
     fn field(h: &[u8], at: usize, len: usize) -> String {
         String::from_utf8_lossy(&h[at..at + len])

@@ -271,6 +271,32 @@ impl Rig {
             .map_err(|e| format!("busybox image: {e}"))?;
         // The release as an image holds it: owned by the box's root.
         chown_tree(&release, b.id_map().outside);
+        Rig::around(b, cfg, files)
+    }
+
+    /// A box of `kind` on an image's own filesystem (`tree`, see `Builder::rootfs`) with the
+    /// compose file's tmpfs mounts (`/tmp`, `/run`), and the fake GitHub. The image brings its
+    /// own sysrunner, runner user and runner; `exe` (a sysrunner with the test kit) only builds
+    /// and enters the box.
+    pub fn start_image(
+        kind: BoxKind,
+        cfg: FakeConfig,
+        exe: &Path,
+        tree: &Path,
+    ) -> Result<Rig, String> {
+        let files = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let b = TestBox::builder(kind)
+            .exe(exe)
+            .rootfs(tree)
+            .tmpfs_mode("/tmp", 0o1777)
+            .tmpfs("/run")
+            .start()
+            .map_err(|e| format!("{kind:?} box on {}: {e}", tree.display()))?;
+        Rig::around(b, cfg, files)
+    }
+
+    /// The fake GitHub in a namespace of its own, wired to the box.
+    fn around(b: TestBox, cfg: FakeConfig, files: tempfile::TempDir) -> Result<Rig, String> {
         let slot: u8 = b
             .name()
             .rsplit('-')

@@ -138,6 +138,7 @@ pub struct Builder {
     before_start: Option<Hook>,
     start_timeout: Duration,
     command_timeout: Duration,
+    rootfs: Option<PathBuf>,
 }
 
 impl Builder {
@@ -166,6 +167,24 @@ impl Builder {
     pub fn tmpfs(mut self, path: impl Into<PathBuf>) -> Self {
         self.extra
             .push((path.into(), Private::Tmpfs { mode: 0o755 }));
+        self
+    }
+
+    /// A private tmpfs with this mode (`/tmp`: 0o1777).
+    pub fn tmpfs_mode(mut self, path: impl Into<PathBuf>, mode: u32) -> Self {
+        self.extra.push((path.into(), Private::Tmpfs { mode }));
+        self
+    }
+
+    /// Runs the box on an image's own filesystem instead of the host's, as sysbox runs a
+    /// container: `tree` (an unpacked image, owned as in the image) becomes the box's root, with
+    /// a fresh proc and sysfs, the delegated cgroups, a minimal /dev, the box's disk directory on
+    /// `/var/lib/docker`, and the [`Builder::tmpfs`] / [`Builder::bind`] paths; nothing else of
+    /// the host. A sysbox-like box first shifts the tree's owners into its id range (recorded in
+    /// `<tree>.shift`, so a later box on the same tree shifts from there). The runner directory
+    /// and home are the image's own.
+    pub fn rootfs(mut self, tree: impl Into<PathBuf>) -> Self {
+        self.rootfs = Some(tree.into());
         self
     }
 
@@ -269,12 +288,20 @@ impl Builder {
             life: None,
             command_timeout: self.command_timeout,
             torn_down: false,
+            rootfs: self.rootfs,
             _slot: Some(slot_lock),
         };
         // The slot's lock is ours, so anything under its name belongs to a box whose process
         // died without cleaning up (SIGKILL): remove it before reusing the name.
         b.remove_everything()?;
         b.make_state_dirs()?;
+        if let Some(tree) = &b.rootfs {
+            super::image::shift_tree(tree, b.uid).map_err(io_err(format!(
+                "shift the owners of {} to {}",
+                tree.display(),
+                b.uid
+            )))?;
+        }
         cgroup::apply(&HostFs, &b.plan.prepare)?;
         let mounts = b.mount_plan()?;
         b.spawn(mounts, self.pid1, self.before_start, self.start_timeout)?;
@@ -305,6 +332,8 @@ pub struct TestBox {
     command_timeout: Duration,
     torn_down: bool,
     /// Released last, after everything under the slot's name is gone.
+    /// The image tree the box runs on, if any (see [`Builder::rootfs`]).
+    rootfs: Option<PathBuf>,
     _slot: Option<Lock>,
 }
 
@@ -327,6 +356,7 @@ impl TestBox {
             before_start: None,
             start_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(180),
+            rootfs: None,
         }
     }
 
@@ -597,6 +627,33 @@ impl TestBox {
     fn mount_plan(&self) -> Result<Vec<MountStep>, Error> {
         let p = &self.paths;
         let bind = |d: &PathBuf| Private::Bind { source: d.clone() };
+        if let Some(tree) = &self.rootfs {
+            let mut private = vec![("/var/lib/docker".into(), bind(&p.var_lib_docker))];
+            private.extend(self.extra.iter().cloned());
+            let file_sources: Vec<PathBuf> = private
+                .iter()
+                .filter_map(|(_, what)| match what {
+                    Private::Bind { source } if source.is_file() => Some(source.clone()),
+                    _ => None,
+                })
+                .collect();
+            // cgroup v1 hosts link co-mounted controllers (cpu -> cpu,cpuacct): the same here.
+            let cgroup_links: Vec<(PathBuf, PathBuf)> = std::fs::read_dir("/sys/fs/cgroup")
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| Some((e.path(), std::fs::read_link(e.path()).ok()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return mounts::rootfs_plan(&mounts::RootfsInputs {
+                rootfs: tree,
+                private: &private,
+                file_sources: &file_sources,
+                cgroup_binds: &self.plan.binds,
+                cgroup_links: &cgroup_links,
+                devices: &["null", "zero", "full", "random", "urandom", "tty"],
+            });
+        }
         let mut private = vec![
             ("/var/lib/docker".into(), bind(&p.var_lib_docker)),
             // Host-owned files there would be unreadable to a mapped root.

@@ -38,6 +38,32 @@ pub enum MountStep {
         source: PathBuf,
         target: PathBuf,
     },
+    /// An empty file to bind a host file (a device node, say) onto.
+    Touch {
+        path: PathBuf,
+    },
+    /// A fresh sysfs (the box owns its net namespace, so its root may mount one).
+    Sysfs {
+        target: PathBuf,
+    },
+    /// A procfs for the box's pid namespace at `target` (inside an image's tree).
+    ProcAt {
+        target: PathBuf,
+    },
+    /// A new devpts instance, its own `ptmx`.
+    Devpts {
+        target: PathBuf,
+    },
+    Symlink {
+        /// What the link points to.
+        to: PathBuf,
+        link: PathBuf,
+    },
+    /// `pivot_root` into `root` (already a mount point) and detach the old root: the box then
+    /// sees only the image's tree and what was mounted into it.
+    PivotRoot {
+        root: PathBuf,
+    },
 }
 
 /// What a private path of the box is.
@@ -162,6 +188,149 @@ pub fn plan(inp: &Inputs<'_>, exists: &dyn Fn(&Path) -> bool) -> Result<Vec<Moun
     Ok(steps)
 }
 
+/// Everything an image's tree needs to become a box's root, the way sysbox sets up a container.
+#[derive(Debug, Clone)]
+pub struct RootfsInputs<'a> {
+    /// The unpacked image (owners already shifted into the box's range).
+    pub rootfs: &'a Path,
+    /// (path inside the image, what it becomes): the compose file's tmpfs mounts, the data root.
+    pub private: &'a [(PathBuf, Private)],
+    /// Which private bind sources are files (bound onto a file, not a directory).
+    pub file_sources: &'a [PathBuf],
+    /// (host cgroup directory, hierarchy mount point) from the cgroup plan.
+    pub cgroup_binds: &'a [(PathBuf, PathBuf)],
+    /// (link below /sys/fs/cgroup, what it points to): `cpu -> cpu,cpuacct` as on the host.
+    pub cgroup_links: &'a [(PathBuf, PathBuf)],
+    /// Device nodes bound from the host's /dev (names below /dev).
+    pub devices: &'a [&'a str],
+}
+
+/// The mount steps that make an image's tree the box's root: a fresh proc and sysfs, a tmpfs
+/// cgroupfs with the box's delegated directories bound in, a tmpfs /dev with the usual nodes and a
+/// devpts of its own, the private paths, then `pivot_root`.
+pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
+    check_path(inp.rootfs, "the image's tree")?;
+    let at = |p: &Path| inp.rootfs.join(p.strip_prefix("/").unwrap_or(p));
+    let mut steps = vec![
+        MountStep::MakeRprivate,
+        MountStep::Bind {
+            source: inp.rootfs.to_owned(),
+            target: inp.rootfs.to_owned(),
+        },
+        MountStep::Mkdir {
+            path: at(Path::new("/proc")),
+        },
+        MountStep::ProcAt {
+            target: at(Path::new("/proc")),
+        },
+        MountStep::Mkdir {
+            path: at(Path::new("/sys")),
+        },
+        MountStep::Sysfs {
+            target: at(Path::new("/sys")),
+        },
+        MountStep::Tmpfs {
+            target: at(Path::new("/sys/fs/cgroup")),
+            mode: 0o755,
+        },
+    ];
+    for (link, to) in inp.cgroup_links {
+        steps.push(MountStep::Symlink {
+            to: to.clone(),
+            link: at(link),
+        });
+    }
+    for (source, target) in inp.cgroup_binds {
+        steps.push(MountStep::Mkdir { path: at(target) });
+        steps.push(MountStep::Bind {
+            source: source.clone(),
+            target: at(target),
+        });
+    }
+    let dev = at(Path::new("/dev"));
+    steps.push(MountStep::Mkdir { path: dev.clone() });
+    steps.push(MountStep::Tmpfs {
+        target: dev.clone(),
+        mode: 0o755,
+    });
+    for d in inp.devices {
+        if d.contains('/') || d.starts_with('.') {
+            return Err(Error::Invalid(format!("device {d}: a name below /dev")));
+        }
+        steps.push(MountStep::Touch { path: dev.join(d) });
+        steps.push(MountStep::Bind {
+            source: Path::new("/dev").join(d),
+            target: dev.join(d),
+        });
+    }
+    steps.extend([
+        MountStep::Mkdir {
+            path: dev.join("pts"),
+        },
+        MountStep::Devpts {
+            target: dev.join("pts"),
+        },
+        MountStep::Symlink {
+            to: "pts/ptmx".into(),
+            link: dev.join("ptmx"),
+        },
+        MountStep::Mkdir {
+            path: dev.join("shm"),
+        },
+        MountStep::Tmpfs {
+            target: dev.join("shm"),
+            mode: 0o1777,
+        },
+    ]);
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        steps.push(MountStep::Symlink {
+            to: to.into(),
+            link: dev.join(name),
+        });
+    }
+    let mut private: Vec<&(PathBuf, Private)> = inp.private.iter().collect();
+    private.sort_by(|a, b| a.0.cmp(&b.0));
+    for (target, what) in private {
+        check_path(target, "a path in the image")?;
+        if reserved(target) {
+            return Err(Error::Invalid(format!(
+                "{}: / , /proc, /sys and /dev are set up by the box",
+                target.display()
+            )));
+        }
+        match what {
+            Private::Tmpfs { mode } => {
+                steps.push(MountStep::Mkdir { path: at(target) });
+                steps.push(MountStep::Tmpfs {
+                    target: at(target),
+                    mode: *mode,
+                });
+            }
+            Private::Bind { source } => {
+                check_path(source, "a host path")?;
+                steps.push(if inp.file_sources.contains(source) {
+                    MountStep::Touch { path: at(target) }
+                } else {
+                    MountStep::Mkdir { path: at(target) }
+                });
+                steps.push(MountStep::Bind {
+                    source: source.clone(),
+                    target: at(target),
+                });
+            }
+        }
+    }
+    steps.push(MountStep::PivotRoot {
+        root: inp.rootfs.to_owned(),
+    });
+    Ok(steps)
+}
+
 fn nearest_existing(target: &Path, exists: &dyn Fn(&Path) -> bool) -> PathBuf {
     let mut p = target;
     while let Some(parent) = p.parent() {
@@ -261,6 +430,53 @@ fn apply_one(step: &MountStep) -> std::io::Result<()> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             NONE,
         )?,
+        MountStep::Touch { path } => {
+            if let Some(parent) = path.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)?;
+            }
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+        }
+        MountStep::Sysfs { target } => mount(
+            Some("sysfs"),
+            target,
+            Some("sysfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            NONE,
+        )?,
+        MountStep::ProcAt { target } => mount(
+            Some("proc"),
+            target,
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            NONE,
+        )?,
+        MountStep::Devpts { target } => mount(
+            Some("devpts"),
+            target,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )?,
+        MountStep::Symlink { to, link } => match std::os::unix::fs::symlink(to, link) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(link)?;
+                std::os::unix::fs::symlink(to, link)?
+            }
+            r => r?,
+        },
+        MountStep::PivotRoot { root } => {
+            // pivot_root(".", "."): the old root ends up on top of the new one, then goes.
+            std::env::set_current_dir(root)?;
+            nix::unistd::pivot_root(".", ".")?;
+            nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)?;
+            std::env::set_current_dir("/")?;
+        }
     }
     Ok(())
 }
@@ -431,6 +647,103 @@ mod tests {
             err.to_string().contains("nearest existing parent is /"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_image_tree_becomes_the_root_with_kernel_filesystems_devices_and_private_paths() {
+        let private = vec![
+            (p("/tmp"), Private::Tmpfs { mode: 0o1777 }),
+            (
+                p("/var/lib/docker"),
+                Private::Bind {
+                    source: p("/st/b/var-lib-docker"),
+                },
+            ),
+            (p("/run"), Private::Tmpfs { mode: 0o755 }),
+            (
+                p("/etc/hosts"),
+                Private::Bind {
+                    source: p("/st/hosts"),
+                },
+            ),
+        ];
+        let binds = vec![(
+            p("/sys/fs/cgroup/cpu,cpuacct/b"),
+            p("/sys/fs/cgroup/cpu,cpuacct"),
+        )];
+        let links = vec![(p("/sys/fs/cgroup/cpu"), p("cpu,cpuacct"))];
+        let steps = rootfs_plan(&RootfsInputs {
+            rootfs: Path::new("/img"),
+            private: &private,
+            file_sources: &[p("/st/hosts")],
+            cgroup_binds: &binds,
+            cgroup_links: &links,
+            devices: &["null", "tty"],
+        })
+        .unwrap();
+        let pos = |want: &MountStep| {
+            steps
+                .iter()
+                .position(|s| s == want)
+                .unwrap_or_else(|| panic!("{want:?} missing from {steps:#?}"))
+        };
+        let bind = |s: &str, t: &str| MountStep::Bind {
+            source: p(s),
+            target: p(t),
+        };
+        assert_eq!(steps[0], MountStep::MakeRprivate);
+        assert_eq!(steps[1], bind("/img", "/img"));
+        let sysfs = pos(&MountStep::Sysfs {
+            target: p("/img/sys"),
+        });
+        let cg_tmpfs = pos(&MountStep::Tmpfs {
+            target: p("/img/sys/fs/cgroup"),
+            mode: 0o755,
+        });
+        let cg_bind = pos(&bind(
+            "/sys/fs/cgroup/cpu,cpuacct/b",
+            "/img/sys/fs/cgroup/cpu,cpuacct",
+        ));
+        let link = pos(&MountStep::Symlink {
+            to: p("cpu,cpuacct"),
+            link: p("/img/sys/fs/cgroup/cpu"),
+        });
+        assert!(sysfs < cg_tmpfs && cg_tmpfs < cg_bind && cg_tmpfs < link);
+        let dev = pos(&MountStep::Tmpfs {
+            target: p("/img/dev"),
+            mode: 0o755,
+        });
+        let null = pos(&bind("/dev/null", "/img/dev/null"));
+        assert!(dev < null);
+        pos(&MountStep::Devpts {
+            target: p("/img/dev/pts"),
+        });
+        // Private paths in path order; a file source is bound onto a file.
+        let hosts = pos(&MountStep::Touch {
+            path: p("/img/etc/hosts"),
+        });
+        let tmp = pos(&MountStep::Tmpfs {
+            target: p("/img/tmp"),
+            mode: 0o1777,
+        });
+        let data = pos(&bind("/st/b/var-lib-docker", "/img/var/lib/docker"));
+        assert!(hosts < tmp && tmp < data);
+        assert_eq!(
+            steps.last(),
+            Some(&MountStep::PivotRoot { root: p("/img") })
+        );
+        // The box owns / , /proc, /sys and /dev.
+        let private = vec![(p("/dev/x"), Private::Tmpfs { mode: 0o755 })];
+        let err = rootfs_plan(&RootfsInputs {
+            rootfs: Path::new("/img"),
+            private: &private,
+            file_sources: &[],
+            cgroup_binds: &[],
+            cgroup_links: &[],
+            devices: &[],
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("set up by the box"), "{err}");
     }
 
     #[test]

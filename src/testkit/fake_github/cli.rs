@@ -25,6 +25,12 @@ pub fn command() -> Command {
                 .help("A JSON FakeConfig (repos, orgs, enterprises, pats, app, ttls); absent fields take the test defaults"),
         )
         .arg(
+            Arg::new("public-url")
+                .long("public-url")
+                .value_name("URL")
+                .help("The URL clients reach it by, when not the listening address (e.g. http://github:8080 for a container listening on 0.0.0.0:8080)"),
+        )
+        .arg(
             Arg::new("base-path")
                 .long("base-path")
                 .value_name("PATH")
@@ -50,6 +56,19 @@ pub fn run(m: &ArgMatches) -> Exit {
             Err(_) => {
                 eprintln!(
                     "sysrunner fake-github: --listen {listen:?}: expected IP:PORT, e.g. 127.0.0.1:8080"
+                );
+                return Exit::Usage;
+            }
+        }
+    }
+    if let Some(url) = m.get_one::<String>("public-url") {
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.path() == "/" => {
+                cfg.public_url = url.clone()
+            }
+            _ => {
+                eprintln!(
+                    "sysrunner fake-github: --public-url {url:?}: expected http(s)://HOST[:PORT] without a path"
                 );
                 return Exit::Usage;
             }

@@ -28,6 +28,10 @@ pub const TEST_APP_PUBLIC_KEY_PEM: &str = include_str!("../../../tests/keys/app.
 pub struct FakeConfig {
     /// Where to listen; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// The URL clients reach it by, when that is not the listening address (it listens on
+    /// `0.0.0.0:8080` in a container others reach as `http://github:8080`): it goes into the URLs
+    /// it hands out (JIT configs, `url` fields). Empty: `http://` + the listening address.
+    pub public_url: String,
     /// An extra prefix under which the REST API is also served, e.g. `/api/v3` (GHES-style).
     /// The REST API is always served at `/` too. Empty for none.
     pub base_path: String,
@@ -127,6 +131,7 @@ impl Default for FakeConfig {
     fn default() -> Self {
         FakeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_url: String::new(),
             base_path: String::new(),
             repos: vec![RepoConfig {
                 full_name: "octo-org/octo-repo".into(),

