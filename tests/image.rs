@@ -53,7 +53,7 @@ fn unpack(kind: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 #[test]
-fn both_images_start_sysrunner_stop_with_sigterm_and_check_health() {
+fn both_images_declare_the_entrypoint_stop_signal_healthcheck_and_only_their_difference() {
     let Some(_serial) = ready("image config", &[Need::Images]) else {
         return;
     };
