@@ -8,11 +8,10 @@
 #![cfg(feature = "testkit")]
 
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use sysrunner::testkit::boxes::{TestBox, wait_within};
+use sysrunner::testkit::boxes::TestBox;
 use sysrunner::testkit::fake_github::{FakeConfig, JobResult, JobStatus};
 use sysrunner::testkit::rig::Rig;
 use sysrunner::testkit::{self, BoxKind, Need, image};
@@ -119,21 +118,6 @@ const CLEAN: &[&str] = &[
     "echo second-life-clean",
 ];
 
-fn life(r: &Rig, env: &BTreeMap<String, String>, log: &Path) -> (Option<i32>, String) {
-    let mut child = r
-        .spawn_in_box(Path::new(ENTRYPOINT), &["run"], env, log)
-        .unwrap();
-    let status = wait_within(&mut child, LIFE).unwrap();
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    (
-        status.and_then(|s| s.code()),
-        std::fs::read_to_string(log).unwrap_or_default(),
-    )
-}
-
 #[test]
 fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_the_first() {
     let mut needs = sysrunner::testkit::gate::BOX_WITH_DOCKERD.to_vec();
@@ -164,7 +148,12 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
     let env = r.settings(name);
     let job = r.queue(name, "litter", LITTER);
     let t = Instant::now();
-    let (code, log) = life(&r, &env, &dir.path().join("life-1.log"));
+    let (code, log) = r.life(
+        Path::new(ENTRYPOINT),
+        &env,
+        &dir.path().join("life-1.log"),
+        LIFE,
+    );
     eprintln!("first life: {:.1?}", t.elapsed());
     let job = r.job(job.id);
     assert_eq!(code, Some(0), "{log}");
@@ -204,7 +193,12 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
 
     // `restart: always`: the same container (its layer, its /var/lib/docker) starts again.
     let job = r.queue(name, "clean", CLEAN);
-    let (code, log) = life(&r, &env, &dir.path().join("life-2.log"));
+    let (code, log) = r.life(
+        Path::new(ENTRYPOINT),
+        &env,
+        &dir.path().join("life-2.log"),
+        LIFE,
+    );
     let job = r.job(job.id);
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(

@@ -372,6 +372,30 @@ impl Rig {
         c.spawn()
     }
 
+    /// One whole life of `program run` in the box with `env`: spawned, waited for at most
+    /// `limit` (killed after), its exit code and its log (written to `log`).
+    pub fn life(
+        &self,
+        program: &Path,
+        env: &BTreeMap<String, String>,
+        log: &Path,
+        limit: Duration,
+    ) -> (Option<i32>, String) {
+        let mut child = self
+            .spawn_in_box(program, &["run"], env, log)
+            .expect("spawn a life in the box");
+        let status =
+            crate::testkit::boxes::wait_within(&mut child, limit).expect("wait for the life");
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (
+            status.and_then(|s| s.code()),
+            std::fs::read_to_string(log).unwrap_or_default(),
+        )
+    }
+
     fn call<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
         &self,
         f: impl FnOnce(ControlClient) -> F,

@@ -45,16 +45,7 @@ impl Runner {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.b.paths().state.join(format!("life-{n}.log"));
-        let mut child = self.spawn(env, &log);
-        let status = sysrunner::testkit::boxes::wait_within(&mut child, limit).unwrap();
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        (
-            status.and_then(|s| s.code()),
-            std::fs::read_to_string(&log).unwrap_or_default(),
-        )
+        self.0.life(&self.b.exe_in_box(), env, &log, limit)
     }
 
     pub fn until(&self, limit: Duration, what: &str, f: impl FnMut(&Rig) -> bool) {
