@@ -67,9 +67,14 @@ fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
                 if let Marker::Version(v) = &m {
                     tracing::debug!("runner version {v}");
                 }
+                // Logged here, at the marker, not by a watcher of the channel: a watch keeps only
+                // the latest value, so a job that starts right after `Listening` would hide it.
                 tx.send_if_modified(|s| {
                     let next = s.clone().on(&m);
                     let changed = next != *s;
+                    if changed {
+                        super::announce(&next);
+                    }
                     *s = next;
                     changed
                 });
@@ -154,4 +159,69 @@ pub fn runner_id_from_dot_runner(runner_root: &Path) -> Option<u64> {
     // .runner may start with a UTF-8 byte-order mark.
     let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).ok()?;
     v.get("agentId")?.as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The runner prints `Listening for Jobs` and, a moment later, `Running job`: both states are
+    /// logged even when nothing else runs in between (a watcher of the channel would see only the
+    /// last one).
+    #[test]
+    fn every_state_a_marker_reaches_is_logged_in_order() {
+        let log = Captured::default();
+        let w = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = watch::channel(State::Starting);
+            let out: &'static [u8] = b"2026-11-28 03:00:00Z: Connected to GitHub\n\
+                2026-11-28 03:00:00Z: Listening for Jobs\n\
+                2026-11-28 03:00:01Z: Running job: build\n\
+                2026-11-28 03:00:02Z: Job build completed with result: Succeeded\n";
+            forward(out, "stdout", Some(tx));
+            rx.wait_for(|s| matches!(s, State::Done { .. }))
+                .await
+                .unwrap();
+        });
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let states: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                l.split_once("sysrunner::lifecycle: runner ")
+                    .map(|(_, r)| r)
+            })
+            .map(|r| r.split(" state=").next().unwrap_or(r))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "listening",
+                "busy with build",
+                "job build completed: Succeeded"
+            ],
+            "{text}"
+        );
+    }
 }

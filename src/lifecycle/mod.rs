@@ -336,6 +336,7 @@ impl Life<'_> {
             self.record(reg);
         }
 
+        announce(&State::Starting);
         let (state_tx, state_rx) = watch::channel(State::Starting);
         self.spawn_state_publisher(state_rx.clone());
         let spawn = |tx: watch::Sender<State>| {
@@ -364,16 +365,16 @@ impl Life<'_> {
                                 _ = tokio::time::sleep(after) => {}
                                 Some(_) = signals.recv() => return Ok(()),
                             }
-                            state_tx.send_replace(State::Starting);
+                            set_state(&state_tx, State::Starting);
                             l = spawn(state_tx.clone())?;
                         }
                         AfterExit::AwaitUpdate => {
-                            state_tx.send_replace(State::Updating);
+                            set_state(&state_tx, State::Updating);
                             let t = Instant::now();
                             wait_for_file(&root.join("update.finished"), Duration::from_secs(300)).await;
                             let _ = std::fs::remove_file(root.join("update.finished"));
                             tracing::warn!("the runner updated itself in {:.0}s: the image's pinned runner is behind; bump RUNNER_VERSION", t.elapsed().as_secs_f64());
-                            state_tx.send_replace(State::Starting);
+                            set_state(&state_tx, State::Starting);
                             l = spawn(state_tx.clone())?;
                         }
                         AfterExit::Fail { reason } => return Err(Failed { exit: Exit::TempFail, message: reason }),
@@ -524,7 +525,6 @@ impl Life<'_> {
         tokio::spawn(async move {
             loop {
                 let state = rx.borrow_and_update().clone();
-                tracing::info!(state = state.as_str(), "runner {}", describe(&state));
                 health::publish(
                     &dir,
                     &Published {
@@ -538,6 +538,16 @@ impl Life<'_> {
             }
         });
     }
+}
+
+/// Logs a state change of the runner; the one place that does, so every change is logged once.
+fn announce(s: &State) {
+    tracing::info!(state = s.as_str(), "runner {}", describe(s));
+}
+
+fn set_state(tx: &watch::Sender<State>, next: State) {
+    announce(&next);
+    tx.send_replace(next);
 }
 
 fn describe(s: &State) -> String {
