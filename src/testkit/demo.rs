@@ -31,6 +31,15 @@ const PHASES: &[(&str, &str)] = &[
     ("sysrunner::lifecycle: exit ", "exit"),
 ];
 
+/// What a log line says after a phase's needle, without the structured fields that repeat it.
+fn phase_detail<'a>(line: &'a str, needle: &str) -> &'a str {
+    let after = line.split(needle).nth(1).unwrap_or("");
+    [" runtime=", " state=", " runner_id="]
+        .iter()
+        .fold(after, |d, f| d.split(f).next().unwrap_or(d))
+        .trim()
+}
+
 fn refuse_real_github() -> Option<String> {
     let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
     let scope = ["REPO", "ORG", "ENTERPRISE"].into_iter().find(|k| set(k));
@@ -148,11 +157,7 @@ pub fn run(kind: BoxKind) -> Exit {
                 pos += line.len() as u64;
                 for (i, (needle, what)) in PHASES.iter().enumerate() {
                     if line.contains(needle) && !seen[i] {
-                        let detail = line.split(needle).nth(1).unwrap_or("").trim();
-                        // The structured fields repeat what the sentence says.
-                        let detail = [" runtime=", " state=", " runner_id="]
-                            .iter()
-                            .fold(detail, |d, f| d.split(f).next().unwrap_or(d));
+                        let detail = phase_detail(&line, needle);
                         println!(
                             "{} {what}{}",
                             stamp(t0),
@@ -245,6 +250,19 @@ mod tests {
         assert_eq!(parse_box("sysbox"), Some(BoxKind::SysboxLike));
         assert_eq!(parse_box("privileged"), Some(BoxKind::PrivilegedLike));
         assert_eq!(parse_box("docker"), None);
+    }
+
+    #[test]
+    fn phase_details_drop_the_fields_that_repeat_the_sentence() {
+        let l = "2026-11-28T03:00:24Z  INFO sysrunner::lifecycle: runner listening state=\"listening\"\n";
+        assert_eq!(phase_detail(l, "runner listening"), "");
+        let l = "INFO sysrunner::lifecycle: runner job demo completed: Succeeded state=\"done\"\n";
+        assert_eq!(phase_detail(l, "runner job "), "demo completed: Succeeded");
+        let l =
+            "INFO sysrunner::lifecycle: GitHub already removed the ephemeral runner runner_id=1\n";
+        assert_eq!(phase_detail(l, "already removed the ephemeral runner"), "");
+        let l = "INFO sysrunner::lifecycle: dockerd ready in 1.27s\n";
+        assert_eq!(phase_detail(l, "dockerd ready in"), "1.27s");
     }
 
     #[test]
