@@ -184,12 +184,7 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
         assert!(log.contains(marker), "{marker:?} missing:\n{log}");
     }
     assert!(!log.contains("ghp_fake"), "the token reached the log");
-    assert!(r.runners().is_empty(), "the runner is deregistered");
-    assert!(
-        r.b.pids().unwrap().is_empty(),
-        "processes left: {:?}",
-        r.b.pids()
-    );
+    r.assert_ended_clean(&log);
 
     // `restart: always`: the same container (its layer, its /var/lib/docker) starts again.
     let job = r.queue(name, "clean", CLEAN);

@@ -74,12 +74,7 @@ fn two_lives(kind: BoxKind) {
         assert!(log.contains(marker), "{marker:?} missing:\n{log}");
     }
     assert!(!log.contains("ghp_fake"), "the token reached the log");
-    assert!(r.runners().is_empty(), "the runner is deregistered");
-    assert!(
-        r.b.pids().unwrap().is_empty(),
-        "processes left: {:?}",
-        r.b.pids()
-    );
+    r.assert_ended_clean(&log);
 
     let job = r.queue("sysrunner-life", "clean", CLEAN);
     let (code, log) = r.life(&env, LIFE);
@@ -168,12 +163,7 @@ fn sigterm_while_listening_deregisters_and_exits_0_within_stop_timeout() {
         "stopped in {took:?}, over STOP_TIMEOUT 9s"
     );
     assert!(text.contains("while idle: deregistered"), "{text}");
-    assert!(r.runners().is_empty(), "still registered");
-    assert!(
-        r.b.pids().unwrap().is_empty(),
-        "processes left: {:?}",
-        r.b.pids()
-    );
+    r.assert_ended_clean(&text);
     eprintln!("SIGTERM while idle: stopped in {took:?}");
 }
 
@@ -194,12 +184,7 @@ fn sigterm_while_busy(drain: &str, job_steps: &[&str], want: JobResult) -> Durat
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(r.job(job.id).result, Some(want), "{text}");
-    assert!(r.runners().is_empty(), "still registered:\n{text}");
-    assert!(
-        r.b.pids().unwrap().is_empty(),
-        "processes left: {:?}",
-        r.b.pids()
-    );
+    r.assert_ended_clean(&text);
     took
 }
 
@@ -226,8 +211,7 @@ fn a_crashing_runner_exits_75_and_deregisters() {
     env.insert("FAKE_RUNNER_EXIT".into(), "1".into());
     let (code, log) = r.life(&env, LIFE);
     assert_eq!(code, Some(75), "{log}");
-    assert!(r.runners().is_empty(), "still registered:\n{log}");
-    assert!(r.b.pids().unwrap().is_empty());
+    r.assert_ended_clean(&log);
 }
 
 /// Regression: orphans re-parented to sysrunner exit while the listener exits 2; the listener's
@@ -271,12 +255,7 @@ fn dockerd_dying_mid_job_stops_the_runner_with_75() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(75), "{text}");
     assert!(text.contains("dockerd died"), "{text}");
-    assert!(r.runners().is_empty(), "still registered:\n{text}");
-    assert!(
-        r.b.pids().unwrap().is_empty(),
-        "processes left: {:?}",
-        r.b.pids()
-    );
+    r.assert_ended_clean(&text);
 }
 
 #[test]
@@ -410,12 +389,7 @@ fn sigterm_while_starting_leaves_no_registration() {
     let code = wait_exit(&mut child, Duration::from_secs(30));
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(0), "{text}");
-    assert!(r.runners().is_empty(), "still registered:\n{text}");
-    assert!(
-        r.b.pids().unwrap().is_empty(),
-        "processes left: {:?}",
-        r.b.pids()
-    );
+    r.assert_ended_clean(&text);
 }
 
 #[test]

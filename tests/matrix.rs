@@ -104,18 +104,9 @@ fn case(kind: BoxKind, runtime: &str, profile: &str) {
     let dockerd = r.box_pid("dockerd").expect("dockerd in the box");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(dockerd), Signal::SIGKILL).unwrap();
     let st = testkit::boxes::wait_within(&mut child, Duration::from_secs(60)).unwrap();
-    assert_eq!(
-        st.and_then(|s| s.code()),
-        Some(75),
-        "{}",
-        std::fs::read_to_string(&log).unwrap()
-    );
-    assert!(r.runners().is_empty());
-    assert!(
-        r.b.pids().unwrap().is_empty(),
-        "processes left: {:?}",
-        r.b.pids()
-    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(st.and_then(|s| s.code()), Some(75), "{text}");
+    r.assert_ended_clean(&text);
 
     // The next life of the same box starts clean.
     let job = r.queue(

@@ -449,6 +449,15 @@ impl Rig {
         false
     }
 
+    /// After a life: GitHub lists no runner (it deregistered) and no process is left in the box.
+    /// `log` is the life's log, shown when either does not hold.
+    pub fn assert_ended_clean(&self, log: &str) {
+        let runners = self.runners();
+        assert!(runners.is_empty(), "still registered: {runners:?}\n{log}");
+        let pids = self.b.pids().expect("list the box's processes");
+        assert!(pids.is_empty(), "processes left: {pids:?}\n{log}");
+    }
+
     /// The host pid of a process in the box with this command name.
     pub fn box_pid(&self, comm: &str) -> Option<i32> {
         self.b.pids().ok()?.into_iter().find(|p| {
