@@ -494,3 +494,39 @@ fn dockerd_runs_containers_in_a_privileged_like_box_and_leaves_the_host_alone() 
         dockerd_runs_containers(BoxKind::PrivilegedLike);
     }
 }
+
+#[test]
+fn boxes_starting_while_others_tear_down_share_a_state_root_that_stays() {
+    if !testkit::require("state root shared by boxes", &BOX) {
+        return;
+    }
+    // CI once saw a start fail with "statfs <root>: No such file or directory": the last box's
+    // teardown used to remove the empty root while another box was creating its directory
+    // there. The root now outlives its boxes; here two threads start and stop boxes under one
+    // root at the same time, so starts and teardowns interleave.
+    let root = PathBuf::from(format!("/var/tmp/sysrunner-shared-{}", std::process::id()));
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                for i in 0..4 {
+                    let b = TestBox::builder(BoxKind::SysboxLike)
+                        .exe(EXE)
+                        .state_root(&root)
+                        .start()
+                        .unwrap_or_else(|e| panic!("thread {t}, box {i}: {e}"));
+                    assert_eq!(sh(&b, "echo up"), "up");
+                    b.stop()
+                        .unwrap_or_else(|e| panic!("thread {t}, box {i}: {e}"));
+                    assert!(root.is_dir(), "the root went with box {i} of thread {t}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+    assert!(left.is_empty(), "boxes left {left:?}");
+    std::fs::remove_dir(&root).unwrap();
+}

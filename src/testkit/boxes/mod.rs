@@ -573,10 +573,8 @@ impl TestBox {
             }
             _ => {}
         }
-        // The shared state root goes with its last box; another box's start recreates it.
-        if let Some(root) = self.paths.state.parent() {
-            let _ = std::fs::remove_dir(root);
-        }
+        // The shared state root stays, empty, after its last box: removing it raced with
+        // another box creating its directory there (CI saw "statfs …: No such file").
         if problems.is_empty() {
             Ok(())
         } else {
@@ -590,19 +588,13 @@ impl TestBox {
             .state
             .parent()
             .expect("the state dir is below the state root");
-        // Another box's teardown may remove the empty root between these two calls.
-        let mut tries = 0;
-        loop {
-            check_state_root(root)?;
-            match mkdir(&p.state, 0o755, 0, 0) {
-                Err(Error::Io { source, .. })
-                    if source.kind() == io::ErrorKind::NotFound && tries < 5 =>
-                {
-                    tries += 1
-                }
-                r => break r?,
-            }
-        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(root)
+            .map_err(io_err(format!("create {}", root.display())))?;
+        mkdir(&p.state, 0o755, 0, 0)?;
+        check_not_overlayfs(&p.state, root)?;
         // The binary the box's root runs: a copy beside the box's other directories, because the
         // caller's path (a checkout in a 0700 temporary directory, say) may not be traversable by
         // a mapped root.
@@ -849,14 +841,8 @@ fn mkdir(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), Error> {
     std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(io_err(what))
 }
 
-fn check_state_root(root: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(root)
-        .map_err(io_err(format!("create {}", root.display())))?;
-    let fs =
-        nix::sys::statfs::statfs(root).map_err(nix_err(format!("statfs {}", root.display())))?;
+fn check_not_overlayfs(dir: &Path, root: &Path) -> Result<(), Error> {
+    let fs = nix::sys::statfs::statfs(dir).map_err(nix_err(format!("statfs {}", dir.display())))?;
     if fs.filesystem_type().0 as i64 == OVERLAYFS_MAGIC {
         return Err(Error::Invalid(format!(
             "{} is on overlayfs, where dockerd's overlay2 cannot keep /var/lib/docker; choose another state root",
