@@ -159,12 +159,14 @@ pub fn orphan_children(reaper: &Reaper) -> Vec<Pid> {
 }
 
 /// Kills every orphan child until none is left (a killed shim re-parents its container's init to
-/// us; killing that init ends its whole pid namespace). Bounded: gives up after `rounds`.
-pub async fn kill_orphans(reaper: &Reaper, rounds: usize) -> usize {
+/// us; killing that init ends its whole pid namespace). Bounded: gives up after `limit`, which
+/// a loaded machine reaping a deep tree of shims and containers can need seconds of.
+pub async fn kill_orphans(reaper: &Reaper, limit: std::time::Duration) -> usize {
+    let end = std::time::Instant::now() + limit;
     let mut killed = 0;
-    for _ in 0..rounds {
+    loop {
         let orphans = orphan_children(reaper);
-        if orphans.is_empty() {
+        if orphans.is_empty() || std::time::Instant::now() >= end {
             break;
         }
         for pid in orphans {

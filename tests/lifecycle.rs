@@ -255,6 +255,8 @@ fn dockerd_dying_mid_job_stops_the_runner_with_75() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(75), "{text}");
     assert!(text.contains("dockerd died"), "{text}");
+    // The runner had the time to cancel its job and say so.
+    assert_eq!(r.job(job.id).result, Some(JobResult::Canceled), "{text}");
     r.assert_ended_clean(&text);
 }
 
@@ -267,17 +269,21 @@ fn after_sigkill_the_next_life_deletes_the_leftover_registration() {
     let mut child = r.spawn(&env, &log);
     r.until(LIFE, "the runner online", |r| online(r, "sysrunner-killed"));
     let old = r.runners()[0].id;
-    // A container's death: everything in it is killed at once.
-    for p in r.b.pids().unwrap() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    // A container's death: everything in it is killed, again and again until nothing is left,
+    // since a process can fork between a listing and its kill.
+    let kill_all = |r: &testkit::rig::Rig| {
+        let pids = r.b.pids().unwrap();
+        for p in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        pids.is_empty()
+    };
+    kill_all(&r.0);
     let _ = wait_exit(&mut child, Duration::from_secs(30));
-    r.until(Duration::from_secs(30), "the box empty", |r| {
-        r.b.pids().unwrap().is_empty()
-    });
+    r.until(Duration::from_secs(30), "the box empty", kill_all);
     assert!(
         r.runners().iter().any(|x| x.id == old),
         "the killed life left its registration"
@@ -389,6 +395,46 @@ fn sigterm_while_starting_leaves_no_registration() {
     let code = wait_exit(&mut child, Duration::from_secs(30));
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(0), "{text}");
+    r.assert_ended_clean(&text);
+}
+
+#[test]
+fn sigterm_while_dockerd_never_gets_ready_still_deletes_the_registration() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    // A dockerd that says its version and then never answers on its socket: start-up cannot
+    // settle within STOP_TIMEOUT.
+    // Beside the box's copy of sysrunner, which the box sees at the same path (its /tmp is
+    // emptied at the start of a life).
+    let bin = r.b.paths().state.join("slow-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("dockerd"),
+        "#!/bin/sh\n[ \"$1\" = --version ] && exec echo 'Docker version 26.1.5, build slow'\nexec sleep 600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("dockerd"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut env = r.settings("sysrunner-slow-dockerd");
+    env.insert("STOP_TIMEOUT".into(), "3s".into());
+    env.insert(
+        "PATH".into(),
+        format!(
+            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            bin.display()
+        ),
+    );
+    let log = log_of(&r, "slow-dockerd");
+    let mut child = r.spawn(&env, &log);
+    r.until(LIFE, "the runner registered", |r| !r.runners().is_empty());
+    testkit::boxes::signal(child.id(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("start-up did not settle"), "{text}");
     r.assert_ended_clean(&text);
 }
 

@@ -185,7 +185,7 @@ impl Dockerd {
                 self.exited().await
             }
         };
-        let orphans_killed = reaper::kill_orphans(reaper, 50).await;
+        let orphans_killed = reaper::kill_orphans(reaper, Duration::from_secs(5)).await;
         StopReport {
             status,
             orphans_killed,

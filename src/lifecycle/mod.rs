@@ -244,34 +244,53 @@ impl Life<'_> {
             }
             r
         };
-        let startup = async { tokio::join!(dockerd_start, registration) };
-        tokio::pin!(startup);
+        tokio::pin!(dockerd_start, registration);
+        let (mut started, mut registered) = (None, None);
+        // Set by a signal during start-up: the stop budget's end. The registration is deleted as
+        // soon as it exists, so a slow dockerd cannot keep it alive past the budget.
         let mut stop_at: Option<Instant> = None;
-        let (dockerd, registered) = loop {
+        let mut deleted = false;
+        let timed_out = loop {
+            if started.is_some() && registered.is_some() {
+                break false;
+            }
             tokio::select! {
-                r = &mut startup => break r,
+                d = &mut dockerd_start, if started.is_none() => started = Some(d),
+                r = &mut registration, if registered.is_none() => {
+                    if let Ok(reg) = &r {
+                        self.record(reg);
+                    }
+                    registered = Some(r);
+                }
                 Some(sig) = signals.recv(), if stop_at.is_none() => {
                     tracing::info!("{sig} while starting: stopping once start-up settles");
                     stop_at = Some(Instant::now() + self.s.timeouts.stop);
                 }
-                _ = sleep_until(stop_at) => {
-                    tracing::error!("start-up did not settle within STOP_TIMEOUT: killing every child");
-                    reaper::kill_all_children();
-                    return Exit::Ok;
-                }
+                _ = sleep_until(stop_at) => break true,
+            }
+            if let (Some(end), Some(Ok(reg)), false) = (stop_at, &registered, deleted) {
+                self.deregister_ours(reg, end).await;
+                deleted = true;
             }
         };
+        if timed_out {
+            tracing::error!("start-up did not settle within STOP_TIMEOUT: killing every child");
+            reaper::kill_all_children();
+            return Exit::Ok;
+        }
         tracing::info!("start-up took {:.2}s", t0.elapsed().as_secs_f64());
-        let budget_end = || stop_at.unwrap_or_else(|| Instant::now() + self.s.timeouts.stop);
-
-        let (dockerd, mut reg) = match (dockerd, registered) {
+        let (dockerd, registered) = (
+            started.expect("start-up settled"),
+            registered.expect("start-up settled"),
+        );
+        let (dockerd, reg) = match (dockerd, registered) {
             (Ok(d), Ok(r)) => (d, r),
             (d, r) => {
-                let end = budget_end();
+                let end = stop_at.unwrap_or_else(|| Instant::now() + self.s.timeouts.stop);
                 if let Ok(reg) = &r
-                    && let Some(id) = reg.runner_id
+                    && !deleted
                 {
-                    self.deregister(id, end).await;
+                    self.deregister_ours(reg, end).await;
                 }
                 if let Ok(d) = &d {
                     d.stop(remaining(end), &self.reaper).await;
@@ -289,30 +308,33 @@ impl Life<'_> {
                 };
             }
         };
-        self.record(&reg);
         if let Some(end) = stop_at {
             return self.finish(&reg, &dockerd, end, Exit::Ok).await;
         }
+        let mut reg = reg;
 
         let result = self.supervise(&mut reg, &dockerd, signals).await;
-        let exit = match &result {
-            Ok(()) => Exit::Ok,
+        let (exit, end) = match result {
+            Ok(end) => (Exit::Ok, end),
             Err(f) => {
                 tracing::error!("{}", f.message);
-                f.exit
+                (f.exit, None)
             }
         };
-        let end = Instant::now() + self.s.timeouts.stop;
+        let end = end.unwrap_or_else(|| Instant::now() + self.s.timeouts.stop);
         self.finish(&reg, &dockerd, end, exit).await
     }
 
     /// From a running listener to its end: the job, restarts, updates, signals, dockerd's death.
+    /// After a signal, returns the end of the stop budget it started: STOP_TIMEOUT from the
+    /// signal when idle, from the end of the drain when busy. Deregistering, stopping the runner
+    /// and stopping dockerd all fit in that one budget.
     async fn supervise(
         &self,
         reg: &mut register::Registered,
         dockerd: &Dockerd,
         signals: &mut mpsc::UnboundedReceiver<Signal>,
-    ) -> Result<(), Failed> {
+    ) -> Result<Option<Instant>, Failed> {
         let env = crate::runner::env::runner_env(
             std::env::vars(),
             &self.user.name,
@@ -356,14 +378,14 @@ impl Life<'_> {
                     match after_exit(status.code(), restarts) {
                         AfterExit::Done => {
                             tracing::info!("runner done ({status}): {}", describe(&state_rx.borrow()));
-                            return Ok(());
+                            return Ok(None);
                         }
                         AfterExit::Restart { after, reason } => {
                             restarts += 1;
                             tracing::warn!("runner: {reason}; restart {restarts} of {} in {}s", crate::runner::MAX_RESTARTS, after.as_secs());
                             tokio::select! {
                                 _ = tokio::time::sleep(after) => {}
-                                Some(_) = signals.recv() => return Ok(()),
+                                Some(_) = signals.recv() => return Ok(None),
                             }
                             set_state(&state_tx, State::Starting);
                             l = spawn(state_tx.clone())?;
@@ -381,40 +403,34 @@ impl Life<'_> {
                     }
                 }
                 status = dockerd.exited() => {
-                    stop_listener(&l, Duration::from_secs(5)).await;
+                    stop_listener(&mut l, Duration::from_secs(5)).await;
                     return Err(Failed { exit: Exit::TempFail, message: format!("dockerd died ({status}) while the runner was {}: stopped the runner", state_rx.borrow().as_str()) });
                 }
                 Some(sig) = signals.recv() => {
+                    let stop = self.s.timeouts.stop;
+                    let mut end = Instant::now() + stop;
                     let busy = matches!(*state_rx.borrow(), State::Busy { .. });
-                    let idle = !busy && self.try_deregister_idle(reg).await;
+                    let idle = !busy && self.try_deregister_idle(reg, end).await;
                     if idle {
                         tracing::info!("{sig} while idle: deregistered; stopping the runner");
-                        let _ = kill(l.pid, Signal::SIGINT);
                     } else {
                         let drain = self.s.timeouts.drain;
                         tracing::info!("{sig} while busy: letting the job run up to DRAIN_TIMEOUT ({}s)", drain.as_secs());
                         tokio::select! {
                             st = &mut l.exit => {
                                 tracing::info!("the job ended during the drain ({:?})", st.ok());
-                                return Ok(());
+                                return Ok(Some(Instant::now() + stop));
                             }
                             _ = tokio::time::sleep(drain) => {}
                             Some(_) = signals.recv() => tracing::warn!("second signal: skipping the drain"),
                         }
                         tracing::info!("cancelling the job (SIGINT to the listener)");
-                        let _ = kill(l.pid, Signal::SIGINT);
+                        end = Instant::now() + stop;
                     }
-                    // The listener has the stop budget to finish; then its group is killed.
-                    let grace = self.s.timeouts.stop / 2;
-                    tokio::select! {
-                        st = &mut l.exit => tracing::info!("runner stopped ({:?})", st.ok()),
-                        _ = tokio::time::sleep(grace) => {
-                            tracing::warn!("runner did not stop within {}s: killing its process group", grace.as_secs());
-                            let _ = killpg(l.pid, Signal::SIGKILL);
-                            let _ = (&mut l.exit).await;
-                        }
-                    }
-                    return Ok(());
+                    // Half of what is left for the runner to stop (and report a cancelled job);
+                    // the rest for deregistering and stopping dockerd.
+                    stop_listener(&mut l, remaining(end) / 2).await;
+                    return Ok(Some(end));
                 }
             }
         }
@@ -422,12 +438,12 @@ impl Life<'_> {
 
     /// On a signal while idle: delete the runner first, so GitHub gives it no job while it stops.
     /// `false` when it just took one (422) or cannot be deleted now.
-    async fn try_deregister_idle(&self, reg: &register::Registered) -> bool {
+    async fn try_deregister_idle(&self, reg: &register::Registered, end: Instant) -> bool {
         if !self.registrar.deregisters() {
             return true;
         }
         let Some(id) = reg.runner_id else { return true };
-        match tokio::time::timeout(self.s.timeouts.stop / 2, self.registrar.deregister(id)).await {
+        match tokio::time::timeout(remaining(end) / 2, self.registrar.deregister(id)).await {
             Ok(Ok(Deleted::Deleted | Deleted::NotFound)) => {
                 forget_record(&self.layout);
                 true
@@ -441,6 +457,16 @@ impl Life<'_> {
                 true
             }
             Err(_) => true,
+        }
+    }
+
+    /// Deletes the runner if sysrunner registered it (not a JIT config's, which its issuer
+    /// removes) and GitHub knows its id.
+    async fn deregister_ours(&self, reg: &register::Registered, end: Instant) {
+        if self.registrar.deregisters()
+            && let Some(id) = reg.runner_id
+        {
+            self.deregister(id, end).await;
         }
     }
 
@@ -491,11 +517,7 @@ impl Life<'_> {
         exit: Exit,
     ) -> Exit {
         self.publish("stopping");
-        if self.registrar.deregisters()
-            && let Some(id) = reg.runner_id
-        {
-            self.deregister(id, end).await;
-        }
+        self.deregister_ours(reg, end).await;
         let stop = dockerd
             .stop(remaining(end).max(Duration::from_secs(1)), &self.reaper)
             .await;
@@ -569,10 +591,18 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn stop_listener(l: &listener::Listener, grace: Duration) {
+/// SIGINT, so the runner cancels its job and reports it; its process group is killed if it
+/// has not exited within `grace`. Returns once the listener has exited.
+async fn stop_listener(l: &mut listener::Listener, grace: Duration) {
     let _ = kill(l.pid, Signal::SIGINT);
-    tokio::time::sleep(grace.min(Duration::from_millis(200))).await;
-    let _ = killpg(l.pid, Signal::SIGKILL);
+    if tokio::time::timeout(grace, &mut l.exit).await.is_err() {
+        tracing::warn!(
+            "runner did not stop within {}s: killing its process group",
+            grace.as_secs()
+        );
+        let _ = killpg(l.pid, Signal::SIGKILL);
+        let _ = (&mut l.exit).await;
+    }
 }
 
 async fn wait_for_file(path: &Path, limit: Duration) {
