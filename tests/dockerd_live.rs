@@ -114,7 +114,13 @@ fn a_second_dockerd_on_the_same_data_root_is_refused() {
     let mut first = b
         .command(b.exe_in_box())
         .env("DOCKER_MTU", "1400")
-        .args(["dockerd-check", "--", "sh", "-c", "touch /tmp/up; sleep 30"])
+        .args([
+            "dockerd-check",
+            "--",
+            "sh",
+            "-c",
+            "touch /tmp/up; sleep 600",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

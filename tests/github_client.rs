@@ -97,12 +97,24 @@ impl Env {
         self.client_at(self.fake.api_url(), scope, auth, Duration::from_secs(120))
     }
     fn client_at(&self, api: &str, scope: Scope, auth: Auth, deadline: Duration) -> Client {
+        // Long enough that a stalled test thread on a loaded machine never times a request out;
+        // the test of timeouts sets its own.
+        self.client_timing_out(api, scope, auth, deadline, Duration::from_secs(30))
+    }
+    fn client_timing_out(
+        &self,
+        api: &str,
+        scope: Scope,
+        auth: Auth,
+        deadline: Duration,
+        request_timeout: Duration,
+    ) -> Client {
         Client::new(
             api,
             scope,
             auth,
             ClientOptions {
-                request_timeout: Duration::from_millis(500),
+                request_timeout,
                 deadline,
                 time: self.time.clone(),
             },
@@ -357,13 +369,20 @@ async fn an_exhausted_rate_limit_waits_until_its_reset() {
         },
     )
     .await;
+    // The client's clock stands still at `start`; the fake's reset is 100 s after its real
+    // clock at the reply, so every real second the test took adds up to one to the wait.
+    let start = *e.time.now.lock().unwrap();
     e.client(repo(), pat(ALL_GRANTS_PAT))
         .remove_token()
         .await
         .unwrap();
+    let took = SystemTime::now().duration_since(start).unwrap().as_secs();
     let s = e.time.sleeps();
     assert_eq!(s.len(), 1);
-    assert!((100..=102).contains(&s[0]), "waited {s:?}");
+    assert!(
+        (100..=102 + took).contains(&s[0]),
+        "waited {s:?} ({took} s)"
+    );
     e.conforms().await;
 }
 
@@ -392,10 +411,16 @@ async fn a_request_that_hangs_past_the_timeout_is_retried() {
     let e = fake(FakeConfig::default()).await;
     e.fault("*", "*/actions/runners", 1, Fault::Hang { millis: 3000 })
         .await;
-    e.client(repo(), pat(ALL_GRANTS_PAT))
-        .list_runners(None)
-        .await
-        .unwrap();
+    e.client_timing_out(
+        e.fake.api_url(),
+        repo(),
+        pat(ALL_GRANTS_PAT),
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+    )
+    .list_runners(None)
+    .await
+    .unwrap();
     assert_eq!(e.time.sleeps(), [1]);
     e.conforms().await;
 }

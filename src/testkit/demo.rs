@@ -145,6 +145,17 @@ pub fn run(kind: BoxKind) -> Exit {
     let mut pos = 0u64;
     let mut lines = Vec::new();
     let status = loop {
+        // Whether it has exited, asked before reading: a read after the exit sees every line.
+        let exited = match child.try_wait() {
+            Ok(Some(s)) => Some(Some(s)),
+            Ok(None) if t0.elapsed() > Duration::from_secs(300) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Some(None)
+            }
+            Ok(None) => None,
+            Err(_) => Some(None),
+        };
         if let Ok(mut f) = std::fs::File::open(&log)
             && f.seek(SeekFrom::Start(pos)).is_ok()
         {
@@ -173,20 +184,14 @@ pub fn run(kind: BoxKind) -> Exit {
                 lines.push(std::mem::take(&mut line));
             }
         }
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if t0.elapsed() > Duration::from_secs(300) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(_) => break None,
+        match exited {
+            Some(status) => break status,
+            None => std::thread::sleep(Duration::from_millis(50)),
         }
     };
     let job = rig.job(job.id);
     let left_at_github = rig.runners().len();
-    let left_in_box = rig.b.pids().map(|p| p.len()).unwrap_or(0);
+    let left_in_box = rig.pids_left().map(|p| p.len()).unwrap_or(0);
     let code = status.and_then(|s| s.code());
     println!();
     println!("summary");

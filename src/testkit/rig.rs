@@ -177,12 +177,13 @@ impl Drop for GitHubNet {
     }
 }
 
-/// The box, its network to the fake GitHub, and the fake.
+/// The box, its network to the fake GitHub, and the fake. Fields drop in this order: the
+/// fake's namespace (named after the box's slot) goes before the box frees that slot.
 pub struct Rig {
-    pub b: TestBox,
     ns: Netns,
     fake: Option<FakeGitHub>,
     net: GitHubNet,
+    pub b: TestBox,
     pub url: String,
     ctl: ControlClient,
     _files: tempfile::TempDir,
@@ -454,8 +455,25 @@ impl Rig {
     pub fn assert_ended_clean(&self, log: &str) {
         let runners = self.runners();
         assert!(runners.is_empty(), "still registered: {runners:?}\n{log}");
-        let pids = self.b.pids().expect("list the box's processes");
-        assert!(pids.is_empty(), "processes left: {pids:?}\n{log}");
+        let pids = self.pids_left().expect("list the box's processes");
+        assert!(
+            pids.is_empty(),
+            "processes left 10 s after the end: {pids:?}\n{log}"
+        );
+    }
+
+    /// The box's processes once a life has ended: empty as soon as it is, else what is still
+    /// there after 10 s. What sysrunner SIGKILLed at its end leaves the cgroup only once the
+    /// kernel has reaped it, which on a loaded machine can come after sysrunner's own exit.
+    pub fn pids_left(&self) -> Result<Vec<i32>, String> {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pids = self.b.pids().map_err(|e| e.to_string())?;
+            if pids.is_empty() || Instant::now() >= end {
+                return Ok(pids);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The host pid of a process in the box with this command name.

@@ -465,20 +465,32 @@ pub fn join(fs: &dyn CgroupFs, procs: &[PathBuf], pid: i32) -> Result<(), Error>
     Ok(())
 }
 
-/// Every process in `dir` and the cgroups below it.
+/// Every process in `dir` and the cgroups below it. A cgroup that goes away while it is read
+/// (dockerd removes a container's when the container ends) has no processes.
 pub fn pids_below(dir: &Path) -> io::Result<Vec<i32>> {
+    // ENODEV: the directory was removed after it was opened.
+    let gone = |e: &io::Error| {
+        e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENODEV)
+    };
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         match std::fs::read_to_string(d.join("cgroup.procs")) {
             Ok(s) => out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if gone(&e) => continue,
             Err(e) => return Err(e),
         }
-        for e in std::fs::read_dir(&d)? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                stack.push(e.path());
+        let entries = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            match e.and_then(|e| Ok((e.file_type()?, e.path()))) {
+                Ok((t, path)) if t.is_dir() => stack.push(path),
+                Ok(_) => {}
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
             }
         }
     }
