@@ -402,10 +402,9 @@ fn sigterm_while_starting_leaves_no_registration() {
 fn sigterm_while_dockerd_never_gets_ready_still_deletes_the_registration() {
     let Some(_serial) = ready() else { return };
     let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
-    // A dockerd that says its version and then never answers on its socket: start-up cannot
-    // settle within STOP_TIMEOUT.
-    // Beside the box's copy of sysrunner, which the box sees at the same path (its /tmp is
-    // emptied at the start of a life).
+    // A dockerd that says its version and then never answers on its socket, so start-up cannot
+    // settle within STOP_TIMEOUT. It lies beside the box's copy of sysrunner, which the box sees
+    // at the same path (the box's /tmp is emptied at the start of a life).
     let bin = r.b.paths().state.join("slow-bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::write(
@@ -422,10 +421,7 @@ fn sigterm_while_dockerd_never_gets_ready_still_deletes_the_registration() {
     env.insert("STOP_TIMEOUT".into(), "3s".into());
     env.insert(
         "PATH".into(),
-        format!(
-            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            bin.display()
-        ),
+        format!("{}:{}", bin.display(), testkit::rig::BOX_PATH),
     );
     let log = log_of(&r, "slow-dockerd");
     let mut child = r.spawn(&env, &log);

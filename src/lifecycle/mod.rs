@@ -279,11 +279,11 @@ impl Life<'_> {
             return Exit::Ok;
         }
         tracing::info!("start-up took {:.2}s", t0.elapsed().as_secs_f64());
-        let (dockerd, registered) = (
+        let settled = (
             started.expect("start-up settled"),
             registered.expect("start-up settled"),
         );
-        let (dockerd, reg) = match (dockerd, registered) {
+        let (dockerd, mut reg) = match settled {
             (Ok(d), Ok(r)) => (d, r),
             (d, r) => {
                 let end = stop_at.unwrap_or_else(|| Instant::now() + self.s.timeouts.stop);
@@ -311,7 +311,6 @@ impl Life<'_> {
         if let Some(end) = stop_at {
             return self.finish(&reg, &dockerd, end, Exit::Ok).await;
         }
-        let mut reg = reg;
 
         let result = self.supervise(&mut reg, &dockerd, signals).await;
         let (exit, end) = match result {

@@ -177,6 +177,9 @@ impl Drop for GitHubNet {
     }
 }
 
+/// The PATH a life gets unless its settings say otherwise.
+pub const BOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The box, its network to the fake GitHub, and the fake. Fields drop in this order: the
 /// fake's namespace (named after the box's slot) goes before the box frees that slot.
 pub struct Rig {
@@ -361,10 +364,7 @@ impl Rig {
         let mut c: Command = self.b.command(program);
         c.env_clear()
             .env("HOME", "/root")
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
+            .env("PATH", BOX_PATH)
             .envs(env)
             .args(args)
             .stdin(Stdio::null())
