@@ -9,6 +9,10 @@ use std::fmt;
 pub enum Exit {
     /// The runner ran: a job, or a clean stop after a signal.
     Ok,
+    /// GitHub refused the runner's version as deprecated (the listener's own exit 7), passed
+    /// through only when `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1`: the code
+    /// actions-runner-controller reads as "this scale set's runner image is outdated".
+    VersionDeprecated,
     /// Invalid settings or command line (EX_USAGE). Nothing was started.
     Usage,
     /// GitHub unreachable or failing after every retry (EX_UNAVAILABLE).
@@ -28,8 +32,9 @@ pub enum Exit {
 
 impl Exit {
     /// All codes, in the order they are documented.
-    pub const ALL: [Exit; 8] = [
+    pub const ALL: [Exit; 9] = [
         Exit::Ok,
+        Exit::VersionDeprecated,
         Exit::Usage,
         Exit::Unavailable,
         Exit::Internal,
@@ -42,6 +47,7 @@ impl Exit {
     pub const fn code(self) -> u8 {
         match self {
             Exit::Ok => 0,
+            Exit::VersionDeprecated => 7,
             Exit::Usage => 64,
             Exit::Unavailable => 69,
             Exit::Internal => 70,
@@ -56,6 +62,9 @@ impl Exit {
     pub const fn meaning(self) -> &'static str {
         match self {
             Exit::Ok => "the runner ran: a job, or a clean stop after SIGTERM/SIGINT",
+            Exit::VersionDeprecated => {
+                "GitHub refuses the image's runner as too old; only with ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1 (actions-runner-controller sets it), else 75"
+            }
             Exit::Usage => "invalid settings or command line; nothing was started",
             Exit::Unavailable => "GitHub unreachable or failing after every retry (API_DEADLINE)",
             Exit::Internal => "internal error, or a command that is not implemented yet",

@@ -214,6 +214,35 @@ fn a_crashing_runner_exits_75_and_deregisters() {
     r.assert_ended_clean(&log);
 }
 
+/// actions-runner-controller starts the container with
+/// ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1 and reads its exit 7 as "the scale set's
+/// runner is outdated"; sysrunner used to turn the listener's 7 into 75. Without the variable the
+/// listener says 1, and the life ends 75 as any crash does.
+#[test]
+fn a_deprecated_runner_exits_7_when_the_controller_asks_for_it_and_75_otherwise() {
+    let Some(_serial) = ready() else { return };
+    let cfg = FakeConfig {
+        // Above the fake runner's own version: its session is refused as too old.
+        min_runner_version: "2.999.0".into(),
+        ..FakeConfig::default()
+    };
+    let r = Runner::start(BoxKind::SysboxLike, cfg);
+    let mut env = r.settings("sysrunner-outdated");
+    env.insert(
+        "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE".into(),
+        "1".into(),
+    );
+    let (code, log) = r.life(&env, LIFE);
+    assert_eq!(code, Some(7), "{log}");
+    assert!(log.contains("is deprecated"), "{log}");
+    r.assert_ended_clean(&log);
+
+    env.remove("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE");
+    let (code, log) = r.life(&env, LIFE);
+    assert_eq!(code, Some(75), "{log}");
+    r.assert_ended_clean(&log);
+}
+
 /// Regression: orphans re-parented to sysrunner exit while the listener exits 2; the listener's
 /// status must reach its owner (a restart), not be lost to an orphan's.
 #[test]

@@ -209,6 +209,11 @@ pub struct RunSettings {
     pub warnings: Vec<String>,
     /// Files secrets were read from (`*_FILE`): masked once read, so a job cannot read them.
     pub secret_files: Vec<PathBuf>,
+    /// `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1` (exactly `1`, as actions/runner's
+    /// `run-helper.sh` tests it): a listener's exit 7 becomes the container's. Not a setting of
+    /// ours but actions/runner's own variable, which actions-runner-controller sets: it stays in
+    /// the runner's environment, where the listener reads it.
+    pub pass_deprecated_exit: bool,
 }
 
 /// What `sysrunner prune` needs: the scope and credentials, GitHub, the name prefix, timeouts.
@@ -281,6 +286,9 @@ pub struct ProbeSettings {
     pub log: LogSettings,
 }
 
+/// actions/runner's switch for exit code 7 (see [`RunSettings::pass_deprecated_exit`]).
+pub const DEPRECATED_EXIT_VAR: &str = "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE";
+
 /// Validates every setting `run` reads.
 pub fn load_run(inputs: &Inputs) -> Result<RunSettings, Problems> {
     let mut v = Values::collect(inputs, &[]);
@@ -303,6 +311,7 @@ pub fn load_run(inputs: &Inputs) -> Result<RunSettings, Problems> {
         log,
         warnings,
         secret_files: v.secret_files.clone(),
+        pass_deprecated_exit: (inputs.env)(DEPRECATED_EXIT_VAR).is_some_and(|v| v == "1"),
     })
 }
 

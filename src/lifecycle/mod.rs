@@ -374,7 +374,7 @@ impl Life<'_> {
             tokio::select! {
                 status = &mut l.exit => {
                     let status = status.map_err(|_| Failed { exit: Exit::Internal, message: "lost the listener's exit status".into() })?;
-                    match after_exit(status.code(), restarts) {
+                    match after_exit(status.code(), restarts, self.s.pass_deprecated_exit) {
                         AfterExit::Done => {
                             tracing::info!("runner done ({status}): {}", describe(&state_rx.borrow()));
                             return Ok(None);
@@ -398,7 +398,7 @@ impl Life<'_> {
                             set_state(&state_tx, State::Starting);
                             l = spawn(state_tx.clone())?;
                         }
-                        AfterExit::Fail { reason } => return Err(Failed { exit: Exit::TempFail, message: reason }),
+                        AfterExit::Fail { reason, exit } => return Err(Failed { exit, message: reason }),
                     }
                 }
                 status = dockerd.exited() => {

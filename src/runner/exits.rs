@@ -1,5 +1,13 @@
-//! What to do when `bin/Runner.Listener` exits, by its exit code (REFERENCE.md section 4). Pure.
+//! What to do when `bin/Runner.Listener` exits, by its exit code. Pure.
+//!
+//! actions/runner's codes (its `Constants.Runner.ReturnCode`): 0 done or cancelled, 1 terminated
+//! with an error, 2 retryable, 3 updating, 4 updating in ephemeral mode, 5 session conflict,
+//! 6 configuration refreshed, 7 version deprecated. The listener returns 7 only when its
+//! environment has `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1` (else it says 1), and
+//! actions/runner's `run-helper.sh` passes 7 on as its own exit code under the same condition,
+//! which actions-runner-controller relies on.
 
+use crate::exit::Exit;
 use std::time::Duration;
 
 /// How many times a retryable exit (2, 5) restarts the listener in one life.
@@ -16,11 +24,18 @@ pub enum AfterExit {
     },
     /// 3 or 4: it is updating itself; wait for `update.finished`, then start again.
     AwaitUpdate,
-    /// Anything else, or too many restarts: exit 75 so the supervisor starts a fresh life.
-    Fail { reason: String },
+    /// Anything else, or too many restarts: end the life with `exit` (75, so the supervisor
+    /// starts a fresh one; 7 for a deprecated version when the controller asked for it).
+    Fail { reason: String, exit: Exit },
 }
 
-pub fn after_exit(code: Option<i32>, restarts: u32) -> AfterExit {
+/// `pass_deprecated`: whether the container was started with
+/// `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1`, so a 7 is the container's exit too.
+pub fn after_exit(code: Option<i32>, restarts: u32, pass_deprecated: bool) -> AfterExit {
+    let fail = |reason: String| AfterExit::Fail {
+        reason,
+        exit: Exit::TempFail,
+    };
     match code {
         Some(0) => AfterExit::Done,
         Some(c @ (2 | 5)) if restarts < MAX_RESTARTS => AfterExit::Restart {
@@ -32,26 +47,22 @@ pub fn after_exit(code: Option<i32>, restarts: u32) -> AfterExit {
                 "session conflict (exit 5)"
             },
         },
-        Some(c @ (2 | 5)) => AfterExit::Fail {
-            reason: format!("the listener exited {c} after {MAX_RESTARTS} restarts"),
-        },
+        Some(c @ (2 | 5)) => fail(format!(
+            "the listener exited {c} after {MAX_RESTARTS} restarts"
+        )),
         Some(3 | 4) => AfterExit::AwaitUpdate,
-        Some(1) => AfterExit::Fail {
-            reason: "the listener ended with an error (exit 1)".into(),
-        },
-        Some(6) => AfterExit::Fail {
-            reason: "the listener failed internally (exit 6)".into(),
-        },
+        Some(1) => fail("the listener ended with an error (exit 1)".into()),
+        Some(6) => fail("the listener's configuration was refreshed (exit 6)".into()),
         Some(7) => AfterExit::Fail {
-            reason: "this runner version is deprecated (exit 7): update the image's RUNNER_VERSION"
-                .into(),
+            reason: "GitHub refuses this runner version as deprecated (exit 7): rebuild the image with a newer RUNNER_VERSION".into(),
+            exit: if pass_deprecated {
+                Exit::VersionDeprecated
+            } else {
+                Exit::TempFail
+            },
         },
-        Some(c) => AfterExit::Fail {
-            reason: format!("the listener exited {c}"),
-        },
-        None => AfterExit::Fail {
-            reason: "the listener was killed by a signal".into(),
-        },
+        Some(c) => fail(format!("the listener exited {c}")),
+        None => fail("the listener was killed by a signal".into()),
     }
 }
 
@@ -61,37 +72,74 @@ mod tests {
 
     #[test]
     fn zero_is_done() {
-        assert_eq!(after_exit(Some(0), 0), AfterExit::Done);
+        assert_eq!(after_exit(Some(0), 0, false), AfterExit::Done);
     }
 
     #[test]
     fn retryable_codes_restart_with_growing_pauses_then_fail() {
         let pauses: Vec<u64> = (0..MAX_RESTARTS)
-            .map(|n| match after_exit(Some(2), n) {
+            .map(|n| match after_exit(Some(2), n, false) {
                 AfterExit::Restart { after, .. } => after.as_secs(),
                 other => panic!("{other:?}"),
             })
             .collect();
         assert_eq!(pauses, [5, 10, 20, 40, 60]);
         assert!(
-            matches!(after_exit(Some(5), 0), AfterExit::Restart { reason, .. } if reason.contains("conflict"))
+            matches!(after_exit(Some(5), 0, false), AfterExit::Restart { reason, .. } if reason.contains("conflict"))
         );
         assert!(matches!(
-            after_exit(Some(2), MAX_RESTARTS),
-            AfterExit::Fail { .. }
+            after_exit(Some(2), MAX_RESTARTS, false),
+            AfterExit::Fail {
+                exit: Exit::TempFail,
+                ..
+            }
         ));
     }
 
     #[test]
     fn update_codes_wait_for_the_update() {
-        assert_eq!(after_exit(Some(3), 0), AfterExit::AwaitUpdate);
-        assert_eq!(after_exit(Some(4), 9), AfterExit::AwaitUpdate);
+        assert_eq!(after_exit(Some(3), 0, false), AfterExit::AwaitUpdate);
+        assert_eq!(after_exit(Some(4), 9, true), AfterExit::AwaitUpdate);
     }
 
     #[test]
-    fn everything_else_fails_the_life() {
+    fn everything_else_fails_the_life_with_75() {
         for c in [Some(1), Some(6), Some(7), Some(42), None] {
-            assert!(matches!(after_exit(c, 0), AfterExit::Fail { .. }), "{c:?}");
+            assert!(
+                matches!(
+                    after_exit(c, 0, false),
+                    AfterExit::Fail {
+                        exit: Exit::TempFail,
+                        ..
+                    }
+                ),
+                "{c:?}"
+            );
+        }
+    }
+
+    /// actions-runner-controller reads a container's exit 7 as "runner image outdated"; a 75
+    /// there would make it recreate the pod forever.
+    #[test]
+    fn a_deprecated_version_exits_7_only_when_the_controller_asked_for_it() {
+        assert!(matches!(
+            after_exit(Some(7), 0, true),
+            AfterExit::Fail {
+                exit: Exit::VersionDeprecated,
+                ..
+            }
+        ));
+        for c in [Some(1), Some(42), None] {
+            assert!(
+                matches!(
+                    after_exit(c, 0, true),
+                    AfterExit::Fail {
+                        exit: Exit::TempFail,
+                        ..
+                    }
+                ),
+                "{c:?}"
+            );
         }
     }
 }

@@ -789,6 +789,11 @@ fn version_tuple(v: &str) -> Option<(u64, u64, u64)> {
     it.next().is_none().then_some(t)
 }
 
+/// Whether runner version `v` is older than `min` (false when either does not parse).
+pub(super) fn version_older(v: &str, min: &str) -> bool {
+    matches!((version_tuple(v), version_tuple(min)), (Some(a), Some(b)) if a < b)
+}
+
 fn deprecation(st: &State, v: &str) -> Reply {
     let (Some(asked), Some(min)) = (version_tuple(v), version_tuple(&st.cfg.min_runner_version))
     else {

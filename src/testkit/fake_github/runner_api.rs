@@ -229,6 +229,24 @@ fn open_session(shared: &Shared, req: &Req) -> Reply {
         Ok(id) => id,
         Err(r) => return r,
     };
+    // GitHub's broker refuses a runner too old for it with an AccessDeniedException whose
+    // errorCode is 1 (actions/runner's BrokerHttpClient: RunnerVersionTooOld); the listener then
+    // exits 7 when ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1, else 1.
+    if let Some(v) = body.version.as_deref()
+        && super::rest::version_older(v, &st.cfg.min_runner_version)
+    {
+        return Reply::json(
+            403,
+            serde_json::json!({
+                "typeKey": "AccessDeniedException",
+                "errorCode": 1,
+                "message": format!(
+                    "Runner version v{v} is deprecated and cannot receive messages (the oldest accepted is v{}).",
+                    st.cfg.min_runner_version
+                ),
+            }),
+        );
+    }
     let r = st.runners.get_mut(&id).expect("authenticated");
     if r.session.is_some() {
         // actions/runner exits 5 on this ("session conflict").

@@ -292,6 +292,20 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
                 return 2;
             }
         },
+        Ok(r) if r.status().as_u16() == 403 => {
+            // actions/runner: an AccessDeniedException with errorCode 1 is "version deprecated":
+            // exit 7 only when asked to, else the generic terminated error.
+            let body: Value = r.json().await.unwrap_or_default();
+            say(&format!(
+                "{}: {}",
+                ts(),
+                body["message"].as_str().unwrap_or("Access denied")
+            ));
+            let deprecated = body["errorCode"].as_i64() == Some(1);
+            let asked = std::env::var("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE")
+                .is_ok_and(|v| v == "1");
+            return if deprecated && asked { 7 } else { 1 };
+        }
         Ok(r) if r.status().as_u16() == 409 => {
             say(&format!(
                 "{}: A session for this runner already exists.",
