@@ -12,6 +12,10 @@ use std::process::ExitCode;
 const ABOUT: &str =
     "Ephemeral self-hosted GitHub Actions runners with Docker inside, without --privileged";
 
+/// Of the runner's settings, what `probe` reads: where the release is and whom to ask its
+/// version as.
+const PROBE_RUNNER_SETTINGS: &[&str] = &["RUNNER_DIR", "RUNNER_USER"];
+
 /// Which settings each subcommand reads.
 fn groups_of(subcommand: &str) -> &'static [Group] {
     match subcommand {
@@ -24,7 +28,8 @@ fn groups_of(subcommand: &str) -> &'static [Group] {
             Group::Time,
             Group::Logs,
         ],
-        "probe" | "dockerd-check" => &[Group::Docker, Group::Time, Group::Logs],
+        "probe" => &[Group::Runner, Group::Docker, Group::Time, Group::Logs],
+        "dockerd-check" => &[Group::Docker, Group::Time, Group::Logs],
         "prune" => config::API_GROUPS,
         _ => &[],
     }
@@ -36,6 +41,9 @@ fn settings_of(subcommand: &str) -> impl Iterator<Item = &'static config::Settin
     SETTINGS.iter().filter(move |s| {
         if subcommand == "prune" && s.group == Group::Runner {
             return s.name == "RUNNER_NAME_PREFIX";
+        }
+        if subcommand == "probe" && s.group == Group::Runner {
+            return PROBE_RUNNER_SETTINGS.contains(&s.name);
         }
         groups.contains(&s.group)
     })
@@ -484,12 +492,15 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
             }
         }
     }
-    let report = block_on(crate::probe::probe(
+    let mut report = block_on(crate::probe::probe(
         &root,
         &settings.docker,
         crate::probe::dockerd_version(),
         &crate::dockerd::plan::proxy_env_of_process(),
     ));
+    if root == std::path::Path::new("/") {
+        report.runner_version = Some(runner_versions(settings));
+    }
     if m.get_flag("json") {
         match serde_json::to_string_pretty(&report) {
             Ok(j) => println!("{j}"),
@@ -506,6 +517,31 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
     } else {
         Exit::Unsupported
     }
+}
+
+/// The runner versions for `probe`: what a running life published (it asked GitHub and heard
+/// the listener), else the release's own `--version`.
+fn runner_versions(settings: &config::ProbeSettings) -> crate::runner::version::RunnerVersions {
+    use crate::runner::version::{RunnerVersions, of_release};
+    let published: Option<crate::lifecycle::health::Published> = std::fs::read(
+        std::path::Path::new("/run/sysrunner").join(crate::lifecycle::health::STATE_FILE),
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut v = published.map(|p| p.runner_version).unwrap_or_default();
+    if v.image.is_none() {
+        let user = nix::unistd::User::from_name(&settings.runner_user)
+            .ok()
+            .flatten()
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+        let image = of_release(&settings.runner_dir, user);
+        let offered = v
+            .offered
+            .as_deref()
+            .and_then(crate::runner::version::Version::parse);
+        v = RunnerVersions::new(image, offered);
+    }
+    v
 }
 
 fn usage(problems: &config::Problems) -> Exit {

@@ -683,3 +683,38 @@ fn the_kept_copy_of_the_description_is_the_shared_one() {
         shared.display()
     );
 }
+
+/// The runner releases GitHub offers, per scope: what the lifecycle's version check reads.
+#[tokio::test]
+async fn runner_downloads_name_the_offered_release_for_each_scope() {
+    let e = fake(FakeConfig {
+        runner_version: "2.340.1".into(),
+        ..FakeConfig::default()
+    })
+    .await;
+    for scope in [
+        repo(),
+        Scope::Org("octo-org".into()),
+        Scope::Enterprise("octo-ent".into()),
+    ] {
+        let list = e
+            .client(scope.clone(), pat(ALL_GRANTS_PAT))
+            .runner_downloads()
+            .await
+            .unwrap();
+        let offered = sysrunner::runner::version::offered(
+            list.iter().map(|d| d.filename.as_str()),
+            sysrunner::runner::version::runner_arch(),
+        );
+        assert_eq!(
+            offered.map(|v| v.to_string()).as_deref(),
+            Some("2.340.1"),
+            "{scope}"
+        );
+        assert!(
+            list.iter()
+                .any(|d| d.os == "linux" && d.architecture == "arm64")
+        );
+    }
+    e.conforms().await;
+}

@@ -243,6 +243,42 @@ fn a_deprecated_runner_exits_7_when_the_controller_asks_for_it_and_75_otherwise(
     r.assert_ended_clean(&log);
 }
 
+/// GitHub refuses runners 30 days behind its newest release, and a JIT runner updates itself before
+/// every job once it is behind: a life says so, naming both versions, in its log, its health state
+/// and `probe --json`. The fake offers 2.999.0; the fake runner is 2.336.0.
+#[test]
+fn an_outdated_image_runner_is_reported_with_both_versions() {
+    let Some(_serial) = ready() else { return };
+    let cfg = FakeConfig {
+        runner_version: "2.999.0".into(),
+        ..FakeConfig::default()
+    };
+    let r = Runner::start(BoxKind::SysboxLike, cfg);
+    let env = r.settings("sysrunner-behind");
+    r.queue("sysrunner-behind", "quick", &["true"]);
+    let (code, log) = r.life(&env, LIFE);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN")
+                && l.contains("actions/runner 2.336.0 is older than 2.999.0")),
+        "{log}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&r.b.run_shell("cat /run/sysrunner/state.json").unwrap()).unwrap();
+    assert_eq!(
+        state["runner_version"],
+        serde_json::json!({"image": "2.336.0", "offered": "2.999.0", "outdated": true}),
+        "{state}"
+    );
+    let probe =
+        r.b.run_shell(&format!("{} probe --json", r.b.exe_in_box().display()))
+            .unwrap();
+    let probe: serde_json::Value = serde_json::from_str(&probe).unwrap();
+    assert_eq!(probe["runner_version"]["outdated"], true, "{probe}");
+    r.assert_ended_clean(&log);
+}
+
 /// Regression: orphans re-parented to sysrunner exit while the listener exits 2; the listener's
 /// status must reach its owner (a restart), not be lost to an orphan's.
 #[test]

@@ -279,11 +279,15 @@ pub fn load_api(inputs: &Inputs) -> Result<ApiSettings, Problems> {
     })
 }
 
-/// What `sysrunner probe` needs: the dockerd plan's inputs and logging.
+/// What `sysrunner probe` needs: the dockerd plan's inputs, the runner release and logging.
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
     pub docker: DockerSettings,
     pub log: LogSettings,
+    /// RUNNER_DIR: the release whose version the probe reports.
+    pub runner_dir: PathBuf,
+    /// RUNNER_USER: whom the release is asked its version as.
+    pub runner_user: String,
 }
 
 /// actions/runner's switch for exit code 7 (see [`RunSettings::pass_deprecated_exit`]).
@@ -317,13 +321,30 @@ pub fn load_run(inputs: &Inputs) -> Result<RunSettings, Problems> {
 
 /// Validates only what `probe` reads; credentials and scope are not needed to look at a runtime.
 pub fn load_probe(inputs: &Inputs) -> Result<ProbeSettings, Problems> {
-    let mut v = Values::collect(inputs, &[Group::Docker, Group::Time, Group::Logs]);
+    let mut v = Values::collect(
+        inputs,
+        &[Group::Runner, Group::Docker, Group::Time, Group::Logs],
+    );
+    // Of the runner's settings only these two matter to a probe; the others' problems are run's.
+    v.problems.retain(|p| {
+        ["RUNNER_DIR", "RUNNER_USER"].contains(&p.var.as_str())
+            || SETTINGS
+                .iter()
+                .all(|s| s.name != p.var || s.group != Group::Runner)
+    });
     let docker = v.docker();
     let log = v.log();
+    let runner_dir = PathBuf::from(v.text("RUNNER_DIR").unwrap_or_default());
+    let runner_user = v.text("RUNNER_USER").unwrap_or_default();
     if !v.problems.is_empty() {
         return Err(Problems(v.problems));
     }
-    Ok(ProbeSettings { docker, log })
+    Ok(ProbeSettings {
+        docker,
+        log,
+        runner_dir,
+        runner_user,
+    })
 }
 
 /// Settings that sysrunner reads and a job must never see: every setting, the `*_FILE` paths, and

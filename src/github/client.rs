@@ -597,6 +597,14 @@ impl Client {
         }
     }
 
+    /// The runner releases GitHub offers for the scope (`actions/runners/downloads`): one per OS
+    /// and architecture.
+    pub async fn runner_downloads(&self) -> Result<Vec<RunnerDownload>, ApiError> {
+        let path = format!("{}/actions/runners/downloads", self.scope.api_path());
+        self.send_json("list runner downloads", Method::GET, &path, None, 200)
+            .await
+    }
+
     pub async fn delete_runner(&self, id: u64) -> Result<Deleted, ApiError> {
         let what = "delete a runner";
         let path = format!("{}/actions/runners/{id}", self.scope.api_path());

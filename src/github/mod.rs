@@ -11,7 +11,7 @@ mod types;
 
 pub use client::{Client, ClientOptions, Deleted, JitConfig, RegistrationToken, default_labels};
 pub use retry::{RealTime, Time};
-pub use types::{Label, Runner};
+pub use types::{Label, Runner, RunnerDownload};
 
 use crate::exit::Exit;
 use std::time::Duration;

@@ -20,6 +20,15 @@ impl Runner {
     }
 }
 
+/// One entry of `actions/runners/downloads` (`runner-application`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RunnerDownload {
+    pub os: String,
+    pub architecture: String,
+    /// `actions-runner-linux-x64-2.338.0.tar.gz`.
+    pub filename: String,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Label {
     pub name: String,

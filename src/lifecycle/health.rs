@@ -16,6 +16,9 @@ pub struct Published {
     /// How long starting or updating may take before it counts as unhealthy.
     pub startup_allowance_secs: u64,
     pub runner: Option<String>,
+    /// The image's runner against the newest GitHub offers (`outdated` once both are known).
+    #[serde(default)]
+    pub runner_version: crate::runner::version::RunnerVersions,
 }
 
 pub fn now_epoch() -> u64 {
@@ -84,6 +87,7 @@ mod tests {
             started,
             startup_allowance_secs: 120,
             runner: None,
+            runner_version: Default::default(),
         }
     }
 

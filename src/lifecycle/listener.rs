@@ -4,6 +4,7 @@
 
 use super::pristine::RunnerUser;
 use super::register::Start;
+use super::versions::Tracker;
 use crate::reaper::{ExitStatus, Reaper};
 use crate::runner::{Marker, State, markers};
 use nix::unistd::{Gid, Pid};
@@ -12,6 +13,7 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{oneshot, watch};
 
@@ -53,19 +55,27 @@ fn as_user(
     Ok(cmd)
 }
 
+/// Where the listener's markers go: its state, and the version it says it is.
+#[derive(Clone)]
+pub struct Sinks {
+    pub state: watch::Sender<State>,
+    pub versions: Arc<Tracker>,
+}
+
 /// Forwards a pipe to the log, turning markers into state changes.
 fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     reader: R,
     stream: &'static str,
-    state: Option<watch::Sender<State>>,
+    sinks: Option<Sinks>,
 ) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::info!(target: "runner", stream, "{line}");
-            if let (Some(tx), Some(m)) = (&state, markers::parse(&line)) {
+            if let (Some(sinks), Some(m)) = (&sinks, markers::parse(&line)) {
+                let tx = &sinks.state;
                 if let Marker::Version(v) = &m {
-                    tracing::debug!("runner version {v}");
+                    sinks.versions.image(v);
                 }
                 // Logged here, at the marker, not by a watcher of the channel: a watch keeps only
                 // the latest value, so a job that starts right after `Listening` would hide it.
@@ -86,18 +96,18 @@ fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
 fn spawn_forwarded(
     reaper: &Reaper,
     cmd: &mut Command,
-    state: Option<watch::Sender<State>>,
+    sinks: Option<Sinks>,
 ) -> io::Result<Listener> {
     let child = reaper.spawn(cmd)?;
     if let Some(out) = child.stdout {
         forward(
             tokio::process::ChildStdout::from_std(out)?,
             "stdout",
-            state.clone(),
+            sinks.clone(),
         );
     }
     if let Some(err) = child.stderr {
-        forward(tokio::process::ChildStderr::from_std(err)?, "stderr", state);
+        forward(tokio::process::ChildStderr::from_std(err)?, "stderr", sinks);
     }
     Ok(Listener {
         pid: child.pid,
@@ -134,7 +144,7 @@ pub fn spawn_listener(
     user: &RunnerUser,
     env: &BTreeMap<String, String>,
     start: &Start,
-    state: watch::Sender<State>,
+    sinks: Sinks,
 ) -> io::Result<Listener> {
     let mut env = env.clone();
     if let Start::Jit(config) = start {
@@ -150,7 +160,7 @@ pub fn spawn_listener(
         runner_root,
     )?;
     cmd.arg("run");
-    spawn_forwarded(reaper, &mut cmd, Some(state))
+    spawn_forwarded(reaper, &mut cmd, Some(sinks))
 }
 
 /// The runner id `config.sh` wrote into `.runner` (`agentId`).
@@ -200,7 +210,15 @@ mod tests {
                 2026-11-28 03:00:00Z: Listening for Jobs\n\
                 2026-11-28 03:00:01Z: Running job: build\n\
                 2026-11-28 03:00:02Z: Job build completed with result: Succeeded\n";
-            forward(out, "stdout", Some(tx));
+            let versions = Arc::new(Tracker::default());
+            forward(
+                out,
+                "stdout",
+                Some(Sinks {
+                    state: tx,
+                    versions,
+                }),
+            );
             rx.wait_for(|s| matches!(s, State::Done { .. }))
                 .await
                 .unwrap();

@@ -7,6 +7,7 @@ pub mod health;
 pub mod listener;
 pub mod pristine;
 pub mod register;
+pub mod versions;
 
 use crate::config::RunSettings;
 use crate::dockerd::{Dockerd, effects, plan::SOCKET};
@@ -126,6 +127,7 @@ pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -
         user,
         registrar,
         started: health::now_epoch(),
+        versions: Arc::new(versions::Tracker::default()),
     };
     life.run(plan, &mut signals).await
 }
@@ -137,6 +139,7 @@ struct Life<'a> {
     user: RunnerUser,
     registrar: Box<dyn Registrar>,
     started: u64,
+    versions: Arc<versions::Tracker>,
 }
 
 impl Life<'_> {
@@ -153,16 +156,40 @@ impl Life<'_> {
         }
     }
 
+    fn published(&self, state: &str) -> Published {
+        Published {
+            state: state.into(),
+            started: self.started,
+            startup_allowance_secs: health::allowance(self.s.docker.ready_timeout),
+            runner: Some(self.s.runner.name.clone()),
+            runner_version: self.versions.current(),
+        }
+    }
+
     fn publish(&self, state: &str) {
-        health::publish(
-            &self.layout.run_dir,
-            &Published {
-                state: state.into(),
-                started: self.started,
-                startup_allowance_secs: health::allowance(self.s.docker.ready_timeout),
-                runner: Some(self.s.runner.name.clone()),
-            },
-        );
+        health::publish(&self.layout.run_dir, &self.published(state));
+    }
+
+    /// Asks GitHub, beside start-up and never on its path, which runner release it offers; the
+    /// image's own version comes from the listener's first lines.
+    fn check_runner_version(&self) {
+        let Some(fetch) = self.registrar.runner_downloads() else {
+            return;
+        };
+        let versions = self.versions.clone();
+        tokio::spawn(async move {
+            match fetch.await {
+                Ok(list) => versions.offered(crate::runner::version::offered(
+                    list.iter()
+                        .filter(|d| d.os == "linux")
+                        .map(|d| d.filename.as_str()),
+                    crate::runner::version::runner_arch(),
+                )),
+                Err(e) => {
+                    tracing::warn!("cannot learn which runner release GitHub offers: {e}")
+                }
+            }
+        });
     }
 
     async fn run(
@@ -217,6 +244,7 @@ impl Life<'_> {
             forget_record(&self.layout);
         }
 
+        self.check_runner_version();
         // dockerd and the registration at the same time: start-up takes the slower of the two.
         let t0 = Instant::now();
         let dockerd_start = async {
@@ -361,12 +389,15 @@ impl Life<'_> {
         let (state_tx, state_rx) = watch::channel(State::Starting);
         self.spawn_state_publisher(state_rx.clone());
         let spawn = |tx: watch::Sender<State>| {
-            listener::spawn_listener(&self.reaper, root, &self.user, &env, &reg.start, tx).map_err(
-                |e| Failed {
+            let sinks = listener::Sinks {
+                state: tx,
+                versions: self.versions.clone(),
+            };
+            listener::spawn_listener(&self.reaper, root, &self.user, &env, &reg.start, sinks)
+                .map_err(|e| Failed {
                     exit: Exit::TempFail,
                     message: format!("cannot start the runner: {e}"),
-                },
-            )
+                })
         };
         let mut l = spawn(state_tx.clone())?;
         let mut restarts = 0;
@@ -535,26 +566,27 @@ impl Life<'_> {
         exit
     }
 
+    /// Publishes the runner's state, and the version check's result, whenever either changes.
     fn spawn_state_publisher(&self, mut rx: watch::Receiver<State>) {
         let dir = self.layout.run_dir.clone();
-        let p = Published {
-            state: String::new(),
-            started: self.started,
-            startup_allowance_secs: health::allowance(self.s.docker.ready_timeout),
-            runner: Some(self.s.runner.name.clone()),
-        };
+        let p = self.published("");
+        let tracker = self.versions.clone();
+        let mut versions = tracker.subscribe();
         tokio::spawn(async move {
             loop {
                 let state = rx.borrow_and_update().clone();
+                versions.mark_unchanged();
                 health::publish(
                     &dir,
                     &Published {
                         state: state.as_str().into(),
+                        runner_version: tracker.current(),
                         ..p.clone()
                     },
                 );
-                if rx.changed().await.is_err() {
-                    return;
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    r = versions.changed() => if r.is_err() { return },
                 }
             }
         });

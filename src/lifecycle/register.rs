@@ -5,7 +5,7 @@
 
 use crate::config::{Mode, Registration, RunSettings};
 use crate::exit::Exit;
-use crate::github::{ApiError, Client, Deleted};
+use crate::github::{ApiError, Client, Deleted, RunnerDownload};
 use crate::secret::Secret;
 use std::future::Future;
 use std::pin::Pin;
@@ -62,6 +62,8 @@ pub trait Registrar: Send + Sync {
         runner_id: u64,
         name: &str,
     ) -> BoxFut<'_, Result<Option<Deleted>, RegisterError>>;
+    /// The runner releases GitHub offers for the scope; `None` without credentials.
+    fn runner_downloads(&self) -> Option<BoxFut<'static, Result<Vec<RunnerDownload>, ApiError>>>;
 }
 
 /// Registration through the REST API with our own credentials.
@@ -179,6 +181,11 @@ impl Registrar for ApiRegistrar {
             }
         })
     }
+
+    fn runner_downloads(&self) -> Option<BoxFut<'static, Result<Vec<RunnerDownload>, ApiError>>> {
+        let client = self.client.clone();
+        Some(Box::pin(async move { client.runner_downloads().await }))
+    }
 }
 
 /// A controller (actions-runner-controller) made the registration.
@@ -212,6 +219,9 @@ impl Registrar for PreMade {
         _: &str,
     ) -> BoxFut<'_, Result<Option<Deleted>, RegisterError>> {
         Box::pin(async { Ok(None) })
+    }
+    fn runner_downloads(&self) -> Option<BoxFut<'static, Result<Vec<RunnerDownload>, ApiError>>> {
+        None
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Report {
     pub dockerd_version: Option<Version>,
     /// `None` where dockerd does not start.
     pub dockerd: Option<Plan>,
+    /// The image's actions/runner and the newest GitHub offers, when the caller looked (`probe`
+    /// does: the release's `--version`, and what a running life learnt from GitHub).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_version: Option<crate::runner::version::RunnerVersions>,
 }
 
 /// Where the live cgroup test makes its directory: inside our own cgroup.
@@ -105,6 +109,7 @@ pub fn report(
         live,
         dockerd_version: version,
         dockerd,
+        runner_version: None,
     }
 }
 
@@ -147,6 +152,15 @@ impl Report {
                     let _ = writeln!(s, "  note: {n}");
                 }
             }
+        }
+        if let Some(v) = &self.runner_version {
+            let image = v.image.as_deref().unwrap_or("unknown");
+            let offered = match (&v.offered, v.outdated) {
+                (Some(o), Some(true)) => format!("GitHub offers {o}: outdated, rebuild the image"),
+                (Some(o), _) => format!("GitHub offers {o}"),
+                (None, _) => "GitHub's newest not known (a running life asks it)".into(),
+            };
+            let _ = writeln!(s, "runner: actions/runner {image} ({offered})");
         }
         if let Some(l) = &self.live {
             if let Some(r) = &l.default_route {

@@ -4,6 +4,7 @@
 pub mod env;
 pub mod exits;
 pub mod markers;
+pub mod version;
 
 pub use exits::{AfterExit, MAX_RESTARTS, after_exit};
 pub use markers::{Marker, State};
