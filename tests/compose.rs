@@ -67,7 +67,7 @@ fn common(file: &str, svc: &Value, tag: &str) {
             "{file}: {unset} would stop --scale from giving each runner its own name, or dockerd from running"
         );
     }
-    assert_eq!(svc["tmpfs"], serde_json::json!(["/tmp", "/run"]), "{file}");
+    tmpfs_as_jobs_need_them(file, svc);
     let grace = go_duration(svc["stop_grace_period"].as_str().unwrap());
     assert_eq!(
         grace,
@@ -86,6 +86,41 @@ fn common(file: &str, svc: &Value, tag: &str) {
             env!("CARGO_PKG_VERSION")
         ),
         "{file}"
+    );
+}
+
+/// Docker mounts a compose tmpfs `noexec,nosuid,nodev` unless its options say otherwise, with no
+/// size limit (half the host's memory, counted against it). Jobs run what they write to /tmp
+/// (`go test`, JNI libraries, downloaded scripts), so /tmp must say `exec`, and each tmpfs a size.
+fn tmpfs_as_jobs_need_them(file: &str, svc: &Value) {
+    let entries: Vec<&str> = svc["tmpfs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{file}: no tmpfs list: {svc}"))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let options = |path: &str| -> Vec<&str> {
+        let entry = entries
+            .iter()
+            .find(|e| e.split(':').next() == Some(path))
+            .unwrap_or_else(|| panic!("{file}: no tmpfs on {path}: {entries:?}"));
+        entry
+            .split_once(':')
+            .map(|(_, o)| o.split(',').collect())
+            .unwrap_or_default()
+    };
+    let tmp = options("/tmp");
+    assert!(
+        tmp.contains(&"exec"),
+        "{file}: /tmp is noexec unless its tmpfs entry says exec: {tmp:?}"
+    );
+    assert!(tmp.contains(&"mode=1777"), "{file}: /tmp mode: {tmp:?}");
+    // Unset, SYSRUNNER_TMP_SIZE falls back to the documented default.
+    assert!(tmp.contains(&"size=2g"), "{file}: /tmp size: {tmp:?}");
+    let run = options("/run");
+    assert!(
+        run.iter().any(|o| o.starts_with("size=")),
+        "{file}: /run has no size: {run:?}"
     );
 }
 
@@ -117,4 +152,34 @@ fn compose_privileged_gives_each_replica_its_own_anonymous_data_root() {
         volumes[0].get("source").is_none_or(Value::is_null),
         "a named volume would be shared by every replica: {svc}"
     );
+}
+
+/// `up -V` recreates every replica on any `up`, busy ones too (a `--scale` change cancels running
+/// jobs), and leaves the old volumes dangling; sysrunner already empties the data root at every
+/// life. Neither the file nor README may tell anyone to use it.
+#[test]
+fn nothing_tells_the_privileged_file_to_renew_volumes_on_up() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in [
+        "compose.privileged.yml",
+        "README.md",
+        "deploy/kubernetes/README.md",
+    ] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            assert!(!renews_volumes_on_up(line), "{doc}:{}: {line}", n + 1);
+        }
+    }
+}
+
+/// An `up` followed, in the same command (up to a backtick or the line's end), by `-V`.
+fn renews_volumes_on_up(line: &str) -> bool {
+    line.split('`').any(|span| {
+        let words: Vec<&str> = span.split_whitespace().collect();
+        words.iter().position(|w| *w == "up").is_some_and(|i| {
+            words[i..]
+                .iter()
+                .any(|w| *w == "-V" || *w == "--renew-anon-volumes")
+        })
+    })
 }

@@ -46,6 +46,11 @@ fn demo(kind: &str) {
         stdout.contains("container MTU: 1400"),
         "the inner network takes the link's MTU:\n{stdout}"
     );
+    assert!(
+        stdout.contains("job                Completed: Succeeded"),
+        "the summary names the job's result as GitHub does:\n{stdout}"
+    );
+    assert!(!stdout.contains("Some("), "{stdout}");
     assert!(stdout.contains("runners at GitHub  0"), "{stdout}");
     assert!(stdout.contains("processes in box   0"), "{stdout}");
     // Nothing of it stays on the machine: no network namespace, no veth, no box cgroup.

@@ -279,6 +279,52 @@ fn an_outdated_image_runner_is_reported_with_both_versions() {
     r.assert_ended_clean(&log);
 }
 
+/// The image store is explicit in daemon.json either way (Docker >= 29 would otherwise put every
+/// fresh data root on the containerd store): both run a job's `docker import` and `docker run`.
+#[test]
+fn both_image_stores_run_a_job_with_docker() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    for (store, driver) in [("graphdriver", "overlay2"), ("containerd", "overlayfs")] {
+        let mut env = r.settings("sysrunner-store");
+        env.insert("DOCKER_IMAGE_STORE".into(), store.into());
+        let job = r.queue(
+            "sysrunner-store",
+            store,
+            &[
+                "docker info --format 'driver={{.Driver}} status={{json .DriverStatus}}'",
+                "docker import ../busybox.tar store-test >/dev/null && docker run --rm store-test busybox echo ran-on-$(docker info --format '{{.Driver}}')",
+            ],
+        );
+        let (code, log) = r.life(&env, LIFE);
+        let job = r.job(job.id);
+        assert_eq!(code, Some(0), "{log}");
+        assert_eq!(
+            job.result,
+            Some(JobResult::Succeeded),
+            "{}\n{log}",
+            job.output
+        );
+        assert!(
+            job.output.contains(&format!("driver={driver}")),
+            "{store}: {}",
+            job.output
+        );
+        assert_eq!(
+            job.output.contains("io.containerd.snapshotter.v1"),
+            store == "containerd",
+            "{store}: {}",
+            job.output
+        );
+        assert!(
+            job.output.contains(&format!("ran-on-{driver}")),
+            "{}",
+            job.output
+        );
+        r.assert_ended_clean(&log);
+    }
+}
+
 /// Regression: orphans re-parented to sysrunner exit while the listener exits 2; the listener's
 /// status must reach its owner (a restart), not be lost to an orphan's.
 #[test]

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use sysrunner::config::{DataPolicy, DockerSettings};
-use sysrunner::dockerd::{Iptables, PreStep, Profile, Version};
+use sysrunner::config::{DataPolicy, DockerSettings, ImageStore};
+use sysrunner::dockerd::{Iptables, Plan, PreStep, Profile, Version};
 use sysrunner::probe::{self, Report, Runtime};
 
 fn fixture(name: &str) -> PathBuf {
@@ -15,6 +15,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn docker(mtu: Option<u32>) -> DockerSettings {
     DockerSettings {
+        image_store: sysrunner::config::ImageStore::GraphDriver,
         registry_mirrors: vec![],
         mtu,
         data: DataPolicy::Ephemeral,
@@ -118,6 +119,55 @@ fn privileged_on_cgroup_v2_nests_into_init_and_uses_fuse_overlayfs_on_an_overlay
     assert_eq!(p.storage_driver, "fuse-overlayfs");
     assert!(p.notes.iter().any(|n| n.contains("overlayfs")));
     assert_eq!(p.iptables, Iptables::Legacy, "ip_tables_names lists tables");
+}
+
+const V29: Option<Version> = Some(Version {
+    major: 29,
+    minor: 1,
+});
+
+fn plan_with_store(name: &str, store: ImageStore, version: Option<Version>) -> Plan {
+    let facts = probe::read_facts(&fixture(name));
+    let docker = DockerSettings {
+        image_store: store,
+        ..docker(Some(1400))
+    };
+    probe::report(facts, None, &docker, version, &BTreeMap::new())
+        .dockerd
+        .expect("a plan")
+}
+
+/// Docker >= 29 puts a fresh data root (every life's) on the containerd image store unless
+/// daemon.json says otherwise, so the plan always says which store it means.
+#[test]
+fn the_image_store_is_explicit_for_every_dockerd_version() {
+    for version in [V26, V29, None] {
+        let p = plan_with_store("sysbox-v2", ImageStore::GraphDriver, version);
+        assert_eq!(
+            p.daemon_json["features"]["containerd-snapshotter"], false,
+            "{version:?}"
+        );
+        assert_eq!(p.daemon_json["storage-driver"], "overlay2");
+        let p = plan_with_store("sysbox-v2", ImageStore::Containerd, version);
+        assert_eq!(
+            p.daemon_json["features"]["containerd-snapshotter"], true,
+            "{version:?}"
+        );
+        assert_eq!(p.daemon_json["storage-driver"], "overlayfs", "{version:?}");
+    }
+    // On an overlay data root the containerd store has only its copying snapshotter.
+    let p = plan_with_store("privileged-v2", ImageStore::Containerd, V29);
+    assert_eq!(p.daemon_json["storage-driver"], "native");
+    assert!(p.notes.iter().any(|n| n.contains("native snapshotter")));
+    // dockerd 20 has no containerd store: the classic one, said in a note.
+    let v20 = Some(Version {
+        major: 20,
+        minor: 10,
+    });
+    let p = plan_with_store("sysbox-v2", ImageStore::Containerd, v20);
+    assert_eq!(p.daemon_json["features"]["containerd-snapshotter"], false);
+    assert_eq!(p.daemon_json["storage-driver"], "overlay2");
+    assert!(p.notes.iter().any(|n| n.contains(">= 24")));
 }
 
 #[test]

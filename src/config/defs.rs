@@ -352,6 +352,13 @@ pub static SETTINGS: &[Setting] = &[
         "`ephemeral` empties the inner docker data root at every start; `keep` keeps images between jobs.",
     ),
     s(
+        "DOCKER_IMAGE_STORE",
+        Docker,
+        Kind::Choice(&["graphdriver", "containerd"]),
+        Value("graphdriver"),
+        "`graphdriver`: the classic store (overlay2, or what the runtime allows); `containerd`: the containerd image store (multi-platform images), Docker 29's default on a fresh data root.",
+    ),
+    s(
         "DOCKERD_READY_TIMEOUT",
         Time,
         Kind::Duration,

@@ -167,9 +167,19 @@ pub enum DataPolicy {
     Keep,
 }
 
+/// Where the inner dockerd keeps images: always said explicitly in its `daemon.json`, because
+/// Docker >= 29 switches a fresh data root (every life's, with DOCKER_DATA=ephemeral) to the
+/// containerd image store unless told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageStore {
+    GraphDriver,
+    Containerd,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerSettings {
     pub registry_mirrors: Vec<String>,
+    pub image_store: ImageStore,
     /// `None`: detect from the default route's interface.
     pub mtu: Option<u32>,
     pub data: DataPolicy,
@@ -816,6 +826,10 @@ impl Values {
         }
         DockerSettings {
             registry_mirrors: self.list("DOCKER_REGISTRY_MIRRORS"),
+            image_store: match self.text("DOCKER_IMAGE_STORE").as_deref() {
+                Some("containerd") => ImageStore::Containerd,
+                _ => ImageStore::GraphDriver,
+            },
             mtu: match self.parsed.get("DOCKER_MTU") {
                 Some(Value::Mtu(m)) => *m,
                 _ => None,

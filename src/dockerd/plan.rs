@@ -2,7 +2,7 @@
 //! environment, decided from the probe's verdict and facts, the settings and dockerd's version.
 //! Pure: it reads nothing and changes nothing.
 
-use crate::config::DockerSettings;
+use crate::config::{DockerSettings, ImageStore};
 use crate::probe::{Facts, Runtime};
 use serde::Serialize;
 use serde_json::json;
@@ -146,20 +146,41 @@ pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> 
     }
 
     let on_overlay = facts.data_root.fstype.as_deref() == Some("overlay");
-    let storage_driver = if !on_overlay {
-        "overlay2"
-    } else if facts.dev_fuse {
-        notes.push(format!(
-            "{} is on overlayfs (no volume mounted there): using fuse-overlayfs; mount a volume on it for overlay2",
-            facts.data_root.path
-        ));
-        "fuse-overlayfs"
-    } else {
-        notes.push(format!(
-            "{} is on overlayfs and /dev/fuse is missing: using vfs, which copies every layer and is slow; mount a volume on {}",
-            facts.data_root.path, facts.data_root.path
-        ));
-        "vfs"
+    // The containerd image store needs dockerd >= 24 (a feature flag there, the default on a
+    // fresh data root from 29); below that the classic store is the only one.
+    let containerd_store = input.docker.image_store == ImageStore::Containerd
+        && input.version.is_none_or(|v| v.major >= 24);
+    if input.docker.image_store == ImageStore::Containerd && !containerd_store {
+        notes.push(
+            "DOCKER_IMAGE_STORE=containerd needs dockerd >= 24: using the classic image store"
+                .into(),
+        );
+    }
+    let storage_driver = match (containerd_store, on_overlay, facts.dev_fuse) {
+        (false, false, _) => "overlay2",
+        (true, false, _) => "overlayfs",
+        (false, true, true) => {
+            notes.push(format!(
+                "{} is on overlayfs (no volume mounted there): using fuse-overlayfs; mount a volume on it for overlay2",
+                facts.data_root.path
+            ));
+            "fuse-overlayfs"
+        }
+        (false, true, false) => {
+            notes.push(format!(
+                "{} is on overlayfs and /dev/fuse is missing: using vfs, which copies every layer and is slow; mount a volume on {}",
+                facts.data_root.path, facts.data_root.path
+            ));
+            "vfs"
+        }
+        (true, true, _) => {
+            // containerd's fuse-overlayfs snapshotter is a separate plugin the image lacks.
+            notes.push(format!(
+                "{} is on overlayfs: the containerd image store falls back to its native snapshotter, which copies every layer and is slow; mount a volume on {}",
+                facts.data_root.path, facts.data_root.path
+            ));
+            "native"
+        }
     };
 
     let iptables = if facts.iptables_legacy_tables.is_empty() {
@@ -177,6 +198,8 @@ pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> 
         "pidfile": PID_FILE,
         "storage-driver": storage_driver,
         "exec-opts": ["native.cgroupdriver=cgroupfs"],
+        // Always explicit: Docker >= 29 would pick the containerd store for every fresh data root.
+        "features": {"containerd-snapshotter": containerd_store},
     });
     let obj = daemon.as_object_mut().expect("a JSON object");
     match mtu {

@@ -196,7 +196,7 @@ pub fn run(kind: BoxKind) -> Exit {
     println!();
     println!("summary");
     println!("  runtime box        {}", box_name(kind));
-    println!("  job                {:?} {:?}", job.status, job.result);
+    println!("  job                {}", job_summary(&job));
     for l in job.output.lines() {
         println!("  job output         {l}");
     }
@@ -228,6 +228,15 @@ pub fn run(kind: BoxKind) -> Exit {
     drop(rig);
     println!("  cleaned up         box, cgroups, mounts, network namespace, veth, fake GitHub");
     if ok { Exit::Ok } else { Exit::TempFail }
+}
+
+/// `Completed: Succeeded`, `Queued`: the words GitHub shows, not Rust's debug form.
+fn job_summary(job: &super::fake_github::Job) -> String {
+    let status = format!("{:?}", job.status);
+    match job.result {
+        Some(r) => format!("{status}: {r:?}"),
+        None => status,
+    }
 }
 
 fn box_name(kind: BoxKind) -> &'static str {
