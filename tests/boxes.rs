@@ -1,7 +1,7 @@
 //! The namespace boxes against the real kernel, the real `sysrunner` binary and the real dockerd:
-//! what a box looks like from inside, that dockerd runs containers in both kinds, and that
-//! nothing is left on the host afterwards, also when a test panics. Needs root; skips (or fails
-//! in CI) through `testkit::require`.
+//! what a box looks like from inside, that dockerd runs containers in both kinds, that a Docker
+//! tmpfs is mounted as Docker mounts it, and that nothing is left on the host afterwards, also
+//! when a test panics. Needs root; skips (or fails in CI) through `testkit::require`.
 #![cfg(feature = "testkit")]
 
 use nix::sys::signal::Signal;
@@ -529,4 +529,104 @@ fn boxes_starting_while_others_tear_down_share_a_state_root_that_stays() {
     let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
     assert!(left.is_empty(), "boxes left {left:?}");
     std::fs::remove_dir(&root).unwrap();
+}
+
+/// The options of the mount on `path` in the box, as `/proc/mounts` lists them.
+fn mount_options(b: &TestBox, path: &str) -> Vec<String> {
+    let line = sh(b, &format!("grep '^tmpfs {path} tmpfs ' /proc/mounts"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 6, "one tmpfs on {path}: {line}");
+    fields[3].split(',').map(str::to_owned).collect()
+}
+
+/// A binary copied to `/tmp` in the box, run: its exit code and stderr.
+fn run_from_tmp(b: &TestBox) -> (Option<i32>, String) {
+    let out = b
+        .output(
+            b.command("/bin/sh")
+                .args(["-c", "cp /bin/true /tmp/true-copy && exec /tmp/true-copy"]),
+        )
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn docker_tmpfs_is_mounted_as_docker_mounts_it(kind: BoxKind) {
+    // `docker run --tmpfs /tmp` (compose: `tmpfs: [/tmp]`): rw,nosuid,nodev,noexec.
+    let b = TestBox::builder(kind)
+        .exe(EXE)
+        .tmpfs_docker("/tmp")
+        .unwrap()
+        .start()
+        .unwrap_or_else(|e| panic!("{kind:?} box: {e}"));
+    let (code, stderr) = run_from_tmp(&b);
+    assert_eq!(
+        code,
+        Some(126),
+        "{kind:?}: a binary in a noexec /tmp ran: {stderr}"
+    );
+    assert!(stderr.contains("Permission denied"), "{kind:?}: {stderr}");
+    let opts = mount_options(&b, "/tmp");
+    for want in ["rw", "nosuid", "nodev", "noexec"] {
+        assert!(
+            opts.iter().any(|o| o == want),
+            "{kind:?}: {want} in {opts:?}"
+        );
+    }
+    // No mode given: the kernel's 1777, which /proc/mounts does not list.
+    assert_eq!(sh(&b, "stat -c %a /tmp"), "1777");
+    drop(b);
+
+    // `- /tmp:exec,mode=1777,size=64m`: executable, and the size the kernel enforces.
+    let b = TestBox::builder(kind)
+        .exe(EXE)
+        .tmpfs_docker("/tmp:exec,mode=1777,size=64m")
+        .unwrap()
+        .start()
+        .unwrap_or_else(|e| panic!("{kind:?} box: {e}"));
+    let (code, stderr) = run_from_tmp(&b);
+    assert_eq!(code, Some(0), "{kind:?}: {stderr}");
+    let opts = mount_options(&b, "/tmp");
+    for want in ["rw", "nosuid", "nodev", "size=65536k"] {
+        assert!(
+            opts.iter().any(|o| o == want),
+            "{kind:?}: {want} in {opts:?}"
+        );
+    }
+    assert!(!opts.iter().any(|o| o == "noexec"), "{kind:?}: {opts:?}");
+    // /proc/mounts leaves out a mode that is the kernel's default.
+    assert_eq!(sh(&b, "stat -c %a /tmp"), "1777");
+    // The harness's own tmpfs mounts stay as they were: executable.
+    let run = mount_options(&b, "/run");
+    assert!(!run.iter().any(|o| o == "noexec"), "{kind:?}: /run {run:?}");
+}
+
+#[test]
+fn a_docker_tmpfs_in_a_sysbox_like_box_is_noexec_unless_the_spec_says_exec() {
+    if testkit::require("docker tmpfs, sysbox-like", &BOX) {
+        docker_tmpfs_is_mounted_as_docker_mounts_it(BoxKind::SysboxLike);
+    }
+}
+
+#[test]
+fn a_docker_tmpfs_in_a_privileged_like_box_is_noexec_unless_the_spec_says_exec() {
+    if testkit::require("docker tmpfs, privileged-like", &BOX) {
+        docker_tmpfs_is_mounted_as_docker_mounts_it(BoxKind::PrivilegedLike);
+    }
+}
+
+#[test]
+fn a_docker_tmpfs_spec_with_an_unknown_option_is_refused_before_any_box_starts() {
+    let err = TestBox::builder(BoxKind::SysboxLike)
+        .exe(EXE)
+        .tmpfs_docker("/tmp:exec,sized=1g")
+        .err()
+        .expect("refused");
+    assert!(matches!(err, boxes::Error::Invalid(_)), "{err}");
+    assert!(
+        err.to_string().contains("unknown option \"sized\""),
+        "{err}"
+    );
 }

@@ -3,6 +3,7 @@
 //! namespace. Nothing here is ever mounted in the host's namespace, and no host path is created.
 
 use super::error::Error;
+use super::tmpfs::TmpfsOptions;
 use nix::mount::{MsFlags, mount};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::DirBuilderExt;
@@ -18,7 +19,7 @@ pub enum MountStep {
     Proc,
     Tmpfs {
         target: PathBuf,
-        mode: u32,
+        options: TmpfsOptions,
     },
     /// `mkdir -p`, mode 0755, owned by the box's root.
     Mkdir {
@@ -69,9 +70,7 @@ pub enum MountStep {
 /// What a private path of the box is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Private {
-    Tmpfs {
-        mode: u32,
-    },
+    Tmpfs(TmpfsOptions),
     /// A host directory the box owns.
     Bind {
         source: PathBuf,
@@ -145,7 +144,7 @@ pub fn plan(inp: &Inputs<'_>, exists: &dyn Fn(&Path) -> bool) -> Result<Vec<Moun
                 if overlaid.is_empty() {
                     steps.push(MountStep::Tmpfs {
                         target: inp.scratch.to_owned(),
-                        mode: 0o700,
+                        options: TmpfsOptions::harness(0o700),
                     });
                 }
                 let layer = inp.scratch.join(overlaid.len().to_string());
@@ -168,9 +167,9 @@ pub fn plan(inp: &Inputs<'_>, exists: &dyn Fn(&Path) -> bool) -> Result<Vec<Moun
             });
         }
         steps.push(match what {
-            Private::Tmpfs { mode } => MountStep::Tmpfs {
+            Private::Tmpfs(options) => MountStep::Tmpfs {
                 target: target.clone(),
-                mode: *mode,
+                options: options.clone(),
             },
             Private::Bind { source } => MountStep::Bind {
                 source: source.clone(),
@@ -231,7 +230,7 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
         },
         MountStep::Tmpfs {
             target: at(Path::new("/sys/fs/cgroup")),
-            mode: 0o755,
+            options: TmpfsOptions::harness(0o755),
         },
     ];
     for (link, to) in inp.cgroup_links {
@@ -251,7 +250,7 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
     steps.push(MountStep::Mkdir { path: dev.clone() });
     steps.push(MountStep::Tmpfs {
         target: dev.clone(),
-        mode: 0o755,
+        options: TmpfsOptions::harness(0o755),
     });
     for d in inp.devices {
         if d.contains('/') || d.starts_with('.') {
@@ -279,7 +278,7 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
         },
         MountStep::Tmpfs {
             target: dev.join("shm"),
-            mode: 0o1777,
+            options: TmpfsOptions::harness(0o1777),
         },
     ]);
     for (name, to) in [
@@ -304,11 +303,11 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
             )));
         }
         match what {
-            Private::Tmpfs { mode } => {
+            Private::Tmpfs(options) => {
                 steps.push(MountStep::Mkdir { path: at(target) });
                 steps.push(MountStep::Tmpfs {
                     target: at(target),
-                    mode: *mode,
+                    options: options.clone(),
                 });
             }
             Private::Bind { source } => {
@@ -377,7 +376,6 @@ pub fn apply(steps: &[MountStep]) -> Result<(), String> {
 
 fn apply_one(step: &MountStep) -> std::io::Result<()> {
     const NONE: Option<&str> = None;
-    let flags_tmpfs = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     match step {
         MountStep::MakeRprivate => {
             mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)?
@@ -389,13 +387,27 @@ fn apply_one(step: &MountStep) -> std::io::Result<()> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             NONE,
         )?,
-        MountStep::Tmpfs { target, mode } => mount(
-            Some("tmpfs"),
-            target,
-            Some("tmpfs"),
-            flags_tmpfs,
-            Some(format!("mode={mode:o}").as_str()),
-        )?,
+        MountStep::Tmpfs { target, options } => {
+            let f = options.flags;
+            let flags = [
+                (f.ro, MsFlags::MS_RDONLY),
+                (f.nosuid, MsFlags::MS_NOSUID),
+                (f.nodev, MsFlags::MS_NODEV),
+                (f.noexec, MsFlags::MS_NOEXEC),
+                (f.noatime, MsFlags::MS_NOATIME),
+                (f.sync, MsFlags::MS_SYNCHRONOUS),
+            ]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .fold(MsFlags::empty(), |all, (_, flag)| all | flag);
+            mount(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                flags,
+                Some(options.data().as_str()),
+            )?
+        }
         MountStep::Mkdir { path } => std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -497,8 +509,11 @@ mod tests {
                     source: p("/st/b/var-lib-docker"),
                 },
             ),
-            (p("/etc/docker"), Private::Tmpfs { mode: 0o755 }),
-            (p("/run"), Private::Tmpfs { mode: 0o755 }),
+            (
+                p("/etc/docker"),
+                Private::Tmpfs(TmpfsOptions::harness(0o755)),
+            ),
+            (p("/run"), Private::Tmpfs(TmpfsOptions::harness(0o755))),
             (
                 p("/tmp"),
                 Private::Bind {
@@ -559,7 +574,10 @@ mod tests {
             source: p(s),
             target: p(t),
         };
-        let tmpfs = |t: &str, mode| MountStep::Tmpfs { target: p(t), mode };
+        let tmpfs = |t: &str, mode| MountStep::Tmpfs {
+            target: p(t),
+            options: TmpfsOptions::harness(mode),
+        };
         assert_eq!(
             steps,
             vec![
@@ -634,14 +652,17 @@ mod tests {
             "relative",
             "/a/../b",
         ] {
-            let private = vec![(p(bad), Private::Tmpfs { mode: 0o755 })];
+            let private = vec![(p(bad), Private::Tmpfs(TmpfsOptions::harness(0o755)))];
             assert!(
                 plan(&inputs(&private, &[]), &|_| true).is_err(),
                 "{bad} accepted"
             );
         }
         // A missing top-level directory would need an overlay on /.
-        let private = vec![(p("/nowhere/x"), Private::Tmpfs { mode: 0o755 })];
+        let private = vec![(
+            p("/nowhere/x"),
+            Private::Tmpfs(TmpfsOptions::harness(0o755)),
+        )];
         let err = plan(&inputs(&private, &[]), &|q| q == Path::new("/")).unwrap_err();
         assert!(
             err.to_string().contains("nearest existing parent is /"),
@@ -652,14 +673,14 @@ mod tests {
     #[test]
     fn an_image_tree_becomes_the_root_with_kernel_filesystems_devices_and_private_paths() {
         let private = vec![
-            (p("/tmp"), Private::Tmpfs { mode: 0o1777 }),
+            (p("/tmp"), Private::Tmpfs(TmpfsOptions::harness(0o1777))),
             (
                 p("/var/lib/docker"),
                 Private::Bind {
                     source: p("/st/b/var-lib-docker"),
                 },
             ),
-            (p("/run"), Private::Tmpfs { mode: 0o755 }),
+            (p("/run"), Private::Tmpfs(TmpfsOptions::harness(0o755))),
             (
                 p("/etc/hosts"),
                 Private::Bind {
@@ -698,7 +719,7 @@ mod tests {
         });
         let cg_tmpfs = pos(&MountStep::Tmpfs {
             target: p("/img/sys/fs/cgroup"),
-            mode: 0o755,
+            options: TmpfsOptions::harness(0o755),
         });
         let cg_bind = pos(&bind(
             "/sys/fs/cgroup/cpu,cpuacct/b",
@@ -711,7 +732,7 @@ mod tests {
         assert!(sysfs < cg_tmpfs && cg_tmpfs < cg_bind && cg_tmpfs < link);
         let dev = pos(&MountStep::Tmpfs {
             target: p("/img/dev"),
-            mode: 0o755,
+            options: TmpfsOptions::harness(0o755),
         });
         let null = pos(&bind("/dev/null", "/img/dev/null"));
         assert!(dev < null);
@@ -724,7 +745,7 @@ mod tests {
         });
         let tmp = pos(&MountStep::Tmpfs {
             target: p("/img/tmp"),
-            mode: 0o1777,
+            options: TmpfsOptions::harness(0o1777),
         });
         let data = pos(&bind("/st/b/var-lib-docker", "/img/var/lib/docker"));
         assert!(hosts < tmp && tmp < data);
@@ -733,7 +754,7 @@ mod tests {
             Some(&MountStep::PivotRoot { root: p("/img") })
         );
         // The box owns / , /proc, /sys and /dev.
-        let private = vec![(p("/dev/x"), Private::Tmpfs { mode: 0o755 })];
+        let private = vec![(p("/dev/x"), Private::Tmpfs(TmpfsOptions::harness(0o755)))];
         let err = rootfs_plan(&RootfsInputs {
             rootfs: Path::new("/img"),
             private: &private,
@@ -747,8 +768,27 @@ mod tests {
     }
 
     #[test]
+    fn a_docker_tmpfs_carries_its_flags_and_data_to_the_step() {
+        let (path, options) =
+            crate::testkit::boxes::tmpfs::parse_docker("/tmp:exec,size=64m").unwrap();
+        let private = vec![(path, Private::Tmpfs(options.clone()))];
+        let steps = plan(&inputs(&private, &[]), &|q| q == Path::new("/tmp")).unwrap();
+        assert_eq!(
+            steps[2],
+            MountStep::Tmpfs {
+                target: p("/tmp"),
+                options
+            }
+        );
+        // The step crosses to box-init as JSON.
+        let json = serde_json::to_string(&steps).unwrap();
+        let back: Vec<MountStep> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, steps);
+    }
+
+    #[test]
     fn overlay_bases_with_option_separators_are_refused() {
-        let private = vec![(p("/a,b/x"), Private::Tmpfs { mode: 0o755 })];
+        let private = vec![(p("/a,b/x"), Private::Tmpfs(TmpfsOptions::harness(0o755)))];
         let err = plan(&inputs(&private, &[]), &|q| q == Path::new("/a,b")).unwrap_err();
         assert!(err.to_string().contains("overlayfs options"), "{err}");
     }
