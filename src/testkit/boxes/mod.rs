@@ -18,7 +18,9 @@
 //! `/var/lib/docker` (ext4 for overlay2), `/tmp`, the runner directory and `/home/runner`; the
 //! builder adds or replaces private paths (the harness's tmpfs, Docker's `--tmpfs` as Docker
 //! mounts it, binds). A mount point missing on the host is made inside an overlay of its nearest
-//! existing parent (upper layer on a box-private tmpfs), so the host gains no directory either.
+//! existing parent (upper layer on a box-private tmpfs), so the host gains no directory either;
+//! every overlay is mounted before any private path, so a private path is the box's whether or
+//! not the host has it (`mounts` checks that no step hides an earlier one).
 //!
 //! How it starts: the host spawns our own binary as the hidden `box-init` (see `init`), which
 //! unshares its user namespace and waits on a pipe; the host writes its uid/gid maps (root may
@@ -205,7 +207,8 @@ impl Builder {
     }
 
     /// Binds a host file or directory over `target` in the box (e.g. a passwd file with the
-    /// runner user). The source stays the caller's.
+    /// runner user). The source stays the caller's, and must not be below another private path
+    /// that sorts before `target` (the box would bind its own copy): the plan refuses that.
     pub fn bind(mut self, source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
         self.extra.push((
             target.into(),
