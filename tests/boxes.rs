@@ -1,7 +1,8 @@
 //! The namespace boxes against the real kernel, the real `sysrunner` binary and the real dockerd:
-//! what a box looks like from inside, that dockerd runs containers in both kinds, and that
-//! nothing is left on the host afterwards, also when a test panics. Needs root; skips (or fails
-//! in CI) through `testkit::require`.
+//! what a box looks like from inside, that dockerd runs containers in both kinds (on the box's own
+//! data root also where the host has a `/var/lib/docker`), that a Docker tmpfs is mounted as
+//! Docker mounts it, and that nothing is left on the host afterwards, also when a test panics.
+//! Needs root; skips (or fails in CI) through `testkit::require`.
 #![cfg(feature = "testkit")]
 
 use nix::sys::signal::Signal;
@@ -529,4 +530,296 @@ fn boxes_starting_while_others_tear_down_share_a_state_root_that_stays() {
     let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
     assert!(left.is_empty(), "boxes left {left:?}");
     std::fs::remove_dir(&root).unwrap();
+}
+
+/// Runs `f` on a thread with a mount namespace of its own, private from `/` down: what `f` mounts,
+/// and every box it starts (their processes are spawned from that thread), sees; the rest of this
+/// process and the host do not. unshare(CLONE_NEWNS) also unshares the thread's fs struct, so it
+/// works in the multi-threaded test process.
+fn in_private_mount_namespace<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                .expect("unshare a mount namespace for this thread");
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .expect("make / rprivate in the thread's namespace");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// What a test could change below the host's `/var/lib`: its own inode and mtime (an entry made
+/// or removed there changes it), its entries, and everything below `/var/lib/docker` if that exists.
+fn host_var_lib() -> Vec<String> {
+    let meta = std::fs::metadata("/var/lib").unwrap();
+    let mut out = vec![format!(
+        "/var/lib ino={} mtime={}.{}",
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )];
+    let mut names: Vec<String> = std::fs::read_dir("/var/lib")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    out.extend(names);
+    out.extend(
+        host_docker_state()
+            .into_iter()
+            .filter(|l| l.starts_with("/var/lib/docker")),
+    );
+    out
+}
+
+/// Gives this thread's mount namespace a `/var/lib/docker`, as on a machine where Docker has run,
+/// without creating anything on the host: a tmpfs over the host's own when it has one, else an
+/// overlay of `/var/lib` whose upper layer (holding `docker/`) is on a tmpfs. `leftovers` fills
+/// it the way a stopped dockerd leaves it. The scratch tmpfs goes on an existing directory that
+/// neither the box nor this test needs, and carries a marker the box must see.
+fn give_the_namespace_a_var_lib_docker(leftovers: bool) -> PathBuf {
+    use nix::mount::{MsFlags, mount};
+    let scratch = ["/srv", "/media", "/mnt"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_dir())
+        .expect("one of /srv, /media, /mnt for a scratch tmpfs");
+    let tmpfs = |target: &Path| {
+        mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=755"),
+        )
+        .unwrap_or_else(|e| panic!("tmpfs on {}: {e}", target.display()))
+    };
+    tmpfs(scratch);
+    let data = Path::new("/var/lib/docker");
+    if data.is_dir() {
+        tmpfs(data);
+    } else {
+        let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+        std::fs::create_dir_all(upper.join("docker")).unwrap();
+        std::fs::create_dir(&work).unwrap();
+        let opts = format!(
+            "lowerdir=/var/lib,upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        );
+        mount(
+            Some("overlay"),
+            "/var/lib",
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .unwrap_or_else(|e| panic!("overlay on /var/lib: {e}"));
+    }
+    assert!(data.is_dir(), "the namespace has /var/lib/docker");
+    if leftovers {
+        for d in ["containers", "overlay2/l", "image/overlay2", "volumes"] {
+            std::fs::create_dir_all(data.join(d)).unwrap();
+        }
+        std::fs::write(data.join("engine-id"), "left-by-an-earlier-dockerd\n").unwrap();
+    }
+    let marker = scratch.join("sysrunner-private-namespace");
+    std::fs::write(&marker, "").unwrap();
+    marker
+}
+
+/// A box started where the host has `/var/lib/docker` (`leftovers`: not empty) still gives dockerd
+/// the box's own, disk-backed data root, also with a private path beside it that the host lacks
+/// (`/var/lib/sysrunner`, as the rig and the image have).
+fn dockerd_gets_a_private_data_root_beside_a_host_var_lib_docker(kind: BoxKind, leftovers: bool) {
+    let before = host_var_lib();
+    let marker = in_private_mount_namespace(|| {
+        let marker = give_the_namespace_a_var_lib_docker(leftovers);
+        let b = TestBox::builder(kind)
+            .exe(EXE)
+            .tmpfs("/var/lib/sysrunner")
+            .start()
+            .unwrap_or_else(|e| panic!("{kind:?} box: {e}"));
+        // The box started from this thread's namespace, not the host's.
+        sh(&b, &format!("test -e {}", marker.display()));
+        assert_eq!(
+            sh(&b, "ls -A /var/lib/docker"),
+            "",
+            "the box's data root is its own, not what the host has there"
+        );
+        let script = format!(
+            "{} info --format 'driver={{{{.Driver}}}}'; echo fs=$(stat -f -c %T /var/lib/docker)",
+            docker::DOCKER
+        );
+        let out = b
+            .output(b.command(b.exe_in_box()).env("DOCKER_MTU", "1400").args([
+                "dockerd-check",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ]))
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{kind:?}, leftovers {leftovers}:\n{stdout}\n{stderr}"
+        );
+        assert!(stdout.contains("dockerd: ready in"), "{stdout}");
+        assert!(stdout.contains("driver=overlay2"), "{stdout}");
+        assert!(
+            !stdout.contains("fs=overlayfs") && stdout.contains("fs="),
+            "the data root is not on overlayfs: {stdout}"
+        );
+        assert!(
+            b.paths().var_lib_docker.join(".sysrunner.lock").exists(),
+            "dockerd ran on the box's data root"
+        );
+        assert!(b.in_box("/var/lib/sysrunner").is_dir());
+        marker
+    });
+    assert!(!marker.exists(), "the scratch tmpfs reached the host");
+    assert_eq!(host_var_lib(), before, "the host's /var/lib changed");
+}
+
+#[test]
+fn a_sysbox_like_box_keeps_its_data_root_private_when_the_host_has_var_lib_docker() {
+    let mut needs = BOX.to_vec();
+    needs.push(Need::Dockerd);
+    if !testkit::require("private data root, sysbox-like", &needs) {
+        return;
+    }
+    let _serial = testkit::serial();
+    for leftovers in [false, true] {
+        dockerd_gets_a_private_data_root_beside_a_host_var_lib_docker(
+            BoxKind::SysboxLike,
+            leftovers,
+        );
+    }
+}
+
+#[test]
+fn a_privileged_like_box_keeps_its_data_root_private_when_the_host_has_var_lib_docker() {
+    let mut needs = BOX.to_vec();
+    needs.push(Need::Dockerd);
+    if !testkit::require("private data root, privileged-like", &needs) {
+        return;
+    }
+    let _serial = testkit::serial();
+    for leftovers in [false, true] {
+        dockerd_gets_a_private_data_root_beside_a_host_var_lib_docker(
+            BoxKind::PrivilegedLike,
+            leftovers,
+        );
+    }
+}
+
+/// The options of the mount on `path` in the box, as `/proc/mounts` lists them.
+fn mount_options(b: &TestBox, path: &str) -> Vec<String> {
+    let line = sh(b, &format!("grep '^tmpfs {path} tmpfs ' /proc/mounts"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 6, "one tmpfs on {path}: {line}");
+    fields[3].split(',').map(str::to_owned).collect()
+}
+
+/// A binary copied to `/tmp` in the box, run: its exit code and stderr.
+fn run_from_tmp(b: &TestBox) -> (Option<i32>, String) {
+    let out = b
+        .output(
+            b.command("/bin/sh")
+                .args(["-c", "cp /bin/true /tmp/true-copy && exec /tmp/true-copy"]),
+        )
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn docker_tmpfs_is_mounted_as_docker_mounts_it(kind: BoxKind) {
+    // `docker run --tmpfs /tmp` (compose: `tmpfs: [/tmp]`): rw,nosuid,nodev,noexec.
+    let b = TestBox::builder(kind)
+        .exe(EXE)
+        .tmpfs_docker("/tmp")
+        .unwrap()
+        .start()
+        .unwrap_or_else(|e| panic!("{kind:?} box: {e}"));
+    let (code, stderr) = run_from_tmp(&b);
+    assert_eq!(
+        code,
+        Some(126),
+        "{kind:?}: a binary in a noexec /tmp ran: {stderr}"
+    );
+    assert!(stderr.contains("Permission denied"), "{kind:?}: {stderr}");
+    let opts = mount_options(&b, "/tmp");
+    for want in ["rw", "nosuid", "nodev", "noexec"] {
+        assert!(
+            opts.iter().any(|o| o == want),
+            "{kind:?}: {want} in {opts:?}"
+        );
+    }
+    // No mode given: the kernel's 1777, which /proc/mounts does not list.
+    assert_eq!(sh(&b, "stat -c %a /tmp"), "1777");
+    drop(b);
+
+    // `- /tmp:exec,mode=1777,size=64m`: executable, and the size the kernel enforces.
+    let b = TestBox::builder(kind)
+        .exe(EXE)
+        .tmpfs_docker("/tmp:exec,mode=1777,size=64m")
+        .unwrap()
+        .start()
+        .unwrap_or_else(|e| panic!("{kind:?} box: {e}"));
+    let (code, stderr) = run_from_tmp(&b);
+    assert_eq!(code, Some(0), "{kind:?}: {stderr}");
+    let opts = mount_options(&b, "/tmp");
+    for want in ["rw", "nosuid", "nodev", "size=65536k"] {
+        assert!(
+            opts.iter().any(|o| o == want),
+            "{kind:?}: {want} in {opts:?}"
+        );
+    }
+    assert!(!opts.iter().any(|o| o == "noexec"), "{kind:?}: {opts:?}");
+    // /proc/mounts leaves out a mode that is the kernel's default.
+    assert_eq!(sh(&b, "stat -c %a /tmp"), "1777");
+    // The harness's own tmpfs mounts stay as they were: executable.
+    let run = mount_options(&b, "/run");
+    assert!(!run.iter().any(|o| o == "noexec"), "{kind:?}: /run {run:?}");
+}
+
+#[test]
+fn a_docker_tmpfs_in_a_sysbox_like_box_is_noexec_unless_the_spec_says_exec() {
+    if testkit::require("docker tmpfs, sysbox-like", &BOX) {
+        docker_tmpfs_is_mounted_as_docker_mounts_it(BoxKind::SysboxLike);
+    }
+}
+
+#[test]
+fn a_docker_tmpfs_in_a_privileged_like_box_is_noexec_unless_the_spec_says_exec() {
+    if testkit::require("docker tmpfs, privileged-like", &BOX) {
+        docker_tmpfs_is_mounted_as_docker_mounts_it(BoxKind::PrivilegedLike);
+    }
+}
+
+#[test]
+fn a_docker_tmpfs_spec_with_an_unknown_option_is_refused_before_any_box_starts() {
+    let err = TestBox::builder(BoxKind::SysboxLike)
+        .exe(EXE)
+        .tmpfs_docker("/tmp:exec,sized=1g")
+        .err()
+        .expect("refused");
+    assert!(matches!(err, boxes::Error::Invalid(_)), "{err}");
+    assert!(
+        err.to_string().contains("unknown option \"sized\""),
+        "{err}"
+    );
 }

@@ -15,9 +15,12 @@
 //! and both have their own mount, net (only `lo`, up), pid, uts (hostname = box name), ipc and
 //! cgroup namespaces, delegated rw cgroups bound over `/sys/fs/cgroup/...`, a fresh `/proc`,
 //! tmpfs on `/run` and `/etc/docker`, and host-disk directories owned by the box's root on
-//! `/var/lib/docker` (ext4 for overlay2), `/tmp`, the runner directory and `/home/runner`. A
-//! mount point missing on the host is made inside an overlay of its nearest existing parent
-//! (upper layer on a box-private tmpfs), so the host gains no directory either.
+//! `/var/lib/docker` (ext4 for overlay2), `/tmp`, the runner directory and `/home/runner`; the
+//! builder adds or replaces private paths (the harness's tmpfs, Docker's `--tmpfs` as Docker
+//! mounts it, binds). A mount point missing on the host is made inside an overlay of its nearest
+//! existing parent (upper layer on a box-private tmpfs), so the host gains no directory either;
+//! every overlay is mounted before any private path, so a private path is the box's whether or
+//! not the host has it (`mounts` checks that no step hides an earlier one).
 //!
 //! How it starts: the host spawns our own binary as the hidden `box-init` (see `init`), which
 //! unshares its user namespace and waits on a pipe; the host writes its uid/gid maps (root may
@@ -38,6 +41,7 @@ mod init;
 mod mounts;
 mod spec;
 mod sys;
+mod tmpfs;
 
 pub use cgroup::{CgroupParent, Hierarchy, Layout, Version, detect as detect_cgroups};
 pub use error::Error;
@@ -60,6 +64,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+use tmpfs::TmpfsOptions;
 
 /// Which container runtime a box imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +97,7 @@ pub struct Paths {
     pub state: PathBuf,
     /// Mounted on `/var/lib/docker` in the box.
     pub var_lib_docker: PathBuf,
-    /// Mounted on `/tmp` in the box.
+    /// Mounted on `/tmp` in the box (unless the builder gave `/tmp` a mount of its own).
     pub tmp: PathBuf,
     /// Mounted on the runner directory in the box.
     pub runner: PathBuf,
@@ -163,17 +168,30 @@ impl Builder {
     }
 
     /// A private tmpfs on `path` in the box (e.g. `/var/lib/sysrunner`, `/etc/sudoers.d`): it lives
-    /// as long as the box, across every command run in it.
-    pub fn tmpfs(mut self, path: impl Into<PathBuf>) -> Self {
+    /// as long as the box, across every command run in it. Mounted `nosuid,nodev`, executable:
+    /// the harness's own kind of tmpfs; [`Builder::tmpfs_docker`] mounts one as Docker does.
+    pub fn tmpfs(self, path: impl Into<PathBuf>) -> Self {
+        self.tmpfs_mode(path, 0o755)
+    }
+
+    /// A private tmpfs with this mode (`/tmp`: 0o1777), otherwise as [`Builder::tmpfs`].
+    pub fn tmpfs_mode(mut self, path: impl Into<PathBuf>, mode: u32) -> Self {
         self.extra
-            .push((path.into(), Private::Tmpfs { mode: 0o755 }));
+            .push((path.into(), Private::Tmpfs(TmpfsOptions::harness(mode))));
         self
     }
 
-    /// A private tmpfs with this mode (`/tmp`: 0o1777).
-    pub fn tmpfs_mode(mut self, path: impl Into<PathBuf>, mode: u32) -> Self {
-        self.extra.push((path.into(), Private::Tmpfs { mode }));
-        self
+    /// A private tmpfs as `docker run --tmpfs SPEC` or a compose file's `tmpfs: [SPEC]` makes it:
+    /// SPEC is `PATH[:OPTIONS]`, mounted `rw,nosuid,nodev,noexec` unless OPTIONS (comma-separated:
+    /// `exec`, `suid`, `dev`, `ro`, `noatime`, `size=64m`, `mode=1777`, `uid=`, `gid=`, …) say
+    /// otherwise, with the kernel's mode (1777) and size (half the RAM) when they do not
+    /// (`/tmp:exec,mode=1777,size=1g`). An option Docker would refuse, or one the box does not
+    /// imitate, is an error naming it. Like every [`Builder::tmpfs`] or [`Builder::bind`] path,
+    /// it replaces the box's own mount on the same path (its `/tmp`, say).
+    pub fn tmpfs_docker(mut self, spec: &str) -> Result<Self, Error> {
+        let (path, options) = tmpfs::parse_docker(spec).map_err(Error::Invalid)?;
+        self.extra.push((path, Private::Tmpfs(options)));
+        Ok(self)
     }
 
     /// Runs the box on an image's own filesystem instead of the host's, as sysbox runs a
@@ -189,7 +207,8 @@ impl Builder {
     }
 
     /// Binds a host file or directory over `target` in the box (e.g. a passwd file with the
-    /// runner user). The source stays the caller's.
+    /// runner user). The source stays the caller's, and must not be below another private path
+    /// that sorts before `target` (the box would bind its own copy): the plan refuses that.
     pub fn bind(mut self, source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
         self.extra.push((
             target.into(),
@@ -620,8 +639,8 @@ impl TestBox {
         let p = &self.paths;
         let bind = |d: &PathBuf| Private::Bind { source: d.clone() };
         if let Some(tree) = &self.rootfs {
-            let mut private = vec![("/var/lib/docker".into(), bind(&p.var_lib_docker))];
-            private.extend(self.extra.iter().cloned());
+            let private =
+                self.with_extra(vec![("/var/lib/docker".into(), bind(&p.var_lib_docker))]);
             let file_sources: Vec<PathBuf> = private
                 .iter()
                 .filter_map(|(_, what)| match what {
@@ -646,16 +665,16 @@ impl TestBox {
                 devices: &["null", "zero", "full", "random", "urandom", "tty"],
             });
         }
-        let mut private = vec![
+        let harness = || Private::Tmpfs(TmpfsOptions::harness(0o755));
+        let private = self.with_extra(vec![
             ("/var/lib/docker".into(), bind(&p.var_lib_docker)),
             // Host-owned files there would be unreadable to a mapped root.
-            ("/etc/docker".into(), Private::Tmpfs { mode: 0o755 }),
-            ("/run".into(), Private::Tmpfs { mode: 0o755 }),
+            ("/etc/docker".into(), harness()),
+            ("/run".into(), harness()),
             ("/tmp".into(), bind(&p.tmp)),
             (self.runner_dir.clone(), bind(&p.runner)),
             (HOME.into(), bind(&p.home)),
-        ];
-        private.extend(self.extra.iter().cloned());
+        ]);
         mounts::plan(
             &mounts::Inputs {
                 scratch: &p.scratch,
@@ -665,6 +684,17 @@ impl TestBox {
             },
             &|q| q.exists(),
         )
+    }
+
+    /// The box's own private paths, then the builder's: a builder path replaces the box's own
+    /// mount on the same path (a Docker tmpfs on `/tmp` instead of the box's disk directory).
+    fn with_extra(&self, own: Vec<(PathBuf, Private)>) -> Vec<(PathBuf, Private)> {
+        let mut all: Vec<(PathBuf, Private)> = own
+            .into_iter()
+            .filter(|(path, _)| !self.extra.iter().any(|(e, _)| e == path))
+            .collect();
+        all.extend(self.extra.iter().cloned());
+        all
     }
 
     fn spawn(

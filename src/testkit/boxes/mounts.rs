@@ -1,8 +1,13 @@
 //! The box's mount table: a pure plan computed on the host (which host paths exist decides where
 //! an overlay must provide a mount point), and the executor the box's PID 1 runs in its own mount
 //! namespace. Nothing here is ever mounted in the host's namespace, and no host path is created.
+//!
+//! Every plan is checked before it leaves here ([`check_order`]): no step mounts on or above what
+//! an earlier step mounted (which would hide it), no bind takes its source from one of the box's
+//! own mounts instead of the host, and nothing is created outside a mount the plan made.
 
 use super::error::Error;
+use super::tmpfs::TmpfsOptions;
 use nix::mount::{MsFlags, mount};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::DirBuilderExt;
@@ -18,7 +23,7 @@ pub enum MountStep {
     Proc,
     Tmpfs {
         target: PathBuf,
-        mode: u32,
+        options: TmpfsOptions,
     },
     /// `mkdir -p`, mode 0755, owned by the box's root.
     Mkdir {
@@ -69,9 +74,7 @@ pub enum MountStep {
 /// What a private path of the box is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Private {
-    Tmpfs {
-        mode: u32,
-    },
+    Tmpfs(TmpfsOptions),
     /// A host directory the box owns.
     Bind {
         source: PathBuf,
@@ -97,41 +100,27 @@ fn reserved(p: &Path) -> bool {
 }
 
 /// The mount steps, in order. `exists` answers for host paths (the box starts with the host's
-/// view, so the host can decide where mount points are missing).
+/// view, so the host can decide where mount points are missing). Each private path is what the
+/// box gets there whether the host has that path or not, empty or not.
 pub fn plan(inp: &Inputs<'_>, exists: &dyn Fn(&Path) -> bool) -> Result<Vec<MountStep>, Error> {
-    let mut targets: Vec<&(PathBuf, Private)> = inp.private.iter().collect();
-    targets.sort_by(|a, b| a.0.cmp(&b.0));
-    for w in targets.windows(2) {
-        if w[0].0 == w[1].0 {
-            return Err(Error::Invalid(format!(
-                "{} is given twice",
-                w[0].0.display()
-            )));
-        }
-    }
-    for (t, what) in &targets {
-        check_path(t, "a box path")?;
-        if reserved(t) {
-            return Err(Error::Invalid(format!(
-                "{}: / , /proc, /sys and /dev cannot be private paths",
-                t.display()
-            )));
-        }
-        if let Private::Bind { source } = what {
-            check_path(source, "a host directory")?;
-        }
-    }
+    let targets = sorted_private(
+        inp.private,
+        "a box path",
+        "/ , /proc, /sys and /dev cannot be private paths",
+    )?;
     check_path(inp.scratch, "the scratch directory")?;
 
-    let mut steps = vec![MountStep::MakeRprivate, MountStep::Proc];
-    let mut mounted: Vec<&Path> = Vec::new();
-    let mut overlaid: Vec<PathBuf> = Vec::new();
-    for (target, what) in targets {
-        if mounted.iter().any(|m| target.starts_with(m)) {
-            // Inside an earlier private path: its mount point is the box's own to create.
-            steps.push(MountStep::Mkdir {
-                path: target.clone(),
-            });
+    // Where each mount point comes from: below another private path it is made in that one
+    // (which sorts, and so is mounted, first); missing on the host, it is made in an overlay of
+    // its nearest existing parent.
+    let mut made = Vec::with_capacity(targets.len());
+    let mut bases: Vec<PathBuf> = Vec::new();
+    for (target, _) in &targets {
+        let in_private = targets
+            .iter()
+            .any(|(other, _)| other != target && target.starts_with(other));
+        if in_private {
+            made.push(true);
         } else if !exists(target) {
             let base = nearest_existing(target, exists);
             if reserved(&base) {
@@ -141,43 +130,51 @@ pub fn plan(inp: &Inputs<'_>, exists: &dyn Fn(&Path) -> bool) -> Result<Vec<Moun
                     base.display()
                 )));
             }
-            if !overlaid.contains(&base) {
-                if overlaid.is_empty() {
-                    steps.push(MountStep::Tmpfs {
-                        target: inp.scratch.to_owned(),
-                        mode: 0o700,
-                    });
-                }
-                let layer = inp.scratch.join(overlaid.len().to_string());
-                let (upper, work) = (layer.join("upper"), layer.join("work"));
-                check_overlay_option(&base)?;
-                steps.push(MountStep::Mkdir {
-                    path: upper.clone(),
-                });
-                steps.push(MountStep::Mkdir { path: work.clone() });
-                steps.push(MountStep::Overlay {
-                    target: base.clone(),
-                    upper,
-                    work,
-                    userxattr: inp.userxattr,
-                });
-                overlaid.push(base);
+            check_overlay_option(&base)?;
+            if !bases.contains(&base) {
+                bases.push(base);
             }
+            made.push(true);
+        } else {
+            made.push(false);
+        }
+    }
+    // Parents first: an overlay below another one stacks on it instead of being hidden by it.
+    bases.sort();
+
+    let mut steps = vec![MountStep::MakeRprivate, MountStep::Proc];
+    // Every overlay before any private mount. An overlay's lower layer is its base directory
+    // alone, without the mounts below it: overlaid after a private path below its base (the
+    // host's /var/lib/docker bound, then /var/lib overlaid for a missing /var/lib/sysrunner), it
+    // would hide that path behind the host's directory, and dockerd's data root would be on
+    // overlayfs.
+    if !bases.is_empty() {
+        steps.push(MountStep::Tmpfs {
+            target: inp.scratch.to_owned(),
+            options: TmpfsOptions::harness(0o700),
+        });
+    }
+    for (i, base) in bases.iter().enumerate() {
+        let layer = inp.scratch.join(i.to_string());
+        let (upper, work) = (layer.join("upper"), layer.join("work"));
+        steps.push(MountStep::Mkdir {
+            path: upper.clone(),
+        });
+        steps.push(MountStep::Mkdir { path: work.clone() });
+        steps.push(MountStep::Overlay {
+            target: base.clone(),
+            upper,
+            work,
+            userxattr: inp.userxattr,
+        });
+    }
+    for ((target, what), made) in targets.into_iter().zip(made) {
+        if made {
             steps.push(MountStep::Mkdir {
                 path: target.clone(),
             });
         }
-        steps.push(match what {
-            Private::Tmpfs { mode } => MountStep::Tmpfs {
-                target: target.clone(),
-                mode: *mode,
-            },
-            Private::Bind { source } => MountStep::Bind {
-                source: source.clone(),
-                target: target.clone(),
-            },
-        });
-        mounted.push(target);
+        steps.push(private_mount(target.clone(), what));
     }
     for (source, target) in inp.cgroup_binds {
         steps.push(MountStep::Bind {
@@ -185,7 +182,123 @@ pub fn plan(inp: &Inputs<'_>, exists: &dyn Fn(&Path) -> bool) -> Result<Vec<Moun
             target: target.clone(),
         });
     }
+    check_order(&steps)?;
     Ok(steps)
+}
+
+/// The private paths in path order (a path before those below it), each checked: absolute and
+/// normal, not reserved (`reserved_why` says why), given once, a bind's source normal too.
+fn sorted_private<'a>(
+    private: &'a [(PathBuf, Private)],
+    what: &str,
+    reserved_why: &str,
+) -> Result<Vec<&'a (PathBuf, Private)>, Error> {
+    let mut targets: Vec<&(PathBuf, Private)> = private.iter().collect();
+    targets.sort_by(|a, b| a.0.cmp(&b.0));
+    for w in targets.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err(Error::Invalid(format!(
+                "{} is given twice",
+                w[0].0.display()
+            )));
+        }
+    }
+    for (t, how) in &targets {
+        check_path(t, what)?;
+        if reserved(t) {
+            return Err(Error::Invalid(format!("{}: {reserved_why}", t.display())));
+        }
+        if let Private::Bind { source } = how {
+            check_path(source, "a host path")?;
+        }
+    }
+    Ok(targets)
+}
+
+fn private_mount(target: PathBuf, what: &Private) -> MountStep {
+    match what {
+        Private::Tmpfs(options) => MountStep::Tmpfs {
+            target,
+            options: options.clone(),
+        },
+        Private::Bind { source } => MountStep::Bind {
+            source: source.clone(),
+            target,
+        },
+    }
+}
+
+/// Checks the invariants every plan keeps, in the order the steps run: a mount never lands on or
+/// above an earlier one (it would hide it: the box would not get that private path), a bind's
+/// source is never below one of the box's own mounts (it would bind the box's copy, not the
+/// host's directory), an overlay's layers are on a tmpfs the box mounted (overlayfs refuses an
+/// upper layer on overlayfs), and nothing is created outside a mount the plan made (the host
+/// gains no path).
+pub fn check_order(steps: &[MountStep]) -> Result<(), Error> {
+    // (mount point, is a tmpfs), in the order mounted.
+    let mut mounted: Vec<(&Path, bool)> = Vec::new();
+    let holder = |mounted: &[(&Path, bool)], p: &Path| -> Option<(PathBuf, bool)> {
+        mounted
+            .iter()
+            .filter(|(m, _)| p.starts_with(m))
+            .max_by_key(|(m, _)| m.components().count())
+            .map(|(m, t)| (m.to_path_buf(), *t))
+    };
+    for step in steps {
+        let fail = |why: String| Err(Error::Invalid(format!("mount plan: {step:?}: {why}")));
+        let (target, tmpfs): (&Path, bool) = match step {
+            MountStep::MakeRprivate | MountStep::PivotRoot { .. } => continue,
+            MountStep::Mkdir { path }
+            | MountStep::Touch { path }
+            | MountStep::Symlink { link: path, .. } => {
+                if holder(&mounted, path).is_none() {
+                    return fail(format!(
+                        "{} would be made on the host, outside every mount of the box",
+                        path.display()
+                    ));
+                }
+                continue;
+            }
+            MountStep::Bind { source, target } => {
+                if let Some((m, _)) = holder(&mounted, source) {
+                    return fail(format!(
+                        "the source is below {}, which the box has already mounted: the bind would take the box's copy, not the host's",
+                        m.display()
+                    ));
+                }
+                (target, false)
+            }
+            MountStep::Overlay {
+                target,
+                upper,
+                work,
+                ..
+            } => {
+                for layer in [upper, work] {
+                    if !matches!(holder(&mounted, layer), Some((_, true))) {
+                        return fail(format!(
+                            "{} is not on a tmpfs the box mounted",
+                            layer.display()
+                        ));
+                    }
+                }
+                (target, false)
+            }
+            MountStep::Tmpfs { target, .. } => (target, true),
+            MountStep::Proc => (Path::new("/proc"), false),
+            MountStep::Sysfs { target }
+            | MountStep::ProcAt { target }
+            | MountStep::Devpts { target } => (target, false),
+        };
+        if let Some((m, _)) = mounted.iter().find(|(m, _)| m.starts_with(target)) {
+            return fail(format!(
+                "it would cover {}, which an earlier step mounted",
+                m.display()
+            ));
+        }
+        mounted.push((target, tmpfs));
+    }
+    Ok(())
 }
 
 /// Everything an image's tree needs to become a box's root, the way sysbox sets up a container.
@@ -231,7 +344,7 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
         },
         MountStep::Tmpfs {
             target: at(Path::new("/sys/fs/cgroup")),
-            mode: 0o755,
+            options: TmpfsOptions::harness(0o755),
         },
     ];
     for (link, to) in inp.cgroup_links {
@@ -251,7 +364,7 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
     steps.push(MountStep::Mkdir { path: dev.clone() });
     steps.push(MountStep::Tmpfs {
         target: dev.clone(),
-        mode: 0o755,
+        options: TmpfsOptions::harness(0o755),
     });
     for d in inp.devices {
         if d.contains('/') || d.starts_with('.') {
@@ -279,7 +392,7 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
         },
         MountStep::Tmpfs {
             target: dev.join("shm"),
-            mode: 0o1777,
+            options: TmpfsOptions::harness(0o1777),
         },
     ]);
     for (name, to) in [
@@ -293,41 +406,26 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
             link: dev.join(name),
         });
     }
-    let mut private: Vec<&(PathBuf, Private)> = inp.private.iter().collect();
-    private.sort_by(|a, b| a.0.cmp(&b.0));
+    // Given twice, the later mount would hide the earlier one (a compose tmpfs on the data root,
+    // say): refused like the host-view plan refuses it.
+    let private = sorted_private(
+        inp.private,
+        "a path in the image",
+        "/ , /proc, /sys and /dev are set up by the box",
+    )?;
     for (target, what) in private {
-        check_path(target, "a path in the image")?;
-        if reserved(target) {
-            return Err(Error::Invalid(format!(
-                "{}: / , /proc, /sys and /dev are set up by the box",
-                target.display()
-            )));
-        }
-        match what {
-            Private::Tmpfs { mode } => {
-                steps.push(MountStep::Mkdir { path: at(target) });
-                steps.push(MountStep::Tmpfs {
-                    target: at(target),
-                    mode: *mode,
-                });
+        steps.push(match what {
+            Private::Bind { source } if inp.file_sources.contains(source) => {
+                MountStep::Touch { path: at(target) }
             }
-            Private::Bind { source } => {
-                check_path(source, "a host path")?;
-                steps.push(if inp.file_sources.contains(source) {
-                    MountStep::Touch { path: at(target) }
-                } else {
-                    MountStep::Mkdir { path: at(target) }
-                });
-                steps.push(MountStep::Bind {
-                    source: source.clone(),
-                    target: at(target),
-                });
-            }
-        }
+            _ => MountStep::Mkdir { path: at(target) },
+        });
+        steps.push(private_mount(at(target), what));
     }
     steps.push(MountStep::PivotRoot {
         root: inp.rootfs.to_owned(),
     });
+    check_order(&steps)?;
     Ok(steps)
 }
 
@@ -377,7 +475,6 @@ pub fn apply(steps: &[MountStep]) -> Result<(), String> {
 
 fn apply_one(step: &MountStep) -> std::io::Result<()> {
     const NONE: Option<&str> = None;
-    let flags_tmpfs = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     match step {
         MountStep::MakeRprivate => {
             mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)?
@@ -389,13 +486,27 @@ fn apply_one(step: &MountStep) -> std::io::Result<()> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             NONE,
         )?,
-        MountStep::Tmpfs { target, mode } => mount(
-            Some("tmpfs"),
-            target,
-            Some("tmpfs"),
-            flags_tmpfs,
-            Some(format!("mode={mode:o}").as_str()),
-        )?,
+        MountStep::Tmpfs { target, options } => {
+            let f = options.flags;
+            let flags = [
+                (f.ro, MsFlags::MS_RDONLY),
+                (f.nosuid, MsFlags::MS_NOSUID),
+                (f.nodev, MsFlags::MS_NODEV),
+                (f.noexec, MsFlags::MS_NOEXEC),
+                (f.noatime, MsFlags::MS_NOATIME),
+                (f.sync, MsFlags::MS_SYNCHRONOUS),
+            ]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .fold(MsFlags::empty(), |all, (_, flag)| all | flag);
+            mount(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                flags,
+                Some(options.data().as_str()),
+            )?
+        }
         MountStep::Mkdir { path } => std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -489,34 +600,49 @@ mod tests {
         PathBuf::from(s)
     }
 
+    fn harness(mode: u32) -> Private {
+        Private::Tmpfs(TmpfsOptions::harness(mode))
+    }
+
+    fn host_bind(source: &str) -> Private {
+        Private::Bind { source: p(source) }
+    }
+
+    fn tmpfs_step(t: &str, mode: u32) -> MountStep {
+        MountStep::Tmpfs {
+            target: p(t),
+            options: TmpfsOptions::harness(mode),
+        }
+    }
+
+    fn mkdir(s: &str) -> MountStep {
+        MountStep::Mkdir { path: p(s) }
+    }
+
+    fn bind(s: &str, t: &str) -> MountStep {
+        MountStep::Bind {
+            source: p(s),
+            target: p(t),
+        }
+    }
+
+    fn ovl(n: usize, t: &str) -> MountStep {
+        MountStep::Overlay {
+            target: p(t),
+            upper: p(&format!("/st/b/scratch/{n}/upper")),
+            work: p(&format!("/st/b/scratch/{n}/work")),
+            userxattr: true,
+        }
+    }
+
     fn private() -> Vec<(PathBuf, Private)> {
         vec![
-            (
-                p("/var/lib/docker"),
-                Private::Bind {
-                    source: p("/st/b/var-lib-docker"),
-                },
-            ),
-            (p("/etc/docker"), Private::Tmpfs { mode: 0o755 }),
-            (p("/run"), Private::Tmpfs { mode: 0o755 }),
-            (
-                p("/tmp"),
-                Private::Bind {
-                    source: p("/st/b/tmp"),
-                },
-            ),
-            (
-                p("/opt/actions-runner"),
-                Private::Bind {
-                    source: p("/st/b/runner"),
-                },
-            ),
-            (
-                p("/home/runner"),
-                Private::Bind {
-                    source: p("/st/b/home"),
-                },
-            ),
+            (p("/var/lib/docker"), host_bind("/st/b/var-lib-docker")),
+            (p("/etc/docker"), harness(0o755)),
+            (p("/run"), harness(0o755)),
+            (p("/tmp"), host_bind("/st/b/tmp")),
+            (p("/opt/actions-runner"), host_bind("/st/b/runner")),
+            (p("/home/runner"), host_bind("/st/b/home")),
         ]
     }
 
@@ -532,9 +658,32 @@ mod tests {
         }
     }
 
+    fn host(paths: &'static [&'static str]) -> impl Fn(&Path) -> bool {
+        move |q: &Path| q == Path::new("/") || paths.iter().any(|h| Path::new(h) == q)
+    }
+
+    /// The mount the box sees at `path` once every step ran: the last one on `path` or above it
+    /// (a later mount there hides the earlier ones).
+    fn seen_at<'a>(steps: &'a [MountStep], path: &str) -> Option<&'a MountStep> {
+        let path = Path::new(path);
+        let mut seen = None;
+        for s in steps {
+            let target = match s {
+                MountStep::Bind { target, .. }
+                | MountStep::Tmpfs { target, .. }
+                | MountStep::Overlay { target, .. } => target,
+                _ => continue,
+            };
+            if path.starts_with(target) {
+                seen = Some(s);
+            }
+        }
+        seen
+    }
+
     #[test]
-    fn missing_mount_points_are_made_in_one_overlay_per_existing_parent() {
-        let host = [
+    fn missing_mount_points_are_made_in_overlays_mounted_before_any_private_path() {
+        let exists = host(&[
             "/var",
             "/var/lib",
             "/etc",
@@ -543,45 +692,32 @@ mod tests {
             "/tmp",
             "/opt",
             "/home",
-        ];
-        let exists = |q: &Path| host.iter().any(|h| Path::new(h) == q);
+        ]);
         let binds = vec![(p("/sys/fs/cgroup/cpu/b"), p("/sys/fs/cgroup/cpu"))];
         let private = private();
         let steps = plan(&inputs(&private, &binds), &exists).unwrap();
-        let ovl = |n: &str, t: &str| MountStep::Overlay {
-            target: p(t),
-            upper: p(&format!("/st/b/scratch/{n}/upper")),
-            work: p(&format!("/st/b/scratch/{n}/work")),
-            userxattr: true,
-        };
-        let mkdir = |s: &str| MountStep::Mkdir { path: p(s) };
-        let bind = |s: &str, t: &str| MountStep::Bind {
-            source: p(s),
-            target: p(t),
-        };
-        let tmpfs = |t: &str, mode| MountStep::Tmpfs { target: p(t), mode };
         assert_eq!(
             steps,
             vec![
                 MountStep::MakeRprivate,
                 MountStep::Proc,
-                tmpfs("/etc/docker", 0o755),
-                tmpfs("/st/b/scratch", 0o700),
+                tmpfs_step("/st/b/scratch", 0o700),
                 mkdir("/st/b/scratch/0/upper"),
                 mkdir("/st/b/scratch/0/work"),
-                ovl("0", "/home"),
-                mkdir("/home/runner"),
-                bind("/st/b/home", "/home/runner"),
+                ovl(0, "/home"),
                 mkdir("/st/b/scratch/1/upper"),
                 mkdir("/st/b/scratch/1/work"),
-                ovl("1", "/opt"),
-                mkdir("/opt/actions-runner"),
-                bind("/st/b/runner", "/opt/actions-runner"),
-                tmpfs("/run", 0o755),
-                bind("/st/b/tmp", "/tmp"),
+                ovl(1, "/opt"),
                 mkdir("/st/b/scratch/2/upper"),
                 mkdir("/st/b/scratch/2/work"),
-                ovl("2", "/var/lib"),
+                ovl(2, "/var/lib"),
+                tmpfs_step("/etc/docker", 0o755),
+                mkdir("/home/runner"),
+                bind("/st/b/home", "/home/runner"),
+                mkdir("/opt/actions-runner"),
+                bind("/st/b/runner", "/opt/actions-runner"),
+                tmpfs_step("/run", 0o755),
+                bind("/st/b/tmp", "/tmp"),
                 mkdir("/var/lib/docker"),
                 bind("/st/b/var-lib-docker", "/var/lib/docker"),
                 bind("/sys/fs/cgroup/cpu/b", "/sys/fs/cgroup/cpu"),
@@ -590,20 +726,213 @@ mod tests {
     }
 
     #[test]
+    fn the_data_root_is_the_boxs_whether_the_host_has_var_lib_docker_or_not() {
+        let mut private = private();
+        private.push((p("/var/lib/sysrunner"), harness(0o755)));
+        let common = ["/var", "/var/lib", "/etc", "/run", "/tmp", "/opt", "/home"];
+        let cases: [(&str, &'static [&'static str]); 4] = [
+            ("both missing", &[]),
+            ("both there", &["/var/lib/docker", "/var/lib/sysrunner"]),
+            // The regression: /var/lib overlaid for the missing sibling after the host's
+            // /var/lib/docker was bound, hiding the bind (dockerd then found overlayfs there).
+            ("data root there, sibling missing", &["/var/lib/docker"]),
+            ("data root missing, sibling there", &["/var/lib/sysrunner"]),
+        ];
+        for (case, extra) in cases {
+            let exists = |q: &Path| {
+                q == Path::new("/") || common.iter().chain(extra).any(|h| Path::new(h) == q)
+            };
+            let steps = plan(&inputs(&private, &[]), &exists).unwrap();
+            for (target, what) in &private {
+                let want = private_mount(target.clone(), what);
+                assert_eq!(
+                    seen_at(&steps, &target.to_string_lossy()),
+                    Some(&want),
+                    "{case}: {} in {steps:#?}",
+                    target.display()
+                );
+            }
+            let data = steps
+                .iter()
+                .position(|s| *s == bind("/st/b/var-lib-docker", "/var/lib/docker"))
+                .unwrap();
+            assert!(
+                steps[data..]
+                    .iter()
+                    .all(|s| !matches!(s, MountStep::Overlay { .. })),
+                "{case}: no overlay after the data root: {steps:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlays_below_other_overlays_are_mounted_after_them() {
+        // /var/lib/a is missing (overlay /var/lib), /var/lib/c exists but not its child
+        // (overlay /var/lib/c, which must stack on /var/lib's, not be hidden by it).
+        let private = vec![
+            (p("/var/lib/c/y"), harness(0o755)),
+            (p("/var/lib/a/x"), harness(0o755)),
+        ];
+        let steps = plan(
+            &inputs(&private, &[]),
+            &host(&["/var", "/var/lib", "/var/lib/c"]),
+        )
+        .unwrap();
+        let at = |t: &str| {
+            steps
+                .iter()
+                .position(
+                    |s| matches!(s, MountStep::Overlay { target, .. } if target == Path::new(t)),
+                )
+                .unwrap()
+        };
+        assert!(at("/var/lib") < at("/var/lib/c"), "{steps:#?}");
+        assert_eq!(
+            seen_at(&steps, "/var/lib/c/y"),
+            Some(&tmpfs_step("/var/lib/c/y", 0o755))
+        );
+        assert_eq!(
+            seen_at(&steps, "/var/lib/a/x"),
+            Some(&tmpfs_step("/var/lib/a/x", 0o755))
+        );
+    }
+
+    #[test]
+    fn a_docker_tmpfs_carries_its_flags_and_data_to_the_step() {
+        let (path, options) =
+            crate::testkit::boxes::tmpfs::parse_docker("/tmp:exec,size=64m").unwrap();
+        let private = vec![(path, Private::Tmpfs(options.clone()))];
+        let steps = plan(&inputs(&private, &[]), &host(&["/tmp"])).unwrap();
+        assert_eq!(
+            steps[2],
+            MountStep::Tmpfs {
+                target: p("/tmp"),
+                options
+            }
+        );
+        // The step crosses to box-init as JSON.
+        let json = serde_json::to_string(&steps).unwrap();
+        let back: Vec<MountStep> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, steps);
+    }
+
+    #[test]
+    fn an_overlay_that_would_hide_the_boxs_scratch_or_state_is_refused() {
+        // /var/x is missing, so /var would be overlaid: over the scratch tmpfs (below /var) and
+        // the state directory the data root is bound from.
+        let private = vec![
+            (p("/var/lib/docker"), host_bind("/var/st/b/var-lib-docker")),
+            (p("/var/x/y"), harness(0o755)),
+        ];
+        let inp = Inputs {
+            scratch: Path::new("/var/st/b/scratch"),
+            ..inputs(&private, &[])
+        };
+        let err = plan(&inp, &host(&["/var", "/var/lib", "/var/lib/docker"])).unwrap_err();
+        assert!(
+            err.to_string().contains("would cover /var/st/b/scratch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bind_from_below_another_private_path_is_refused() {
+        // /etc/passwd sorts before /tmp, so its source is still the host's; /var/passwd does not.
+        let ok = vec![
+            (p("/etc/passwd"), host_bind("/tmp/files/passwd")),
+            (p("/tmp"), host_bind("/st/b/tmp")),
+        ];
+        plan(&inputs(&ok, &[]), &host(&["/etc", "/etc/passwd", "/tmp"])).unwrap();
+        let bad = vec![
+            (p("/var/passwd"), host_bind("/tmp/files/passwd")),
+            (p("/tmp"), host_bind("/st/b/tmp")),
+        ];
+        let err = plan(&inputs(&bad, &[]), &host(&["/var", "/var/passwd", "/tmp"])).unwrap_err();
+        assert!(
+            err.to_string().contains("the source is below /tmp"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_order_check_refuses_hidden_mounts_host_writes_and_layers_off_tmpfs() {
+        let cases = [
+            (
+                vec![
+                    bind("/st/a", "/var/lib/docker"),
+                    tmpfs_step("/var/lib", 0o755),
+                ],
+                "would cover /var/lib/docker",
+            ),
+            (
+                vec![tmpfs_step("/run", 0o755), tmpfs_step("/run", 0o755)],
+                "would cover /run",
+            ),
+            (vec![mkdir("/var/lib/x")], "would be made on the host"),
+            (
+                vec![MountStep::Symlink {
+                    to: p("x"),
+                    link: p("/etc/y"),
+                }],
+                "would be made on the host",
+            ),
+            (
+                vec![
+                    bind("/st/scratch", "/st/scratch"),
+                    MountStep::Overlay {
+                        target: p("/opt"),
+                        upper: p("/st/scratch/u"),
+                        work: p("/st/scratch/w"),
+                        userxattr: false,
+                    },
+                ],
+                "/st/scratch/u is not on a tmpfs",
+            ),
+            (
+                vec![tmpfs_step("/tmp", 0o1777), bind("/tmp/x", "/opt/x")],
+                "the source is below /tmp",
+            ),
+        ];
+        for (steps, words) in cases {
+            let err = check_order(&steps).unwrap_err().to_string();
+            assert!(err.contains(words), "{steps:?}: {err}");
+        }
+        check_order(&[
+            MountStep::MakeRprivate,
+            tmpfs_step("/run", 0o755),
+            mkdir("/run/a"),
+            tmpfs_step("/run/a", 0o755),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn an_image_box_refuses_a_private_path_given_twice() {
+        // A compose tmpfs on the data root would have hidden the box's disk directory.
+        let private = vec![
+            (p("/var/lib/docker"), host_bind("/st/b/var-lib-docker")),
+            (p("/var/lib/docker"), harness(0o755)),
+        ];
+        let err = rootfs_plan(&RootfsInputs {
+            rootfs: Path::new("/img"),
+            private: &private,
+            file_sources: &[],
+            cgroup_binds: &[],
+            cgroup_links: &[],
+            devices: &[],
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/var/lib/docker is given twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_path_inside_another_private_path_is_created_there_not_overlaid() {
         let private = vec![
-            (
-                p("/tmp"),
-                Private::Bind {
-                    source: p("/st/b/tmp"),
-                },
-            ),
-            (
-                p("/tmp/runner"),
-                Private::Bind {
-                    source: p("/st/b/runner"),
-                },
-            ),
+            (p("/tmp"), host_bind("/st/b/tmp")),
+            (p("/tmp/runner"), host_bind("/st/b/runner")),
         ];
         let steps = plan(&inputs(&private, &[]), &|q| q == Path::new("/tmp")).unwrap();
         assert_eq!(
@@ -634,14 +963,14 @@ mod tests {
             "relative",
             "/a/../b",
         ] {
-            let private = vec![(p(bad), Private::Tmpfs { mode: 0o755 })];
+            let private = vec![(p(bad), harness(0o755))];
             assert!(
                 plan(&inputs(&private, &[]), &|_| true).is_err(),
                 "{bad} accepted"
             );
         }
         // A missing top-level directory would need an overlay on /.
-        let private = vec![(p("/nowhere/x"), Private::Tmpfs { mode: 0o755 })];
+        let private = vec![(p("/nowhere/x"), harness(0o755))];
         let err = plan(&inputs(&private, &[]), &|q| q == Path::new("/")).unwrap_err();
         assert!(
             err.to_string().contains("nearest existing parent is /"),
@@ -652,14 +981,14 @@ mod tests {
     #[test]
     fn an_image_tree_becomes_the_root_with_kernel_filesystems_devices_and_private_paths() {
         let private = vec![
-            (p("/tmp"), Private::Tmpfs { mode: 0o1777 }),
+            (p("/tmp"), harness(0o1777)),
             (
                 p("/var/lib/docker"),
                 Private::Bind {
                     source: p("/st/b/var-lib-docker"),
                 },
             ),
-            (p("/run"), Private::Tmpfs { mode: 0o755 }),
+            (p("/run"), harness(0o755)),
             (
                 p("/etc/hosts"),
                 Private::Bind {
@@ -696,10 +1025,7 @@ mod tests {
         let sysfs = pos(&MountStep::Sysfs {
             target: p("/img/sys"),
         });
-        let cg_tmpfs = pos(&MountStep::Tmpfs {
-            target: p("/img/sys/fs/cgroup"),
-            mode: 0o755,
-        });
+        let cg_tmpfs = pos(&tmpfs_step("/img/sys/fs/cgroup", 0o755));
         let cg_bind = pos(&bind(
             "/sys/fs/cgroup/cpu,cpuacct/b",
             "/img/sys/fs/cgroup/cpu,cpuacct",
@@ -709,10 +1035,7 @@ mod tests {
             link: p("/img/sys/fs/cgroup/cpu"),
         });
         assert!(sysfs < cg_tmpfs && cg_tmpfs < cg_bind && cg_tmpfs < link);
-        let dev = pos(&MountStep::Tmpfs {
-            target: p("/img/dev"),
-            mode: 0o755,
-        });
+        let dev = pos(&tmpfs_step("/img/dev", 0o755));
         let null = pos(&bind("/dev/null", "/img/dev/null"));
         assert!(dev < null);
         pos(&MountStep::Devpts {
@@ -722,10 +1045,7 @@ mod tests {
         let hosts = pos(&MountStep::Touch {
             path: p("/img/etc/hosts"),
         });
-        let tmp = pos(&MountStep::Tmpfs {
-            target: p("/img/tmp"),
-            mode: 0o1777,
-        });
+        let tmp = pos(&tmpfs_step("/img/tmp", 0o1777));
         let data = pos(&bind("/st/b/var-lib-docker", "/img/var/lib/docker"));
         assert!(hosts < tmp && tmp < data);
         assert_eq!(
@@ -733,7 +1053,7 @@ mod tests {
             Some(&MountStep::PivotRoot { root: p("/img") })
         );
         // The box owns / , /proc, /sys and /dev.
-        let private = vec![(p("/dev/x"), Private::Tmpfs { mode: 0o755 })];
+        let private = vec![(p("/dev/x"), harness(0o755))];
         let err = rootfs_plan(&RootfsInputs {
             rootfs: Path::new("/img"),
             private: &private,
@@ -748,7 +1068,7 @@ mod tests {
 
     #[test]
     fn overlay_bases_with_option_separators_are_refused() {
-        let private = vec![(p("/a,b/x"), Private::Tmpfs { mode: 0o755 })];
+        let private = vec![(p("/a,b/x"), harness(0o755))];
         let err = plan(&inputs(&private, &[]), &|q| q == Path::new("/a,b")).unwrap_err();
         assert!(err.to_string().contains("overlayfs options"), "{err}");
     }
