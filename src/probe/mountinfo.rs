@@ -62,20 +62,17 @@ fn parse_line(line: &str) -> Option<Mount> {
     })
 }
 
-/// The mount a path lives on: the last (most recent) mount whose mount point is the longest
-/// prefix of the path.
+/// The mount a path lives on: of the mounts whose mount point is the path or a parent of it, the
+/// last one listed. mountinfo lists mounts in the order they were made, and a later mount on a
+/// parent hides an earlier one below it (a bind on `/var/lib/docker`, then an overlay on
+/// `/var/lib`: the path is on the overlay), so the longest prefix is not the answer.
 pub fn mount_of<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
     let within = |mp: &str| {
         mp == "/"
             || path == mp
             || (path.starts_with(mp) && path.as_bytes().get(mp.len()) == Some(&b'/'))
     };
-    mounts
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| within(&m.mount_point))
-        .max_by_key(|(i, m)| (m.mount_point.len(), *i))
-        .map(|(_, m)| m)
+    mounts.iter().rev().find(|m| within(&m.mount_point))
 }
 
 #[cfg(test)]
@@ -114,6 +111,16 @@ mod tests {
         );
         assert_eq!(mount_of(&m, "/var/lib/dockerx").unwrap().source, "/dev/vda");
         assert_eq!(mount_of(&m, "/sys/fs/cgroup/x").unwrap().fstype, "cgroup2");
+    }
+
+    /// A later mount on a parent hides an earlier mount below it.
+    #[test]
+    fn a_mount_on_a_parent_made_later_hides_the_one_below_it() {
+        let m = parse(&format!(
+            "{SAMPLE}50 22 0:50 / /var/lib rw - overlay overlay rw,lowerdir=/a,upperdir=/b,workdir=/c\n"
+        ));
+        assert_eq!(mount_of(&m, "/var/lib/docker").unwrap().fstype, "overlay");
+        assert_eq!(mount_of(&m, "/sys/fs/cgroup").unwrap().fstype, "cgroup2");
     }
 
     #[test]
