@@ -236,10 +236,14 @@ fn docker_run_env(
     settings
 }
 
-/// `FROM` … up to the next `FROM`: (the FROM line, the stage's lines).
+/// `FROM` … up to the next `FROM`: (the FROM line, the stage's instructions). Comments are left
+/// out: the one above a `FROM` describes the next stage, not the one it sits in.
 fn stages(dockerfile: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for line in dockerfile.lines() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
         if line.starts_with("FROM ") {
             out.push((line.to_string(), String::new()));
         } else if let Some((_, body)) = out.last_mut() {
