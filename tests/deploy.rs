@@ -381,7 +381,7 @@ fn sysbox_deb_sha256_is_pinned_in_the_workflow() {
 /// The labels GitHub gives the runner: `self-hosted`, `Linux` and the architecture unless
 /// RUNNER_NO_DEFAULT_LABELS, then RUNNER_LABELS, read by sysrunner's own settings code.
 fn e2e_runner_labels(workflow: &Value) -> (Vec<String>, BTreeMap<String, String>) {
-    let runner = job(CI, &workflow, "e2e-runner");
+    let runner = job(CI, workflow, "e2e-runner");
     let step = steps(&runner)
         .into_iter()
         .find(|s| run_of(s).contains("docker run"))
@@ -619,11 +619,10 @@ fn hosted_ci_builds_the_rust_stage_for_amd64_and_arm64() {
                 && run.contains("linux/arm64")
         }
     };
-    let job = jobs(CI, &workflow)
+    let (name, job) = jobs(CI, &workflow)
         .into_iter()
         .find(|(_, j)| steps(j).iter().any(builds_stage))
-        .map(|(name, j)| (name, j));
-    let (name, job) = job.unwrap_or_else(|| {
+        .unwrap_or_else(|| {
         panic!(
             "{CI}: no job builds {SYSBOX_DOCKERFILE}'s Rust stage `{stage}` for linux/amd64 and \
              linux/arm64: a broken Rust stage would first show in a release"
