@@ -8,9 +8,11 @@
 #                                (the fake runner, a mirror's copy)
 #
 # Settings come from the environment (the Dockerfiles pass their ARGs):
-#   DOCKER_SOURCE   official (Docker's apt repository, pinned to DOCKER_VERSION) or distro
-#                   (the base distribution's docker.io; DOCKER_VERSION is then not used)
-#   DOCKER_VERSION  e.g. 28.5.2
+#   DOCKER_SOURCE   official (Docker's apt repository: docker-ce and docker-ce-cli pinned to
+#                   DOCKER_VERSION, containerd.io, which carries runc, to CONTAINERD_VERSION) or
+#                   distro (the base distribution's docker.io; both versions are then not used)
+#   DOCKER_VERSION  e.g. 29.4.0
+#   CONTAINERD_VERSION  e.g. 2.2.3
 #   RUNNER_UID      uid of the runner user (1001, as in GitHub's own runner images)
 #   RUNNER_VERSION, RUNNER_SHA256_AMD64, RUNNER_SHA256_ARM64, TARGETARCH   for runner-download
 set -euo pipefail
@@ -33,8 +35,17 @@ newest_package() {
   apt-cache pkgnames | grep -E "^$1\$" | sort -V | tail -n 1
 }
 
+# The repository's full version of package $1 whose upstream version is $2. Docker's apt
+# versions carry an epoch on docker-ce (5:29.4.0-1~ubuntu.24.04~noble) and none on containerd.io
+# (2.2.3-1~ubuntu.24.04~noble); madison lists the newest revision first.
+apt_version() {
+  apt-cache madison "$1" | awk -v want="$2" '
+    { v = $3; sub(/^[0-9]+:/, "", v); sub(/-[^-]*$/, "", v) } v == want { print $3; exit }'
+}
+
 install_docker_official() {
-  [ -n "${DOCKER_VERSION:-}" ] || die "DOCKER_SOURCE=official needs DOCKER_VERSION (e.g. 28.5.2)"
+  [ -n "${DOCKER_VERSION:-}" ] || die "DOCKER_SOURCE=official needs DOCKER_VERSION (e.g. 29.4.0)"
+  [ -n "${CONTAINERD_VERSION:-}" ] || die "DOCKER_SOURCE=official needs CONTAINERD_VERSION (e.g. 2.2.3)"
   # shellcheck source=/dev/null
   . /etc/os-release
   install -m 0755 -d /etc/apt/keyrings
@@ -43,12 +54,15 @@ install_docker_official() {
   echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/${ID} ${VERSION_CODENAME} stable" \
     > /etc/apt/sources.list.d/docker.list
   apt-get update
-  # Docker's package versions look like 5:28.5.2-1~ubuntu.24.04~noble.
-  local v
-  v=$(apt-cache madison docker-ce | awk -v want="${DOCKER_VERSION}" '
-    { split($3, a, ":"); split(a[2], b, "-") } b[1] == want { print $3; exit }')
-  [ -n "$v" ] || die "Docker ${DOCKER_VERSION} is not in Docker's repository for ${ID} ${VERSION_CODENAME}; see apt-cache madison docker-ce"
-  apt_install "docker-ce=${v}" "docker-ce-cli=${v}" containerd.io docker-buildx-plugin docker-compose-plugin
+  local docker containerd
+  docker=$(apt_version docker-ce "${DOCKER_VERSION}")
+  [ -n "$docker" ] || die "Docker ${DOCKER_VERSION} is not in Docker's repository for ${ID} ${VERSION_CODENAME}; see apt-cache madison docker-ce"
+  containerd=$(apt_version containerd.io "${CONTAINERD_VERSION}")
+  [ -n "$containerd" ] || die "containerd.io ${CONTAINERD_VERSION} is not in Docker's repository for ${ID} ${VERSION_CODENAME}; see apt-cache madison containerd.io"
+  # containerd.io ships runc too: pinning it pins the runtime the inner dockerd starts
+  # containers with (runc >= 1.3.3 is what needs sysbox >= 0.7.0).
+  apt_install "docker-ce=${docker}" "docker-ce-cli=${docker}" "containerd.io=${containerd}" \
+    docker-buildx-plugin docker-compose-plugin
 }
 
 install_docker_distro() {
