@@ -25,6 +25,15 @@ fn ready(test: &str, needs: &[Need]) -> Option<testkit::lock::Lock> {
     testkit::require(test, needs).then(testkit::serial)
 }
 
+/// The tmpfs mounts the compose file gives the image's container, as Docker mounts them.
+fn compose_tmpfs(file: &str) -> Vec<String> {
+    let svc = testkit::compose::runner_service(Path::new(env!("CARGO_MANIFEST_DIR")), file)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let entries = testkit::compose::tmpfs_entries(&svc);
+    assert!(!entries.is_empty(), "{file} has no tmpfs mounts: {svc}");
+    entries
+}
+
 fn config(kind: &str) -> Value {
     let path = image::exported_dir().join(format!("{kind}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
@@ -107,6 +116,8 @@ const LITTER: &[&str] = &[
     "docker run --rm job-base sh -c 'echo hello-from-the-inner-docker mtu=$(cat /sys/class/net/eth0/mtu)'",
     "printf 'FROM job-base\\nRUN echo built-by-the-inner-buildkit > /built\\n' > Dockerfile && docker build -q -t job-built . >/dev/null && docker run --rm job-built cat /built",
     "! cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -q 'ghp_fak[e]'",
+    // Jobs run what they put in /tmp (go test, JNI libraries, downloaded scripts).
+    "cp /bin/true /tmp/job-binary && /tmp/job-binary && echo ran-a-binary-from-tmp",
     "echo litter > \"$HOME/litter\" && echo litter > /tmp/litter && echo litter > litter-in-work && docker tag job-base left-by-life-one",
 ];
 
@@ -121,7 +132,7 @@ const CLEAN: &[&str] = &[
 #[test]
 fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_the_first() {
     let mut needs = sysrunner::testkit::gate::BOX_WITH_DOCKERD.to_vec();
-    needs.push(Need::Images);
+    needs.extend([Need::Images, Need::Compose]);
     let Some(_serial) = ready("sysbox image", &needs) else {
         return;
     };
@@ -131,6 +142,7 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
         FakeConfig::default(),
         Path::new(EXE),
         &tree,
+        &compose_tmpfs("compose.sysbox.yml"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
 
@@ -168,6 +180,7 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
         "user=runner",
         "hello-from-the-inner-docker mtu=1400",
         "built-by-the-inner-buildkit",
+        "ran-a-binary-from-tmp",
     ] {
         assert!(
             job.output.contains(want),
@@ -211,18 +224,18 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
 #[test]
 fn the_privileged_image_is_seen_as_privileged_and_its_dockerd_runs() {
     let mut needs = sysrunner::testkit::gate::BOX_WITH_DOCKERD.to_vec();
-    needs.push(Need::Images);
+    needs.extend([Need::Images, Need::Compose]);
     let Some(_serial) = ready("privileged image", &needs) else {
         return;
     };
     let (_dir, tree) = unpack("privileged");
-    let b = TestBox::builder(BoxKind::PrivilegedLike)
+    let mut builder = TestBox::builder(BoxKind::PrivilegedLike)
         .exe(EXE)
-        .rootfs(&tree)
-        .tmpfs_mode("/tmp", 0o1777)
-        .tmpfs("/run")
-        .start()
-        .unwrap();
+        .rootfs(&tree);
+    for spec in compose_tmpfs("compose.privileged.yml") {
+        builder = builder.tmpfs_docker(&spec).unwrap();
+    }
+    let b = builder.start().unwrap();
     let probe = b
         .output(b.command(ENTRYPOINT).args(["probe", "--json"]))
         .unwrap();

@@ -278,22 +278,25 @@ impl Rig {
         Rig::around(b, cfg, files)
     }
 
-    /// A box of `kind` on an image's own filesystem (`tree`, see `Builder::rootfs`) with the
-    /// compose file's tmpfs mounts (`/tmp`, `/run`), and the fake GitHub. The image brings its
-    /// own sysrunner, runner user and runner; `exe` (a sysrunner with the test kit) only builds
-    /// and enters the box.
+    /// A box of `kind` on an image's own filesystem (`tree`, see `Builder::rootfs`) with a
+    /// compose file's tmpfs mounts (`tmpfs`: its entries, `/tmp:exec,size=2g`, mounted as Docker
+    /// mounts them), and the fake GitHub. The image brings its own sysrunner, runner user and
+    /// runner; `exe` (a sysrunner with the test kit) only builds and enters the box.
     pub fn start_image(
         kind: BoxKind,
         cfg: FakeConfig,
         exe: &Path,
         tree: &Path,
+        tmpfs: &[String],
     ) -> Result<Rig, String> {
         let files = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let b = TestBox::builder(kind)
-            .exe(exe)
-            .rootfs(tree)
-            .tmpfs_mode("/tmp", 0o1777)
-            .tmpfs("/run")
+        let mut builder = TestBox::builder(kind).exe(exe).rootfs(tree);
+        for spec in tmpfs {
+            builder = builder
+                .tmpfs_docker(spec)
+                .map_err(|e| format!("tmpfs {spec}: {e}"))?;
+        }
+        let b = builder
             .start()
             .map_err(|e| format!("{kind:?} box on {}: {e}", tree.display()))?;
         Rig::around(b, cfg, files)
