@@ -90,6 +90,7 @@ pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -
         return Exit::Unsupported;
     };
     tracing::info!(
+        phase = "probe",
         runtime = report.runtime.as_str(),
         "runtime {}: {}",
         report.runtime.as_str(),
@@ -200,6 +201,7 @@ impl Life<'_> {
         match pristine::restore(&self.layout, &self.user, self.s.runner.sudo) {
             Ok(r) => {
                 tracing::info!(
+                    phase = "pristine",
                     "restored a pristine life in {:.2}s (runner directory: {:?})",
                     r.took.as_secs_f64(),
                     r.runner_dir
@@ -256,13 +258,18 @@ impl Life<'_> {
             let d = Dockerd::start(&plan, &self.reaper, self.s.docker.ready_timeout)
                 .await
                 .map_err(|e| e.to_string())?;
-            tracing::info!("dockerd ready in {:.2}s", t0.elapsed().as_secs_f64());
+            tracing::info!(
+                phase = "dockerd-ready",
+                "dockerd ready in {:.2}s",
+                t0.elapsed().as_secs_f64()
+            );
             Ok::<_, String>(d)
         };
         let registration = async {
             let r = self.registrar.register(known_id).await;
             if let Ok(reg) = &r {
                 tracing::info!(
+                    phase = "registered",
                     runner_id = reg.runner_id,
                     "registered {} ({}) in {:.2}s",
                     reg.name,
@@ -306,7 +313,11 @@ impl Life<'_> {
             reaper::kill_all_children();
             return Exit::Ok;
         }
-        tracing::info!("start-up took {:.2}s", t0.elapsed().as_secs_f64());
+        tracing::info!(
+            phase = "started",
+            "start-up took {:.2}s",
+            t0.elapsed().as_secs_f64()
+        );
         let settled = (
             started.expect("start-up settled"),
             registered.expect("start-up settled"),
@@ -509,12 +520,13 @@ impl Life<'_> {
             }
             match tokio::time::timeout(left, self.registrar.deregister(id)).await {
                 Ok(Ok(Deleted::Deleted)) => {
-                    tracing::info!(runner_id = id, "deregistered");
+                    tracing::info!(phase = "deregistered", runner_id = id, "deregistered");
                     forget_record(&self.layout);
                     return true;
                 }
                 Ok(Ok(Deleted::NotFound)) => {
                     tracing::info!(
+                        phase = "deregistered",
                         runner_id = id,
                         "GitHub already removed the ephemeral runner"
                     );
@@ -552,6 +564,7 @@ impl Life<'_> {
             .stop(remaining(end).max(Duration::from_secs(1)), &self.reaper)
             .await;
         tracing::info!(
+            phase = "dockerd-stopped",
             "dockerd stopped in {:.2}s ({}), {} orphans killed",
             stop.took.as_secs_f64(),
             stop.status,
@@ -562,7 +575,7 @@ impl Life<'_> {
             tracing::warn!("killed {left} processes left behind");
         }
         self.publish("done");
-        tracing::info!("exit {}", exit.code());
+        tracing::info!(phase = "exit", code = exit.code(), "exit {}", exit.code());
         exit
     }
 
@@ -595,7 +608,12 @@ impl Life<'_> {
 
 /// Logs a state change of the runner; the one place that does, so every change is logged once.
 fn announce(s: &State) {
-    tracing::info!(state = s.as_str(), "runner {}", describe(s));
+    tracing::info!(
+        phase = s.phase(),
+        state = s.as_str(),
+        "runner {}",
+        describe(s)
+    );
 }
 
 fn set_state(tx: &watch::Sender<State>, next: State) {

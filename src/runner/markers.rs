@@ -67,6 +67,18 @@ pub enum State {
 }
 
 impl State {
+    /// The `phase` field of the log line that announces this state (the phases of a life are
+    /// listed in README's log section).
+    pub fn phase(&self) -> &'static str {
+        match self {
+            State::Starting => "runner-starting",
+            State::Listening => "listening",
+            State::Busy { .. } => "busy",
+            State::Done { .. } => "job-done",
+            State::Updating => "runner-updating",
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             State::Starting => "starting",
