@@ -230,7 +230,7 @@ mod tests {
                 l.split_once("sysrunner::lifecycle: runner ")
                     .map(|(_, r)| r)
             })
-            .map(|r| r.split(" state=").next().unwrap_or(r))
+            .map(|r| r.split(" phase=").next().unwrap_or(r))
             .collect();
         assert_eq!(
             states,
