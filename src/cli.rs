@@ -293,6 +293,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                         forward_signals(tx);
                         crate::lifecycle::run(settings, rx).await
                     })
+                    .map_or_else(|e| e.exit(), |()| Exit::Ok)
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Health: the lifecycle publishes its state under /run/sysrunner/, and `sysrunner healthcheck`
 //! (the image's HEALTHCHECK) reads it and pings dockerd. The judgement is pure.
 
+pub use super::machine::Health;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,8 +10,7 @@ pub const STATE_FILE: &str = "state.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Published {
-    /// starting, listening, busy, done, updating, stopping.
-    pub state: String,
+    pub state: Health,
     /// Epoch seconds when this life started.
     pub started: u64,
     /// How long starting or updating may take before it counts as unhealthy.
@@ -49,17 +49,19 @@ pub fn judge(p: Option<&Published>, dockerd_answers: bool, now: u64) -> Result<(
         );
     };
     let within = now.saturating_sub(p.started) <= p.startup_allowance_secs;
-    match p.state.as_str() {
-        "starting" | "updating" if within => Ok(()),
-        "starting" | "updating" => Err(format!(
+    match p.state {
+        Health::Starting | Health::Updating if within => Ok(()),
+        Health::Starting | Health::Updating => Err(format!(
             "still {} after {}s (allowance {}s)",
-            p.state,
+            p.state.as_str(),
             now.saturating_sub(p.started),
             p.startup_allowance_secs
         )),
-        "listening" | "busy" | "done" if dockerd_answers => Ok(()),
-        "listening" | "busy" | "done" => Err("dockerd does not answer /_ping".into()),
-        other => Err(format!("runner is {other}")),
+        Health::Listening | Health::Busy | Health::Done if dockerd_answers => Ok(()),
+        Health::Listening | Health::Busy | Health::Done => {
+            Err("dockerd does not answer /_ping".into())
+        }
+        Health::Stopping => Err("runner is stopping".into()),
     }
 }
 
@@ -83,7 +85,7 @@ mod tests {
 
     fn p(state: &str, started: u64) -> Published {
         Published {
-            state: state.into(),
+            state: serde_json::from_value(serde_json::json!(state)).unwrap(),
             started,
             startup_allowance_secs: 120,
             runner: None,

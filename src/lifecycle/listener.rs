@@ -2,11 +2,13 @@
 //! `bin/Runner.Listener run`, as the runner user in their own process group, through the reaper,
 //! with output forwarded to our log line by line and the markers turned into states.
 
+use super::machine::Event;
 use super::pristine::RunnerUser;
 use super::register::Start;
 use super::versions::Tracker;
 use crate::reaper::{ExitStatus, Reaper};
-use crate::runner::{Marker, State, markers};
+use crate::runner::{Marker, markers};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Gid, Pid};
 use std::collections::BTreeMap;
 use std::io;
@@ -14,12 +16,44 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+/// The listener process: its pid and its exit, watched. Cloning shares the same process.
+#[derive(Clone)]
 pub struct Listener {
-    pub pid: Pid,
-    pub exit: oneshot::Receiver<ExitStatus>,
+    pid: Pid,
+    exit: watch::Receiver<Option<ExitStatus>>,
+}
+
+impl Listener {
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    async fn exited(&self) {
+        let mut rx = self.exit.clone();
+        // An error means the watcher is gone, which happens only once the process has exited.
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+
+    /// `signal` (SIGINT: the runner cancels its job and reports it), then `grace` for the runner
+    /// to exit; after that its whole process group is killed. Returns once it has exited.
+    pub async fn stop(&self, signal: Signal, grace: Duration) {
+        if self.has_exited() {
+            return;
+        }
+        let _ = kill(self.pid, signal);
+        if tokio::time::timeout(grace, self.exited()).await.is_err() {
+            tracing::warn!(
+                "runner did not stop within {}s: killing its process group",
+                grace.as_secs()
+            );
+            let _ = killpg(self.pid, Signal::SIGKILL);
+            self.exited().await;
+        }
+    }
 }
 
 /// A command that drops to the runner user in the child: supplementary groups (computed here, in
@@ -55,64 +89,88 @@ fn as_user(
     Ok(cmd)
 }
 
-/// Where the listener's markers go: its state, and the version it says it is.
+/// Where the listener's output goes besides the log: its markers, as events of the life, and
+/// the version it says it is.
 #[derive(Clone)]
 pub struct Sinks {
-    pub state: watch::Sender<State>,
+    pub events: mpsc::UnboundedSender<Event>,
     pub versions: Arc<Tracker>,
 }
 
-/// Forwards a pipe to the log, turning markers into state changes.
+/// Forwards a pipe to the log line by line; with `sinks`, every marker becomes an event, in the
+/// order the runner printed them.
 fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     reader: R,
     stream: &'static str,
     sinks: Option<Sinks>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::info!(target: "runner", stream, "{line}");
             if let (Some(sinks), Some(m)) = (&sinks, markers::parse(&line)) {
-                let tx = &sinks.state;
-                if let Marker::Version(v) = &m {
-                    sinks.versions.image(v);
-                }
-                // Logged here, at the marker, not by a watcher of the channel: a watch keeps only
-                // the latest value, so a job that starts right after `Listening` would hide it.
-                tx.send_if_modified(|s| {
-                    let next = s.clone().on(&m);
-                    let changed = next != *s;
-                    if changed {
-                        super::announce(&next);
+                match m {
+                    Marker::Version(v) => sinks.versions.image(&v),
+                    m => {
+                        let _ = sinks.events.send(Event::Marker(m));
                     }
-                    *s = next;
-                    changed
-                });
+                }
             }
         }
-    });
+    })
 }
 
+/// How long the listener's output may go on after it exited (a grandchild that keeps the pipe
+/// open, say) before its exit is reported anyway.
+const OUTPUT_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// Spawns `cmd` through the reaper with its output forwarded. With `sinks`, the exit is reported
+/// as [`Event::ListenerExited`] once the output has been read to its end (the job's result line
+/// comes before the exit that follows it), or [`OUTPUT_AFTER_EXIT`] after the exit.
 fn spawn_forwarded(
     reaper: &Reaper,
     cmd: &mut Command,
     sinks: Option<Sinks>,
-) -> io::Result<Listener> {
+) -> io::Result<(Listener, oneshot::Receiver<ExitStatus>)> {
     let child = reaper.spawn(cmd)?;
+    let mut readers = Vec::new();
     if let Some(out) = child.stdout {
-        forward(
+        readers.push(forward(
             tokio::process::ChildStdout::from_std(out)?,
             "stdout",
             sinks.clone(),
-        );
+        ));
     }
     if let Some(err) = child.stderr {
-        forward(tokio::process::ChildStderr::from_std(err)?, "stderr", sinks);
+        readers.push(forward(
+            tokio::process::ChildStderr::from_std(err)?,
+            "stderr",
+            sinks.clone(),
+        ));
     }
-    Ok(Listener {
-        pid: child.pid,
-        exit: child.exit,
-    })
+    let (tx, rx) = watch::channel(None);
+    let (done_tx, done_rx) = oneshot::channel();
+    let exit = child.exit;
+    tokio::spawn(async move {
+        let Ok(status) = exit.await else { return };
+        let _ = tx.send(Some(status));
+        let drained = futures_util::future::join_all(readers);
+        let _ = tokio::time::timeout(OUTPUT_AFTER_EXIT, drained).await;
+        if let Some(s) = sinks {
+            let _ = s.events.send(Event::ListenerExited {
+                code: status.code(),
+                status: status.to_string(),
+            });
+        }
+        let _ = done_tx.send(status);
+    });
+    Ok((
+        Listener {
+            pid: child.pid,
+            exit: rx,
+        },
+        done_rx,
+    ))
 }
 
 /// Runs `config.sh` with the registration token in its environment and waits for it.
@@ -133,8 +191,8 @@ pub async fn configure(
     );
     let mut cmd = as_user(&runner_root.join("config.sh"), user, &env, runner_root)?;
     cmd.args(args);
-    let l = spawn_forwarded(reaper, &mut cmd, None)?;
-    Ok(l.exit.await.ok())
+    let (_, exit) = spawn_forwarded(reaper, &mut cmd, None)?;
+    Ok(exit.await.ok())
 }
 
 /// Starts `bin/Runner.Listener run` directly, so its real exit code is seen (run.sh hides it).
@@ -160,7 +218,7 @@ pub fn spawn_listener(
         runner_root,
     )?;
     cmd.arg("run");
-    spawn_forwarded(reaper, &mut cmd, Some(sinks))
+    Ok(spawn_forwarded(reaper, &mut cmd, Some(sinks))?.0)
 }
 
 /// The runner id `config.sh` wrote into `.runner` (`agentId`).
@@ -174,72 +232,48 @@ pub fn runner_id_from_dot_runner(runner_root: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// The runner prints `Listening for Jobs` and, a moment later, `Running job`: both states are
-    /// logged even when nothing else runs in between (a watcher of the channel would see only the
-    /// last one).
+    /// Markers reach the life in the order the runner printed them, each once: `Listening`
+    /// followed at once by `Running job` must not hide the first (a watch of the latest state
+    /// would).
     #[test]
-    fn every_state_a_marker_reaches_is_logged_in_order() {
-        let log = Captured::default();
-        let w = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+    fn markers_become_events_in_order_and_the_version_goes_to_the_tracker() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(async {
-            let (tx, mut rx) = watch::channel(State::Starting);
-            let out: &'static [u8] = b"2026-11-28 03:00:00Z: Connected to GitHub\n\
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let versions = Arc::new(Tracker::default());
+            let out: &'static [u8] = b"Current runner version: '2.336.0'\n\
                 2026-11-28 03:00:00Z: Listening for Jobs\n\
                 2026-11-28 03:00:01Z: Running job: build\n\
                 2026-11-28 03:00:02Z: Job build completed with result: Succeeded\n";
-            let versions = Arc::new(Tracker::default());
             forward(
                 out,
                 "stdout",
                 Some(Sinks {
-                    state: tx,
-                    versions,
+                    events: tx,
+                    versions: versions.clone(),
                 }),
+            )
+            .await
+            .unwrap();
+            let mut got = Vec::new();
+            while let Ok(Event::Marker(m)) = rx.try_recv() {
+                got.push(m);
+            }
+            assert_eq!(
+                got,
+                [
+                    Marker::Listening,
+                    Marker::JobStarted("build".into()),
+                    Marker::JobCompleted {
+                        job: "build".into(),
+                        result: "Succeeded".into()
+                    }
+                ]
             );
-            rx.wait_for(|s| matches!(s, State::Done { .. }))
-                .await
-                .unwrap();
+            assert_eq!(versions.current().image.as_deref(), Some("2.336.0"));
         });
-        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-        let states: Vec<&str> = text
-            .lines()
-            .filter_map(|l| {
-                l.split_once("sysrunner::lifecycle: runner ")
-                    .map(|(_, r)| r)
-            })
-            .map(|r| r.split(" phase=").next().unwrap_or(r))
-            .collect();
-        assert_eq!(
-            states,
-            [
-                "listening",
-                "busy with build",
-                "job build completed: Succeeded"
-            ],
-            "{text}"
-        );
     }
 }

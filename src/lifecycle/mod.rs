@@ -1,29 +1,35 @@
-//! One life of the container, from validated settings to exit: reap, probe, restore pristine,
-//! start dockerd and register at the same time, run the listener until its one job is done, then
-//! deregister, stop dockerd and exit, on every path, also after a signal. Owns the order and the
-//! budgets; each step's mechanics belong to its module (probe, dockerd, github, runner).
+//! One life of the container, from validated settings to exit. The order and the budgets are the
+//! pure state machine's ([`machine`]); this module sets a life up (reaper, probe, pristine state, a
+//! leftover registration), then drives the machine: it turns processes, HTTP calls, timers and
+//! signals into events, and performs the machine's actions through one small [`Host`]. Each
+//! step's mechanics belong to its module (probe, dockerd, github, runner); the files of a life
+//! (record, health state) to [`pristine`] and [`health`].
 
+pub mod error;
 pub mod health;
 pub mod listener;
+pub mod machine;
 pub mod pristine;
 pub mod register;
 pub mod versions;
 
+pub use error::LifeError;
+
 use crate::config::RunSettings;
 use crate::dockerd::{Dockerd, effects, plan::SOCKET};
-use crate::exit::Exit;
-use crate::github::{Deleted, RealTime};
+use crate::github::{Deleted as ApiDeleted, RealTime};
 use crate::reaper::{self, Reaper};
-use crate::runner::{AfterExit, State, after_exit};
 use health::Published;
-use nix::sys::signal::{Signal, kill, killpg};
+use machine::{Action, Config, Deleted, Event, Health, Machine, Registration};
+use nix::sys::signal::Signal;
 use pristine::{Layout, RunnerUser};
-use register::{Registrar, Start};
+use register::{Registered, Registrar, Start};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// What an earlier life registered, kept until it is deleted.
@@ -53,22 +59,33 @@ fn forget_record(layout: &Layout) {
     let _ = std::fs::remove_file(&layout.record);
 }
 
-/// Why a life ended early.
-struct Failed {
-    exit: Exit,
-    message: String,
+/// Runs one life. `signals` yields once per SIGTERM/SIGINT: the first stops gracefully (drain,
+/// then deregister and stop within STOP_TIMEOUT), the second skips the drain. `Ok` for a job done
+/// or a clean stop; the error says why not ([`LifeError::exit`] turns it into the exit code).
+pub async fn run(
+    s: RunSettings,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+) -> Result<(), LifeError> {
+    let result = live(&s, &mut signals).await;
+    let code = result
+        .as_ref()
+        .map_or_else(LifeError::exit, |()| crate::exit::Exit::Ok)
+        .code();
+    tracing::info!(phase = "exit", code, "exit {code}");
+    result
 }
 
-/// Runs one life. `signals` yields once per SIGTERM/SIGINT: the first stops gracefully (drain,
-/// then deregister and stop within STOP_TIMEOUT), the second skips the drain.
-pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -> Exit {
-    let reaper = match Reaper::start() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot become the reaper of orphans: {e}");
-            return Exit::Internal;
-        }
-    };
+/// Logs an error of the set-up (the machine logs its own as it decides on them).
+fn logged(e: LifeError) -> LifeError {
+    tracing::error!("{e}");
+    e
+}
+
+async fn live(
+    s: &RunSettings,
+    signals: &mut mpsc::UnboundedReceiver<Signal>,
+) -> Result<(), LifeError> {
+    let reaper = Reaper::start().map_err(LifeError::Reaper).map_err(logged)?;
     let proxy_env = crate::dockerd::plan::proxy_env_of_process();
     let report = crate::probe::probe(
         Path::new("/"),
@@ -78,16 +95,14 @@ pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -
     )
     .await;
     let Some(plan) = report.dockerd.clone() else {
-        tracing::error!(
-            runtime = report.runtime.as_str(),
-            "sysrunner cannot run dockerd here ({}): {}",
-            report.runtime.as_str(),
-            report.reasons.join("; ")
-        );
+        let e = logged(LifeError::Unsupported {
+            runtime: report.runtime.as_str(),
+            reasons: report.reasons.join("; "),
+        });
         if let Some(r) = report.remedy {
             tracing::error!("remedy: {r}");
         }
-        return Exit::Unsupported;
+        return Err(e);
     };
     tracing::info!(
         phase = "probe",
@@ -100,537 +115,165 @@ pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -
         tracing::warn!("dockerd: {n}");
     }
 
-    for f in &s.secret_files {
-        tracing::debug!("masking {}", f.display());
-    }
     for e in pristine::mask_secret_files(&s.secret_files) {
         tracing::warn!("could not mask a secret file, a job may read it: {e}");
     }
-    let user = match RunnerUser::lookup(&s.runner.user) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::error!("{e}");
-            return Exit::Usage;
-        }
-    };
-    let registrar = match register::from_settings(&s, Arc::new(RealTime)) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("{e}");
-            return e.exit;
-        }
-    };
-    let layout = Layout::new(&s.runner.dir, &user.home, Path::new("/"));
-    let life = Life {
-        s: &s,
-        reaper,
-        layout,
-        user,
-        registrar,
-        started: health::now_epoch(),
-        versions: Arc::new(versions::Tracker::default()),
-    };
-    life.run(plan, &mut signals).await
-}
-
-struct Life<'a> {
-    s: &'a RunSettings,
-    reaper: Reaper,
-    layout: Layout,
-    user: RunnerUser,
-    registrar: Box<dyn Registrar>,
-    started: u64,
-    versions: Arc<versions::Tracker>,
-}
-
-impl Life<'_> {
-    /// Records the registration for the next life, in case this one never deregisters.
-    fn record(&self, reg: &register::Registered) {
-        if let Some(id) = reg.runner_id {
-            write_record(
-                &self.layout,
-                &Record {
-                    runner_id: id,
-                    name: reg.name.clone(),
-                },
-            );
-        }
-    }
-
-    fn published(&self, state: &str) -> Published {
-        Published {
-            state: state.into(),
-            started: self.started,
-            startup_allowance_secs: health::allowance(self.s.docker.ready_timeout),
-            runner: Some(self.s.runner.name.clone()),
-            runner_version: self.versions.current(),
-        }
-    }
-
-    fn publish(&self, state: &str) {
-        health::publish(&self.layout.run_dir, &self.published(state));
-    }
-
-    /// Asks GitHub, beside start-up and never on its path, which runner release it offers; the
-    /// image's own version comes from the listener's first lines.
-    fn check_runner_version(&self) {
-        let Some(fetch) = self.registrar.runner_downloads() else {
-            return;
-        };
-        let versions = self.versions.clone();
-        tokio::spawn(async move {
-            match fetch.await {
-                Ok(list) => versions.offered(crate::runner::version::offered(
-                    list.iter()
-                        .filter(|d| d.os == "linux")
-                        .map(|d| d.filename.as_str()),
-                    crate::runner::version::runner_arch(),
-                )),
-                Err(e) => {
-                    tracing::warn!("cannot learn which runner release GitHub offers: {e}")
-                }
-            }
-        });
-    }
-
-    async fn run(
-        self,
-        plan: crate::dockerd::Plan,
-        signals: &mut mpsc::UnboundedReceiver<Signal>,
-    ) -> Exit {
-        match pristine::restore(&self.layout, &self.user, self.s.runner.sudo) {
-            Ok(r) => {
-                tracing::info!(
-                    phase = "pristine",
-                    "restored a pristine life in {:.2}s (runner directory: {:?})",
-                    r.took.as_secs_f64(),
-                    r.runner_dir
-                );
-                for n in r.notes {
-                    tracing::info!("{n}");
-                }
-            }
-            Err(e) => {
-                tracing::error!("cannot restore a pristine life: {e}");
-                return Exit::TempFail;
-            }
-        }
-        self.publish("starting");
-
-        let mut known_id = None;
-        if let Some(rec) = read_record(&self.layout)
-            && self.registrar.deregisters()
-        {
-            match self
-                .registrar
-                .delete_leftover(rec.runner_id, &rec.name)
-                .await
-            {
-                Ok(Some(Deleted::Deleted)) => tracing::info!(
-                    runner_id = rec.runner_id,
-                    "deleted runner {} that an earlier life left registered",
-                    rec.name
-                ),
-                Ok(Some(Deleted::Busy)) => {
-                    tracing::warn!(
-                        runner_id = rec.runner_id,
-                        "the runner an earlier life left is busy; it will be taken as ours"
-                    );
-                    known_id = Some(rec.runner_id);
-                }
-                Ok(_) => tracing::debug!("the runner an earlier life recorded is gone"),
-                Err(e) => tracing::warn!(
-                    "cannot delete the runner an earlier life left ({e}); `sysrunner prune` can"
-                ),
-            }
-            forget_record(&self.layout);
-        }
-
-        self.check_runner_version();
-        // dockerd and the registration at the same time: start-up takes the slower of the two.
-        let t0 = Instant::now();
-        let dockerd_start = async {
-            let log = effects::prepare(&plan, self.s.docker.data, &effects::RealSystem)
-                .map_err(|e| e.to_string())?;
-            for l in log {
-                tracing::debug!("dockerd: {l}");
-            }
-            let d = Dockerd::start(&plan, &self.reaper, self.s.docker.ready_timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::info!(
-                phase = "dockerd-ready",
-                "dockerd ready in {:.2}s",
-                t0.elapsed().as_secs_f64()
-            );
-            Ok::<_, String>(d)
-        };
-        let registration = async {
-            let r = self.registrar.register(known_id).await;
-            if let Ok(reg) = &r {
-                tracing::info!(
-                    phase = "registered",
-                    runner_id = reg.runner_id,
-                    "registered {} ({}) in {:.2}s",
-                    reg.name,
-                    self.registrar.kind(),
-                    t0.elapsed().as_secs_f64()
-                );
-            }
-            r
-        };
-        tokio::pin!(dockerd_start, registration);
-        let (mut started, mut registered) = (None, None);
-        // Set by a signal during start-up: the stop budget's end. The registration is deleted as
-        // soon as it exists, so a slow dockerd cannot keep it alive past the budget.
-        let mut stop_at: Option<Instant> = None;
-        let mut deleted = false;
-        let timed_out = loop {
-            if started.is_some() && registered.is_some() {
-                break false;
-            }
-            tokio::select! {
-                d = &mut dockerd_start, if started.is_none() => started = Some(d),
-                r = &mut registration, if registered.is_none() => {
-                    if let Ok(reg) = &r {
-                        self.record(reg);
-                    }
-                    registered = Some(r);
-                }
-                Some(sig) = signals.recv(), if stop_at.is_none() => {
-                    tracing::info!("{sig} while starting: stopping once start-up settles");
-                    stop_at = Some(Instant::now() + self.s.timeouts.stop);
-                }
-                _ = sleep_until(stop_at) => break true,
-            }
-            if let (Some(end), Some(Ok(reg)), false) = (stop_at, &registered, deleted) {
-                self.deregister_ours(reg, end).await;
-                deleted = true;
-            }
-        };
-        if timed_out {
-            tracing::error!("start-up did not settle within STOP_TIMEOUT: killing every child");
-            reaper::kill_all_children();
-            return Exit::Ok;
-        }
-        tracing::info!(
-            phase = "started",
-            "start-up took {:.2}s",
-            t0.elapsed().as_secs_f64()
-        );
-        let settled = (
-            started.expect("start-up settled"),
-            registered.expect("start-up settled"),
-        );
-        let (dockerd, mut reg) = match settled {
-            (Ok(d), Ok(r)) => (d, r),
-            (d, r) => {
-                let end = stop_at.unwrap_or_else(|| Instant::now() + self.s.timeouts.stop);
-                if let Ok(reg) = &r
-                    && !deleted
-                {
-                    self.deregister_ours(reg, end).await;
-                }
-                if let Ok(d) = &d {
-                    d.stop(remaining(end), &self.reaper).await;
-                }
-                return match (d, r) {
-                    (Err(e), _) => {
-                        tracing::error!("dockerd did not start: {e}");
-                        Exit::TempFail
-                    }
-                    (_, Err(e)) => {
-                        tracing::error!("registration failed: {e}");
-                        e.exit
-                    }
-                    _ => unreachable!(),
-                };
-            }
-        };
-        if let Some(end) = stop_at {
-            return self.finish(&reg, &dockerd, end, Exit::Ok).await;
-        }
-
-        let result = self.supervise(&mut reg, &dockerd, signals).await;
-        let (exit, end) = match result {
-            Ok(end) => (Exit::Ok, end),
-            Err(f) => {
-                tracing::error!("{}", f.message);
-                (f.exit, None)
-            }
-        };
-        let end = end.unwrap_or_else(|| Instant::now() + self.s.timeouts.stop);
-        self.finish(&reg, &dockerd, end, exit).await
-    }
-
-    /// From a running listener to its end: the job, restarts, updates, signals, dockerd's death.
-    /// After a signal, returns the end of the stop budget it started: STOP_TIMEOUT from the
-    /// signal when idle, from the end of the drain when busy. Deregistering, stopping the runner
-    /// and stopping dockerd all fit in that one budget.
-    async fn supervise(
-        &self,
-        reg: &mut register::Registered,
-        dockerd: &Dockerd,
-        signals: &mut mpsc::UnboundedReceiver<Signal>,
-    ) -> Result<Option<Instant>, Failed> {
-        let env = crate::runner::env::runner_env(
-            std::env::vars(),
-            &self.user.name,
-            &self.user.home.to_string_lossy(),
-            &format!("unix://{SOCKET}"),
-        );
-        let root = &self.layout.runner_root;
-        if let Start::Configure { .. } = &reg.start {
-            let status =
-                listener::configure(&self.reaper, root, &self.user, &env, &reg.start).await;
-            match status {
-                Ok(Some(st)) if st.code() == Some(0) => {}
-                other => {
-                    return Err(Failed {
-                        exit: Exit::TempFail,
-                        message: format!("config.sh failed: {other:?}"),
-                    });
-                }
-            }
-            reg.runner_id = listener::runner_id_from_dot_runner(root);
-            self.record(reg);
-        }
-
-        announce(&State::Starting);
-        let (state_tx, state_rx) = watch::channel(State::Starting);
-        self.spawn_state_publisher(state_rx.clone());
-        let spawn = |tx: watch::Sender<State>| {
-            let sinks = listener::Sinks {
-                state: tx,
-                versions: self.versions.clone(),
-            };
-            listener::spawn_listener(&self.reaper, root, &self.user, &env, &reg.start, sinks)
-                .map_err(|e| Failed {
-                    exit: Exit::TempFail,
-                    message: format!("cannot start the runner: {e}"),
-                })
-        };
-        let mut l = spawn(state_tx.clone())?;
-        let mut restarts = 0;
-        loop {
-            tokio::select! {
-                status = &mut l.exit => {
-                    let status = status.map_err(|_| Failed { exit: Exit::Internal, message: "lost the listener's exit status".into() })?;
-                    match after_exit(status.code(), restarts, self.s.pass_deprecated_exit) {
-                        AfterExit::Done => {
-                            tracing::info!("runner done ({status}): {}", describe(&state_rx.borrow()));
-                            return Ok(None);
-                        }
-                        AfterExit::Restart { after, reason } => {
-                            restarts += 1;
-                            tracing::warn!("runner: {reason}; restart {restarts} of {} in {}s", crate::runner::MAX_RESTARTS, after.as_secs());
-                            tokio::select! {
-                                _ = tokio::time::sleep(after) => {}
-                                Some(_) = signals.recv() => return Ok(None),
-                            }
-                            set_state(&state_tx, State::Starting);
-                            l = spawn(state_tx.clone())?;
-                        }
-                        AfterExit::AwaitUpdate => {
-                            set_state(&state_tx, State::Updating);
-                            let t = Instant::now();
-                            wait_for_file(&root.join("update.finished"), Duration::from_secs(300)).await;
-                            let _ = std::fs::remove_file(root.join("update.finished"));
-                            tracing::warn!("the runner updated itself in {:.0}s: the image's pinned runner is behind; bump RUNNER_VERSION", t.elapsed().as_secs_f64());
-                            set_state(&state_tx, State::Starting);
-                            l = spawn(state_tx.clone())?;
-                        }
-                        AfterExit::Fail { reason, exit } => return Err(Failed { exit, message: reason }),
-                    }
-                }
-                status = dockerd.exited() => {
-                    stop_listener(&mut l, Duration::from_secs(5)).await;
-                    return Err(Failed { exit: Exit::TempFail, message: format!("dockerd died ({status}) while the runner was {}: stopped the runner", state_rx.borrow().as_str()) });
-                }
-                Some(sig) = signals.recv() => {
-                    let stop = self.s.timeouts.stop;
-                    let mut end = Instant::now() + stop;
-                    let busy = matches!(*state_rx.borrow(), State::Busy { .. });
-                    let idle = !busy && self.try_deregister_idle(reg, end).await;
-                    if idle {
-                        tracing::info!("{sig} while idle: deregistered; stopping the runner");
-                    } else {
-                        let drain = self.s.timeouts.drain;
-                        tracing::info!("{sig} while busy: letting the job run up to DRAIN_TIMEOUT ({}s)", drain.as_secs());
-                        tokio::select! {
-                            st = &mut l.exit => {
-                                tracing::info!("the job ended during the drain ({:?})", st.ok());
-                                return Ok(Some(Instant::now() + stop));
-                            }
-                            _ = tokio::time::sleep(drain) => {}
-                            Some(_) = signals.recv() => tracing::warn!("second signal: skipping the drain"),
-                        }
-                        tracing::info!("cancelling the job (SIGINT to the listener)");
-                        end = Instant::now() + stop;
-                    }
-                    // Half of what is left for the runner to stop (and report a cancelled job);
-                    // the rest for deregistering and stopping dockerd.
-                    stop_listener(&mut l, remaining(end) / 2).await;
-                    return Ok(Some(end));
-                }
-            }
-        }
-    }
-
-    /// On a signal while idle: delete the runner first, so GitHub gives it no job while it stops.
-    /// `false` when it just took one (422) or cannot be deleted now.
-    async fn try_deregister_idle(&self, reg: &register::Registered, end: Instant) -> bool {
-        if !self.registrar.deregisters() {
-            return true;
-        }
-        let Some(id) = reg.runner_id else { return true };
-        match tokio::time::timeout(remaining(end) / 2, self.registrar.deregister(id)).await {
-            Ok(Ok(Deleted::Deleted | Deleted::NotFound)) => {
-                forget_record(&self.layout);
-                true
-            }
-            Ok(Ok(Deleted::Busy)) => {
-                tracing::info!("GitHub says the runner is running a job: treating it as busy");
-                false
-            }
-            Ok(Err(e)) => {
-                tracing::warn!("deregistration failed: {e}");
-                true
-            }
-            Err(_) => true,
-        }
-    }
-
-    /// Deletes the runner if sysrunner registered it (not a JIT config's, which its issuer
-    /// removes) and GitHub knows its id.
-    async fn deregister_ours(&self, reg: &register::Registered, end: Instant) {
-        if self.registrar.deregisters()
-            && let Some(id) = reg.runner_id
-        {
-            self.deregister(id, end).await;
-        }
-    }
-
-    /// Deletes the runner within the budget, retrying while GitHub says it is still busy.
-    async fn deregister(&self, id: u64, end: Instant) -> bool {
-        loop {
-            let left = remaining(end);
-            if left.is_zero() {
-                break;
-            }
-            match tokio::time::timeout(left, self.registrar.deregister(id)).await {
-                Ok(Ok(Deleted::Deleted)) => {
-                    tracing::info!(phase = "deregistered", runner_id = id, "deregistered");
-                    forget_record(&self.layout);
-                    return true;
-                }
-                Ok(Ok(Deleted::NotFound)) => {
-                    tracing::info!(
-                        phase = "deregistered",
-                        runner_id = id,
-                        "GitHub already removed the ephemeral runner"
-                    );
-                    forget_record(&self.layout);
-                    return true;
-                }
-                Ok(Ok(Deleted::Busy)) => {
-                    tokio::time::sleep(Duration::from_millis(250).min(remaining(end))).await
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!("deregistration failed: {e}");
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        tracing::warn!(
-            runner_id = id,
-            "runner {id} is still registered: the next life or `sysrunner prune` deletes it"
-        );
-        false
-    }
-
-    /// Deregisters (ours only), stops dockerd, kills what is left; returns `exit`.
-    async fn finish(
-        &self,
-        reg: &register::Registered,
-        dockerd: &Dockerd,
-        end: Instant,
-        exit: Exit,
-    ) -> Exit {
-        self.publish("stopping");
-        self.deregister_ours(reg, end).await;
-        let stop = dockerd
-            .stop(remaining(end).max(Duration::from_secs(1)), &self.reaper)
-            .await;
-        tracing::info!(
-            phase = "dockerd-stopped",
-            "dockerd stopped in {:.2}s ({}), {} orphans killed",
-            stop.took.as_secs_f64(),
-            stop.status,
-            stop.orphans_killed
-        );
-        let left = reaper::kill_all_children();
-        if left > 0 {
-            tracing::warn!("killed {left} processes left behind");
-        }
-        self.publish("done");
-        tracing::info!(phase = "exit", code = exit.code(), "exit {}", exit.code());
-        exit
-    }
-
-    /// Publishes the runner's state, and the version check's result, whenever either changes.
-    fn spawn_state_publisher(&self, mut rx: watch::Receiver<State>) {
-        let dir = self.layout.run_dir.clone();
-        let p = self.published("");
-        let tracker = self.versions.clone();
-        let mut versions = tracker.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let state = rx.borrow_and_update().clone();
-                versions.mark_unchanged();
-                health::publish(
-                    &dir,
-                    &Published {
-                        state: state.as_str().into(),
-                        runner_version: tracker.current(),
-                        ..p.clone()
-                    },
-                );
-                tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
-                    r = versions.changed() => if r.is_err() { return },
-                }
-            }
-        });
-    }
-}
-
-/// Logs a state change of the runner; the one place that does, so every change is logged once.
-fn announce(s: &State) {
-    tracing::info!(
-        phase = s.phase(),
-        state = s.as_str(),
-        "runner {}",
-        describe(s)
+    let user = RunnerUser::lookup(&s.runner.user)
+        .map_err(LifeError::RunnerUser)
+        .map_err(logged)?;
+    let registrar: Arc<dyn Registrar> = Arc::from(
+        register::from_settings(s, Arc::new(RealTime))
+            .map_err(LifeError::Register)
+            .map_err(logged)?,
     );
-}
+    let layout = Layout::new(&s.runner.dir, &user.home, Path::new("/"));
 
-fn set_state(tx: &watch::Sender<State>, next: State) {
-    announce(&next);
-    tx.send_replace(next);
-}
-
-fn describe(s: &State) -> String {
-    match s {
-        State::Busy { job } => format!("busy with {job}"),
-        State::Done { job, result } => format!("job {job} completed: {result}"),
-        other => other.as_str().to_string(),
+    // Copies and empties directories: off the runtime's thread.
+    let restored = {
+        let (layout, user, sudo) = (layout.clone(), user.clone(), s.runner.sudo);
+        tokio::task::spawn_blocking(move || pristine::restore(&layout, &user, sudo))
+            .await
+            .map_err(|e| LifeError::Pristine(e.to_string()))
+            .and_then(|r| r.map_err(LifeError::Pristine))
+            .map_err(logged)?
+    };
+    tracing::info!(
+        phase = "pristine",
+        "restored a pristine life in {:.2}s (runner directory: {:?})",
+        restored.took.as_secs_f64(),
+        restored.runner_dir
+    );
+    for n in restored.notes {
+        tracing::info!("{n}");
     }
+
+    let known_id = delete_leftover(registrar.as_ref(), &layout).await;
+    let versions = Arc::new(versions::Tracker::default());
+    check_runner_version(registrar.as_ref(), versions.clone());
+
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let env = crate::runner::env::runner_env(
+        std::env::vars(),
+        &user.name,
+        &user.home.to_string_lossy(),
+        &format!("unix://{SOCKET}"),
+    );
+    let mut host = RealHost {
+        s: Arc::new(s.clone()),
+        plan: Arc::new(plan),
+        reaper,
+        registrar: registrar.clone(),
+        known_id,
+        layout: Arc::new(layout),
+        user: Arc::new(user),
+        env: Arc::new(env),
+        events: tx,
+        versions: versions.clone(),
+        health: Arc::new(Mutex::new(Health::Starting)),
+        started: health::now_epoch(),
+        dockerd: Arc::new(Mutex::new(None)),
+        registered: Arc::new(Mutex::new(None)),
+        listener: None,
+        update_watch: None,
+    };
+    host.republish_on_version_news();
+    let (machine, actions) = Machine::new(
+        Config {
+            stop: s.timeouts.stop,
+            drain: s.timeouts.drain,
+            deregisters: registrar.deregisters(),
+            pass_deprecated: s.pass_deprecated_exit,
+            registrar: registrar.kind(),
+        },
+        Instant::now(),
+    );
+    drive(machine, actions, &mut host, &mut events, signals).await
 }
 
-fn remaining(end: Instant) -> Duration {
-    end.saturating_duration_since(Instant::now())
+/// Deletes the runner an earlier life recorded and left registered (its container was killed,
+/// say). Returns its id when GitHub says it is busy: then it is taken as ours.
+async fn delete_leftover(registrar: &dyn Registrar, layout: &Layout) -> Option<u64> {
+    let rec = read_record(layout)?;
+    if !registrar.deregisters() {
+        return None;
+    }
+    let mut known = None;
+    match registrar.delete_leftover(rec.runner_id, &rec.name).await {
+        Ok(Some(ApiDeleted::Deleted)) => tracing::info!(
+            runner_id = rec.runner_id,
+            "deleted runner {} that an earlier life left registered",
+            rec.name
+        ),
+        Ok(Some(ApiDeleted::Busy)) => {
+            tracing::warn!(
+                runner_id = rec.runner_id,
+                "the runner an earlier life left is busy; it will be taken as ours"
+            );
+            known = Some(rec.runner_id);
+        }
+        Ok(_) => tracing::debug!("the runner an earlier life recorded is gone"),
+        Err(e) => tracing::warn!(
+            "cannot delete the runner an earlier life left ({e}); `sysrunner prune` can"
+        ),
+    }
+    forget_record(layout);
+    known
+}
+
+/// Asks GitHub, beside start-up and never on its path, which runner release it offers; the image's
+/// own version comes from the listener's first lines.
+fn check_runner_version(registrar: &dyn Registrar, versions: Arc<versions::Tracker>) {
+    let Some(fetch) = registrar.runner_downloads() else {
+        return;
+    };
+    tokio::spawn(async move {
+        match fetch.await {
+            Ok(list) => versions.offered(crate::runner::version::offered(
+                list.iter()
+                    .filter(|d| d.os == "linux")
+                    .map(|d| d.filename.as_str()),
+                crate::runner::version::runner_arch(),
+            )),
+            Err(e) => tracing::warn!("cannot learn which runner release GitHub offers: {e}"),
+        }
+    });
+}
+
+/// What the driver needs done in the world: one call per [`Action`] but `Exit`. Effects that take
+/// time run in the background and report back with an [`Event`].
+pub trait Host {
+    fn perform(&mut self, action: Action);
+}
+
+/// Drives `machine` until its life is over: performs its actions, feeds it events, signals and
+/// timeouts. The loop only dispatches; every decision is the machine's.
+pub async fn drive(
+    mut machine: Machine,
+    mut actions: Vec<Action>,
+    host: &mut impl Host,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    signals: &mut mpsc::UnboundedReceiver<Signal>,
+) -> Result<(), LifeError> {
+    loop {
+        for action in actions.drain(..) {
+            if action == Action::Exit {
+                return machine.take_outcome().unwrap_or(Ok(()));
+            }
+            host.perform(action);
+        }
+        let timeout = machine.poll_timeout();
+        actions = tokio::select! {
+            Some(event) = events.recv() => machine.handle(Instant::now(), event),
+            Some(sig) = signals.recv() => machine.handle(Instant::now(), Event::Signal(sig)),
+            _ = sleep_until(timeout) => machine.handle_timeout(Instant::now()),
+            else => {
+                // No event can come any more: nothing will move the life. Never happens while the
+                // host holds its sender; end rather than hang.
+                tracing::error!("the life's event sources closed: ending it");
+                return machine.take_outcome().unwrap_or(Ok(()));
+            }
+        };
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -640,23 +283,315 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// SIGINT, so the runner cancels its job and reports it; its process group is killed if it
-/// has not exited within `grace`. Returns once the listener has exited.
-async fn stop_listener(l: &mut listener::Listener, grace: Duration) {
-    let _ = kill(l.pid, Signal::SIGINT);
-    if tokio::time::timeout(grace, &mut l.exit).await.is_err() {
-        tracing::warn!(
-            "runner did not stop within {}s: killing its process group",
-            grace.as_secs()
+/// The host of a real life: dockerd, GitHub, the runner's processes, the state files.
+struct RealHost {
+    s: Arc<RunSettings>,
+    plan: Arc<crate::dockerd::Plan>,
+    reaper: Reaper,
+    registrar: Arc<dyn Registrar>,
+    /// The runner an earlier life left, busy: registered under its id again.
+    known_id: Option<u64>,
+    layout: Arc<Layout>,
+    user: Arc<RunnerUser>,
+    env: Arc<BTreeMap<String, String>>,
+    events: mpsc::UnboundedSender<Event>,
+    versions: Arc<versions::Tracker>,
+    /// The last state published, so news of the runner's version republishes it.
+    health: Arc<Mutex<Health>>,
+    started: u64,
+    dockerd: Arc<Mutex<Option<Arc<Dockerd>>>>,
+    /// What the registration gave the listener (a JIT config, or config.sh's token).
+    registered: Arc<Mutex<Option<Registered>>>,
+    listener: Option<listener::Listener>,
+    update_watch: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RealHost {
+    fn send(events: &mpsc::UnboundedSender<Event>, e: Event) {
+        // Fails only once the life is over and the receiver gone: nobody is left to tell.
+        let _ = events.send(e);
+    }
+
+    fn publish(&self, h: Health) {
+        *self.health.lock().expect("health lock") = h;
+        health::publish(&self.layout.run_dir, &self.published(h));
+    }
+
+    fn published(&self, h: Health) -> Published {
+        Published {
+            state: h,
+            started: self.started,
+            startup_allowance_secs: health::allowance(self.s.docker.ready_timeout),
+            runner: Some(self.s.runner.name.clone()),
+            runner_version: self.versions.current(),
+        }
+    }
+
+    /// The version check's result arrives whenever it does: publish the current state again.
+    fn republish_on_version_news(&self) {
+        let mut news = self.versions.subscribe();
+        let (dir, health, versions) = (
+            self.layout.run_dir.clone(),
+            self.health.clone(),
+            self.versions.clone(),
         );
-        let _ = killpg(l.pid, Signal::SIGKILL);
-        let _ = (&mut l.exit).await;
+        let base = self.published(Health::Starting);
+        tokio::spawn(async move {
+            while news.changed().await.is_ok() {
+                let state = *health.lock().expect("health lock");
+                health::publish(
+                    &dir,
+                    &Published {
+                        state,
+                        runner_version: versions.current(),
+                        ..base.clone()
+                    },
+                );
+            }
+        });
+    }
+
+    fn start_dockerd(&self) {
+        let (plan, data, timeout) = (
+            self.plan.clone(),
+            self.s.docker.data,
+            self.s.docker.ready_timeout,
+        );
+        let (reaper, slot, events) = (
+            self.reaper.clone(),
+            self.dockerd.clone(),
+            self.events.clone(),
+        );
+        tokio::spawn(async move {
+            let prepared = {
+                let plan = plan.clone();
+                tokio::task::spawn_blocking(move || {
+                    effects::prepare(&plan, data, &effects::RealSystem)
+                })
+                .await
+            };
+            match prepared {
+                Ok(Ok(log)) => {
+                    for l in log {
+                        tracing::debug!("dockerd: {l}");
+                    }
+                }
+                Ok(Err(e)) => {
+                    return Self::send(
+                        &events,
+                        Event::DockerdFailed(LifeError::DockerdStart(e.to_string())),
+                    );
+                }
+                Err(e) => {
+                    return Self::send(
+                        &events,
+                        Event::DockerdFailed(LifeError::DockerdStart(e.to_string())),
+                    );
+                }
+            }
+            match Dockerd::start(&plan, &reaper, timeout).await {
+                Ok(d) => {
+                    let d = Arc::new(d);
+                    *slot.lock().expect("dockerd slot") = Some(d.clone());
+                    Self::send(&events, Event::DockerdReady);
+                    let status = d.exited().await;
+                    Self::send(
+                        &events,
+                        Event::DockerdDied {
+                            status: status.to_string(),
+                        },
+                    );
+                }
+                Err(e) => Self::send(
+                    &events,
+                    Event::DockerdFailed(LifeError::DockerdStart(e.to_string())),
+                ),
+            }
+        });
+    }
+
+    fn register(&self) {
+        let (registrar, slot, events, known) = (
+            self.registrar.clone(),
+            self.registered.clone(),
+            self.events.clone(),
+            self.known_id,
+        );
+        tokio::spawn(async move {
+            match registrar.register(known).await {
+                Ok(reg) => {
+                    let r = Registration {
+                        runner_id: reg.runner_id,
+                        name: reg.name.clone(),
+                        configure: matches!(reg.start, Start::Configure { .. }),
+                    };
+                    *slot.lock().expect("registration slot") = Some(reg);
+                    Self::send(&events, Event::Registered(r));
+                }
+                Err(e) => Self::send(&events, Event::RegisterFailed(LifeError::Register(e))),
+            }
+        });
+    }
+
+    fn start(&self) -> Option<Start> {
+        self.registered
+            .lock()
+            .expect("registration slot")
+            .as_ref()
+            .map(|r| r.start.clone())
+    }
+
+    fn configure(&self) {
+        let start = self.start();
+        let (reaper, layout, user, env, events) = (
+            self.reaper.clone(),
+            self.layout.clone(),
+            self.user.clone(),
+            self.env.clone(),
+            self.events.clone(),
+        );
+        tokio::spawn(async move {
+            let root = &layout.runner_root;
+            let status = match start {
+                Some(start) => listener::configure(&reaper, root, &user, &env, &start).await,
+                None => Ok(None),
+            };
+            match status {
+                Ok(Some(st)) if st.code() == Some(0) => Self::send(
+                    &events,
+                    Event::Configured {
+                        runner_id: listener::runner_id_from_dot_runner(root),
+                    },
+                ),
+                other => Self::send(
+                    &events,
+                    Event::ConfigureFailed(LifeError::Configure(format!("{other:?}"))),
+                ),
+            }
+        });
+    }
+
+    fn start_listener(&mut self) {
+        if let Some(w) = self.update_watch.take() {
+            w.abort();
+        }
+        let Some(start) = self.start() else {
+            return Self::send(
+                &self.events,
+                Event::ListenerSpawnFailed(LifeError::ListenerSpawn(std::io::Error::other(
+                    "no registration to start it with",
+                ))),
+            );
+        };
+        let sinks = listener::Sinks {
+            events: self.events.clone(),
+            versions: self.versions.clone(),
+        };
+        match listener::spawn_listener(
+            &self.reaper,
+            &self.layout.runner_root,
+            &self.user,
+            &self.env,
+            &start,
+            sinks,
+        ) {
+            Ok(l) => self.listener = Some(l),
+            Err(e) => Self::send(
+                &self.events,
+                Event::ListenerSpawnFailed(LifeError::ListenerSpawn(e)),
+            ),
+        }
+    }
+
+    fn stop_listener(&self, grace: Duration) {
+        match &self.listener {
+            Some(l) => {
+                let l = l.clone();
+                tokio::spawn(async move { l.stop(Signal::SIGINT, grace).await });
+            }
+            // Nothing runs: say so, so that the life does not wait for an exit that cannot come.
+            None => Self::send(
+                &self.events,
+                Event::ListenerExited {
+                    code: None,
+                    status: "not running".into(),
+                },
+            ),
+        }
+    }
+
+    fn watch_update(&mut self) {
+        let marker: PathBuf = self.layout.runner_root.join("update.finished");
+        let events = self.events.clone();
+        self.update_watch = Some(tokio::spawn(async move {
+            while !marker.exists() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let _ = std::fs::remove_file(&marker);
+            Self::send(&events, Event::UpdateFinished);
+        }));
+    }
+
+    fn deregister(&self, runner_id: u64, within: Duration) {
+        let (registrar, events) = (self.registrar.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let d = match tokio::time::timeout(within, registrar.deregister(runner_id)).await {
+                Ok(Ok(ApiDeleted::Deleted)) => Deleted::Deleted,
+                Ok(Ok(ApiDeleted::NotFound)) => Deleted::NotFound,
+                Ok(Ok(ApiDeleted::Busy)) => Deleted::Busy,
+                Ok(Err(e)) => Deleted::Failed(e.to_string()),
+                Err(_) => Deleted::TimedOut,
+            };
+            Self::send(&events, Event::Deregistered(d));
+        });
+    }
+
+    fn stop_dockerd(&self, grace: Duration) {
+        let d = self.dockerd.lock().expect("dockerd slot").clone();
+        let (reaper, events) = (self.reaper.clone(), self.events.clone());
+        tokio::spawn(async move {
+            if let Some(d) = d {
+                let stop = d.stop(grace, &reaper).await;
+                tracing::info!(
+                    phase = "dockerd-stopped",
+                    "dockerd stopped in {:.2}s ({}), {} orphans killed",
+                    stop.took.as_secs_f64(),
+                    stop.status,
+                    stop.orphans_killed
+                );
+            }
+            Self::send(&events, Event::DockerdStopped);
+        });
     }
 }
 
-async fn wait_for_file(path: &Path, limit: Duration) {
-    let end = Instant::now() + limit;
-    while !path.exists() && Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+impl Host for RealHost {
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::StartDockerd => self.start_dockerd(),
+            Action::Register => self.register(),
+            Action::Record { runner_id, name } => {
+                write_record(&self.layout, &Record { runner_id, name })
+            }
+            Action::ForgetRecord => forget_record(&self.layout),
+            Action::Publish(h) => self.publish(h),
+            Action::Configure => self.configure(),
+            Action::StartListener => self.start_listener(),
+            Action::StopListener { grace } => self.stop_listener(grace),
+            Action::WatchUpdate => self.watch_update(),
+            Action::Deregister { runner_id, within } => self.deregister(runner_id, within),
+            Action::StopDockerd { grace } => self.stop_dockerd(grace),
+            Action::KillAll => {
+                let left = reaper::kill_all_children();
+                if left > 0 {
+                    tracing::warn!("killed {left} processes left behind");
+                }
+            }
+            // The driver ends the life itself.
+            Action::Exit => {}
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,6 @@
 //! actions/runner's `run-helper.sh` passes 7 on as its own exit code under the same condition,
 //! which actions-runner-controller relies on.
 
-use crate::exit::Exit;
 use std::time::Duration;
 
 /// How many times a retryable exit (2, 5) restarts the listener in one life.
@@ -24,9 +23,13 @@ pub enum AfterExit {
     },
     /// 3 or 4: it is updating itself; wait for `update.finished`, then start again.
     AwaitUpdate,
-    /// Anything else, or too many restarts: end the life with `exit` (75, so the supervisor
-    /// starts a fresh one; 7 for a deprecated version when the controller asked for it).
-    Fail { reason: String, exit: Exit },
+    /// Anything else, or too many restarts: the life ends (exit 75, so the supervisor starts a
+    /// fresh one; 7 when `version_deprecated`).
+    Fail {
+        reason: String,
+        /// Exit 7, deprecated version, and the controller asked to hear it as the life's 7.
+        version_deprecated: bool,
+    },
 }
 
 /// `pass_deprecated`: whether the container was started with
@@ -34,7 +37,7 @@ pub enum AfterExit {
 pub fn after_exit(code: Option<i32>, restarts: u32, pass_deprecated: bool) -> AfterExit {
     let fail = |reason: String| AfterExit::Fail {
         reason,
-        exit: Exit::TempFail,
+        version_deprecated: false,
     };
     match code {
         Some(0) => AfterExit::Done,
@@ -55,11 +58,7 @@ pub fn after_exit(code: Option<i32>, restarts: u32, pass_deprecated: bool) -> Af
         Some(6) => fail("the listener's configuration was refreshed (exit 6)".into()),
         Some(7) => AfterExit::Fail {
             reason: "GitHub refuses this runner version as deprecated (exit 7): rebuild the image with a newer RUNNER_VERSION".into(),
-            exit: if pass_deprecated {
-                Exit::VersionDeprecated
-            } else {
-                Exit::TempFail
-            },
+            version_deprecated: pass_deprecated,
         },
         Some(c) => fail(format!("the listener exited {c}")),
         None => fail("the listener was killed by a signal".into()),
@@ -90,7 +89,7 @@ mod tests {
         assert!(matches!(
             after_exit(Some(2), MAX_RESTARTS, false),
             AfterExit::Fail {
-                exit: Exit::TempFail,
+                version_deprecated: false,
                 ..
             }
         ));
@@ -109,7 +108,7 @@ mod tests {
                 matches!(
                     after_exit(c, 0, false),
                     AfterExit::Fail {
-                        exit: Exit::TempFail,
+                        version_deprecated: false,
                         ..
                     }
                 ),
@@ -125,7 +124,7 @@ mod tests {
         assert!(matches!(
             after_exit(Some(7), 0, true),
             AfterExit::Fail {
-                exit: Exit::VersionDeprecated,
+                version_deprecated: true,
                 ..
             }
         ));
@@ -134,7 +133,7 @@ mod tests {
                 matches!(
                     after_exit(c, 0, true),
                     AfterExit::Fail {
-                        exit: Exit::TempFail,
+                        version_deprecated: false,
                         ..
                     }
                 ),

@@ -1,0 +1,216 @@
+//! The driver with a scripted host, under tokio's paused clock: the machine's timers fire through
+//! the driver, signals arrive through it, and a life's whole stop fits its budget, with the time
+//! measured in the paused clock (instant to run, exact to check).
+
+use super::machine::{Action, Config, Deleted, Event, Machine, Registration};
+use super::{Host, drive};
+use crate::runner::Marker;
+use nix::sys::signal::Signal;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const STOP: Duration = Duration::from_secs(9);
+
+/// How slow each effect is, and what GitHub answers to a delete.
+#[derive(Clone)]
+struct Script {
+    dockerd_ready: Option<Duration>,
+    delete: Option<Deleted>,
+    /// The runner's first `Running job` after starting, if any.
+    job_after: Option<Duration>,
+    /// How long the runner takes to exit after SIGINT (its job cancelled); `None`: never, it is
+    /// killed when its grace is over.
+    stops_after: Option<Duration>,
+}
+
+/// A host whose effects answer after the script's delays, recording every action with its time.
+struct ScriptedHost {
+    t0: Instant,
+    script: Script,
+    events: mpsc::UnboundedSender<Event>,
+    actions: Arc<Mutex<Vec<(Duration, Action)>>>,
+}
+
+impl ScriptedHost {
+    fn later(&self, after: Duration, e: Event) {
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(e);
+        });
+    }
+}
+
+impl Host for ScriptedHost {
+    fn perform(&mut self, action: Action) {
+        self.actions
+            .lock()
+            .unwrap()
+            .push((self.t0.elapsed(), action.clone()));
+        match action {
+            Action::StartDockerd => {
+                if let Some(d) = self.script.dockerd_ready {
+                    self.later(d, Event::DockerdReady);
+                }
+            }
+            Action::Register => self.later(
+                Duration::from_millis(200),
+                Event::Registered(Registration {
+                    runner_id: Some(7),
+                    name: "sysrunner-a".into(),
+                    configure: false,
+                }),
+            ),
+            Action::StartListener => {
+                self.later(Duration::from_millis(500), Event::Marker(Marker::Listening));
+                if let Some(d) = self.script.job_after {
+                    self.later(d, Event::Marker(Marker::JobStarted("build".into())));
+                }
+            }
+            Action::StopListener { grace } => {
+                let after = self.script.stops_after.map_or(grace, |d| d.min(grace));
+                self.later(
+                    after,
+                    Event::ListenerExited {
+                        code: Some(0),
+                        status: "exit code 0".into(),
+                    },
+                );
+            }
+            Action::Deregister { within, .. } => match self.script.delete.clone() {
+                Some(d) => self.later(Duration::from_millis(100), Event::Deregistered(d)),
+                // GitHub hangs: the host gives up when the action says.
+                None => self.later(within, Event::Deregistered(Deleted::TimedOut)),
+            },
+            Action::StopDockerd { .. } => {
+                self.later(Duration::from_millis(10), Event::DockerdStopped)
+            }
+            _ => {}
+        }
+    }
+}
+
+fn cfg(drain: Duration) -> Config {
+    Config {
+        stop: STOP,
+        drain,
+        deregisters: true,
+        pass_deprecated: false,
+        registrar: "jit",
+    }
+}
+
+/// Runs a life with `script`, signalling at each of `signals` (times from the start). Returns
+/// the outcome, when it ended, and the actions with their times.
+async fn life(
+    cfg: Config,
+    script: Script,
+    signals: &[Duration],
+) -> (
+    Result<(), crate::lifecycle::LifeError>,
+    Duration,
+    Vec<(Duration, Action)>,
+) {
+    let t0 = Instant::now();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let (sig_tx, mut sigs) = mpsc::unbounded_channel();
+    for at in signals {
+        let (tx, at) = (sig_tx.clone(), *at);
+        tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            let _ = tx.send(Signal::SIGTERM);
+        });
+    }
+    let actions = Arc::new(Mutex::new(Vec::new()));
+    let mut host = ScriptedHost {
+        t0,
+        script,
+        events: tx,
+        actions: actions.clone(),
+    };
+    let (m, first) = Machine::new(cfg, t0);
+    let outcome = drive(m, first, &mut host, &mut events, &mut sigs).await;
+    let took = t0.elapsed();
+    let recorded = actions.lock().unwrap().clone();
+    (outcome, took, recorded)
+}
+
+fn when(actions: &[(Duration, Action)], f: impl Fn(&Action) -> bool) -> Option<Duration> {
+    actions.iter().find(|(_, a)| f(a)).map(|(t, _)| *t)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_runner_signalled_while_github_hangs_still_ends_within_stop_timeout() {
+    let script = Script {
+        dockerd_ready: Some(Duration::from_secs(1)),
+        delete: None,
+        job_after: None,
+        stops_after: None,
+    };
+    let signal_at = Duration::from_secs(5);
+    let (outcome, took, actions) = life(cfg(Duration::ZERO), script, &[signal_at]).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    // Half the budget for the hanging delete, half of the rest for the runner, then dockerd with
+    // at least a second: STOP_TIMEOUT + 1 s at most, as README promises compose's grace covers.
+    assert!(
+        took <= signal_at + STOP + Duration::from_secs(1),
+        "{took:?}: {actions:?}"
+    );
+    let stop_listener = when(&actions, |a| matches!(a, Action::StopListener { .. })).unwrap();
+    assert_eq!(stop_listener, signal_at + STOP / 2, "{actions:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_runners_drain_ends_on_the_drivers_timer_and_the_job_is_cancelled() {
+    let drain = Duration::from_secs(60);
+    let script = Script {
+        dockerd_ready: Some(Duration::from_secs(1)),
+        delete: Some(Deleted::NotFound),
+        job_after: Some(Duration::from_secs(1)),
+        stops_after: Some(Duration::from_secs(2)),
+    };
+    let signal_at = Duration::from_secs(10);
+    let (outcome, took, actions) = life(cfg(drain), script, &[signal_at]).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let cancelled = when(&actions, |a| matches!(a, Action::StopListener { .. })).unwrap();
+    assert_eq!(cancelled, signal_at + drain, "{actions:?}");
+    assert!(
+        took <= signal_at + drain + STOP + Duration::from_secs(1),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_signal_ends_the_drain_early() {
+    let script = Script {
+        dockerd_ready: Some(Duration::from_secs(1)),
+        delete: Some(Deleted::NotFound),
+        job_after: Some(Duration::from_secs(1)),
+        stops_after: Some(Duration::from_secs(1)),
+    };
+    let (first, second) = (Duration::from_secs(10), Duration::from_secs(12));
+    let (outcome, _, actions) = life(cfg(Duration::from_secs(300)), script, &[first, second]).await;
+    assert!(outcome.is_ok());
+    let cancelled = when(&actions, |a| matches!(a, Action::StopListener { .. })).unwrap();
+    assert_eq!(cancelled, second, "{actions:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dockerd_that_never_answers_ends_the_life_stop_timeout_after_the_signal() {
+    let script = Script {
+        dockerd_ready: None,
+        delete: Some(Deleted::Deleted),
+        job_after: None,
+        stops_after: None,
+    };
+    let signal_at = Duration::from_secs(3);
+    let (outcome, took, actions) = life(cfg(Duration::ZERO), script, &[signal_at]).await;
+    assert!(outcome.is_ok());
+    assert_eq!(took, signal_at + STOP, "{actions:?}");
+    // The registration was deleted as soon as it existed, long before the end.
+    let deleted = when(&actions, |a| matches!(a, Action::Deregister { .. })).unwrap();
+    assert_eq!(deleted, signal_at, "{actions:?}");
+    assert!(actions.iter().any(|(_, a)| *a == Action::KillAll));
+}
