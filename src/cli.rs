@@ -316,11 +316,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                         .get_many::<String>("command")
                         .map(|v| v.cloned().collect())
                         .unwrap_or_else(|| vec!["docker".into(), "info".into()]);
-                    block_on(crate::dockerd::check::run(
-                        &settings,
-                        &command,
-                        &crate::dockerd::plan::proxy_env_of_process(),
-                    ))
+                    block_on(crate::dockerd_check::run(&settings, &command))
                 }
             }
         }
@@ -492,12 +488,7 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
             }
         }
     }
-    let mut report = block_on(crate::probe::probe(
-        &root,
-        &settings.docker,
-        crate::probe::dockerd_version(),
-        &crate::dockerd::plan::proxy_env_of_process(),
-    ));
+    let mut report = block_on(crate::assess::assess(&root, &settings.docker));
     if root == std::path::Path::new("/") {
         report.runner_version = Some(runner_versions(settings));
     }

@@ -19,9 +19,11 @@
 //! - `testkit` (feature `testkit`): namespace boxes, a busybox image and other test support the
 //!   demo reuses.
 
+pub mod assess;
 pub mod cli;
 pub mod config;
 pub mod dockerd;
+pub mod dockerd_check;
 pub mod exit;
 pub mod github;
 pub mod lifecycle;

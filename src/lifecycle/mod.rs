@@ -10,7 +10,7 @@ pub mod register;
 pub mod versions;
 
 use crate::config::RunSettings;
-use crate::dockerd::{Dockerd, effects, plan::SOCKET};
+use crate::dockerd::{self, Dockerd, plan::SOCKET};
 use crate::exit::Exit;
 use crate::github::{Deleted, RealTime};
 use crate::reaper::{self, Reaper};
@@ -69,14 +69,7 @@ pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -
             return Exit::Internal;
         }
     };
-    let proxy_env = crate::dockerd::plan::proxy_env_of_process();
-    let report = crate::probe::probe(
-        Path::new("/"),
-        &s.docker,
-        crate::probe::dockerd_version(),
-        &proxy_env,
-    )
-    .await;
+    let report = crate::assess::assess(Path::new("/"), &s.docker).await;
     let Some(plan) = report.dockerd.clone() else {
         tracing::error!(
             runtime = report.runtime.as_str(),
@@ -250,20 +243,19 @@ impl Life<'_> {
         // dockerd and the registration at the same time: start-up takes the slower of the two.
         let t0 = Instant::now();
         let dockerd_start = async {
-            let log = effects::prepare(&plan, self.s.docker.data, &effects::RealSystem)
-                .map_err(|e| e.to_string())?;
-            for l in log {
-                tracing::debug!("dockerd: {l}");
-            }
-            let d = Dockerd::start(&plan, &self.reaper, self.s.docker.ready_timeout)
-                .await
-                .map_err(|e| e.to_string())?;
+            let d = dockerd::launch(
+                &plan,
+                self.s.docker.data,
+                &self.reaper,
+                self.s.docker.ready_timeout,
+            )
+            .await?;
             tracing::info!(
                 phase = "dockerd-ready",
                 "dockerd ready in {:.2}s",
                 t0.elapsed().as_secs_f64()
             );
-            Ok::<_, String>(d)
+            Ok::<_, dockerd::LaunchError>(d)
         };
         let registration = async {
             let r = self.registrar.register(known_id).await;

@@ -1,23 +1,17 @@
-//! `sysrunner dockerd-check`: the dockerd part of `run` on its own. Probes, prepares and starts
+//! `sysrunner dockerd-check`: the dockerd part of `run` on its own. Assesses the container, launches
 //! dockerd as `run` does, runs one command against it, stops dockerd and reports what it measured
 //! and whether anything was left running. For operators checking a runtime, and for the live tests.
+//! Owns only this report; the assessment is `assess`'s, dockerd's start and stop are `dockerd`'s.
 
-use super::effects::{self, RealSystem};
-use super::plan::{self, Plan};
-use super::process::Dockerd;
 use crate::config::ProbeSettings;
+use crate::dockerd::{self, plan};
 use crate::exit::Exit;
 use crate::reaper::{self, Reaper};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub async fn run(
-    settings: &ProbeSettings,
-    command: &[String],
-    proxy_env: &BTreeMap<String, String>,
-) -> Exit {
+pub async fn run(settings: &ProbeSettings, command: &[String]) -> Exit {
     let reaper = match Reaper::start() {
         Ok(r) => r,
         Err(e) => {
@@ -25,13 +19,7 @@ pub async fn run(
             return Exit::Internal;
         }
     };
-    let report = crate::probe::probe(
-        Path::new("/"),
-        &settings.docker,
-        crate::probe::dockerd_version(),
-        proxy_env,
-    )
-    .await;
+    let report = crate::assess::assess(Path::new("/"), &settings.docker).await;
     println!(
         "runtime: {} ({})",
         report.runtime.as_str(),
@@ -43,7 +31,14 @@ pub async fn run(
         }
         return Exit::Unsupported;
     };
-    match start(&plan, settings, &reaper).await {
+    match dockerd::launch(
+        &plan,
+        settings.docker.data,
+        &reaper,
+        settings.docker.ready_timeout,
+    )
+    .await
+    {
         Err(e) => {
             println!("dockerd: {e}");
             Exit::TempFail
@@ -75,17 +70,6 @@ pub async fn run(
             }
         }
     }
-}
-
-async fn start(plan: &Plan, settings: &ProbeSettings, reaper: &Reaper) -> Result<Dockerd, String> {
-    let log =
-        effects::prepare(plan, settings.docker.data, &RealSystem).map_err(|e| e.to_string())?;
-    for line in log {
-        tracing::info!("{line}");
-    }
-    Dockerd::start(plan, reaper, settings.docker.ready_timeout)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 async fn run_command(command: &[String], reaper: &Reaper) -> Option<i32> {
