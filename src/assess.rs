@@ -82,7 +82,26 @@ pub fn report(
     }
 }
 
+/// dockerd cannot run here: the verdict's runtime, its reasons, and how to run sysrunner where
+/// it works. A restart in the same place cannot help.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("sysrunner cannot run dockerd here ({}): {}", runtime.as_str(), reasons.join("; "))]
+pub struct Unsupported {
+    pub runtime: Runtime,
+    pub reasons: Vec<String>,
+    pub remedy: Option<&'static str>,
+}
+
 impl Report {
+    /// The plan, or why there is none.
+    pub fn plan(&self) -> Result<&Plan, Unsupported> {
+        self.dockerd.as_ref().ok_or_else(|| Unsupported {
+            runtime: self.runtime,
+            reasons: self.reasons.clone(),
+            remedy: self.remedy,
+        })
+    }
+
     /// The short human report.
     pub fn human(&self) -> String {
         let mut s = String::new();

@@ -5,70 +5,60 @@
 
 use crate::config::ProbeSettings;
 use crate::dockerd::{self, plan};
-use crate::exit::Exit;
+use crate::error::Error;
 use crate::reaper::{self, Reaper};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub async fn run(settings: &ProbeSettings, command: &[String]) -> Exit {
-    let reaper = match Reaper::start() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sysrunner dockerd-check: cannot start the reaper: {e}");
-            return Exit::Internal;
-        }
-    };
+/// Prints its report on stdout as it goes; the error names the cause the exit code comes from.
+pub async fn run(settings: &ProbeSettings, command: &[String]) -> Result<(), Error> {
+    let reaper = Reaper::start().map_err(|e| {
+        eprintln!("sysrunner dockerd-check: cannot start the reaper: {e}");
+        Error::Reaper(e)
+    })?;
     let report = crate::assess::assess(Path::new("/"), &settings.docker).await;
     println!(
         "runtime: {} ({})",
         report.runtime.as_str(),
         report.reasons.join("; ")
     );
-    let Some(plan) = report.dockerd.clone() else {
-        if let Some(r) = report.remedy {
+    let plan = report.plan().inspect_err(|u| {
+        if let Some(r) = u.remedy {
             println!("remedy: {r}");
         }
-        return Exit::Unsupported;
-    };
-    match dockerd::launch(
-        &plan,
+    })?;
+    let dockerd = dockerd::launch(
+        plan,
         settings.docker.data,
         &reaper,
         settings.docker.ready_timeout,
     )
     .await
-    {
-        Err(e) => {
-            println!("dockerd: {e}");
-            Exit::TempFail
-        }
-        Ok(dockerd) => {
-            println!(
-                "dockerd: ready in {:.2}s (storage {}, mtu {}, iptables {:?})",
-                dockerd.ready_after.as_secs_f64(),
-                plan.storage_driver,
-                plan.mtu
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| "1500".into()),
-                plan.iptables
-            );
-            let code = run_command(command, &reaper).await;
-            let stop = dockerd.stop(Duration::from_secs(10), &reaper).await;
-            println!(
-                "dockerd: stopped in {:.2}s ({}), {} orphans killed",
-                stop.took.as_secs_f64(),
-                stop.status,
-                stop.orphans_killed
-            );
-            let left = reaper::orphan_children(&reaper).len();
-            println!("processes left: {left}");
-            match code {
-                Some(0) if left == 0 => Exit::Ok,
-                Some(0) => Exit::Internal,
-                _ => Exit::TempFail,
-            }
-        }
+    .inspect_err(|e| println!("dockerd: {e}"))?;
+    println!(
+        "dockerd: ready in {:.2}s (storage {}, mtu {}, iptables {:?})",
+        dockerd.ready_after.as_secs_f64(),
+        plan.storage_driver,
+        plan.mtu
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "1500".into()),
+        plan.iptables
+    );
+    let code = run_command(command, &reaper).await;
+    let stop = dockerd.stop(Duration::from_secs(10), &reaper).await;
+    println!(
+        "dockerd: stopped in {:.2}s ({}), {} orphans killed",
+        stop.took.as_secs_f64(),
+        stop.status,
+        stop.orphans_killed
+    );
+    let left = reaper::orphan_children(&reaper).len();
+    println!("processes left: {left}");
+    match code {
+        Some(0) if left == 0 => Ok(()),
+        Some(0) => Err(Error::LeftRunning(left)),
+        other => Err(Error::CheckCommand(other)),
     }
 }
 

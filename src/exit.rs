@@ -1,5 +1,14 @@
-//! The process exit codes: the one place they are declared. Owns nothing else.
+//! The process exit codes: the one place they are declared, and the one place each cause of
+//! failure becomes one (`impl From<&Error> for Exit` and the impls for the module errors it holds).
+//! "Where does exit 75 come from" is answered here. Owns the codes and that mapping, nothing else:
+//! it decides no outcome, it only names the code of one.
 
+use crate::assess::Unsupported;
+use crate::dockerd::LaunchError;
+use crate::error::Error;
+use crate::github::ApiError;
+use crate::register::RegisterError;
+use crate::runner::Failure;
 use std::fmt;
 
 /// Every way `sysrunner` ends, with the code a supervisor (compose, Kubernetes) sees.
@@ -100,6 +109,89 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// The code of a command's outcome: 0, or its cause's.
+    pub fn of(outcome: &Result<(), Error>) -> Exit {
+        match outcome {
+            Ok(()) => Exit::Ok,
+            Err(e) => Exit::from(e),
+        }
+    }
+}
+
+/// The mapping from causes to codes.
+impl From<&Error> for Exit {
+    fn from(e: &Error) -> Exit {
+        match e {
+            Error::Settings(_) | Error::Flag { .. } | Error::CommandLine(_) => Exit::Usage,
+            Error::RunnerUser(_) => Exit::Usage,
+            Error::Unsupported(u) => Exit::from(u),
+            Error::Api(e) => Exit::from(e),
+            Error::Register(e) => Exit::from(e),
+            Error::Dockerd(e) => Exit::from(e),
+            Error::Runner(f) => Exit::from(f),
+            Error::Pristine(_)
+            | Error::Configure(_)
+            | Error::ListenerStart(_)
+            | Error::DockerdDied { .. }
+            | Error::CheckCommand(_) => Exit::TempFail,
+            Error::Reaper(_)
+            | Error::ListenerLost
+            | Error::LeftRunning(_)
+            | Error::Capture { .. }
+            | Error::Json(_) => Exit::Internal,
+            Error::Unhealthy(_) => Exit::Unhealthy,
+        }
+    }
+}
+
+impl From<&Unsupported> for Exit {
+    fn from(_: &Unsupported) -> Exit {
+        Exit::Unsupported
+    }
+}
+
+impl From<&ApiError> for Exit {
+    fn from(e: &ApiError) -> Exit {
+        match e {
+            // Retrying will not help: credentials, permissions, the scope, the name.
+            ApiError::Refused { .. } | ApiError::Duplicate { .. } => Exit::Refused,
+            ApiError::Unavailable { .. } | ApiError::Unexpected { .. } => Exit::Unavailable,
+        }
+    }
+}
+
+impl From<&RegisterError> for Exit {
+    fn from(e: &RegisterError) -> Exit {
+        match e {
+            RegisterError::Api(e) => Exit::from(e),
+        }
+    }
+}
+
+/// Every cause counts as temporary, even a data root locked by another sysrunner: that one needs
+/// the operator, but a supervisor restarting us is what makes them look.
+impl From<&LaunchError> for Exit {
+    fn from(_: &LaunchError) -> Exit {
+        Exit::TempFail
+    }
+}
+
+impl From<&Failure> for Exit {
+    fn from(f: &Failure) -> Exit {
+        match f {
+            // actions-runner-controller reads a container's 7 as "runner image outdated".
+            Failure::VersionDeprecated { passed_on: true } => Exit::VersionDeprecated,
+            Failure::VersionDeprecated { passed_on: false }
+            | Failure::TooManyRestarts { .. }
+            | Failure::Error
+            | Failure::ConfigRefreshed
+            | Failure::Exited(_)
+            | Failure::Killed => Exit::TempFail,
+        }
+    }
+}
+
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.code())
@@ -115,6 +207,36 @@ impl From<Exit> for std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runner::{AfterExit, after_exit};
+
+    /// The code a listener's exit ends the life with.
+    fn life_exit(code: Option<i32>, pass_deprecated: bool) -> Exit {
+        match after_exit(code, 0, pass_deprecated) {
+            AfterExit::Fail(f) => Exit::from(&Error::from(f)),
+            other => panic!("{code:?} does not end the life: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn everything_else_fails_the_life_with_75() {
+        for c in [Some(1), Some(6), Some(7), Some(42), None] {
+            assert_eq!(life_exit(c, false), Exit::TempFail, "{c:?}");
+        }
+        assert_eq!(
+            Exit::from(&Failure::TooManyRestarts { code: 2 }),
+            Exit::TempFail
+        );
+    }
+
+    /// actions-runner-controller reads a container's exit 7 as "runner image outdated"; a 75
+    /// there would make it recreate the pod forever.
+    #[test]
+    fn a_deprecated_version_exits_7_only_when_the_controller_asked_for_it() {
+        assert_eq!(life_exit(Some(7), true), Exit::VersionDeprecated);
+        for c in [Some(1), Some(42), None] {
+            assert_eq!(life_exit(c, true), Exit::TempFail, "{c:?}");
+        }
+    }
 
     #[test]
     fn codes_are_distinct() {

@@ -24,12 +24,14 @@ pub mod cli;
 pub mod config;
 pub mod dockerd;
 pub mod dockerd_check;
+pub mod error;
 pub mod exit;
 pub mod github;
 pub mod lifecycle;
 mod logging;
 pub mod probe;
 pub mod reaper;
+pub mod register;
 pub mod runner;
 pub mod secret;
 #[cfg(feature = "testkit")]

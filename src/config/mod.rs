@@ -7,11 +7,11 @@ pub mod defs;
 mod parse;
 
 pub use defs::{FOREIGN, Group, Kind, SETTINGS, Setting};
-pub use parse::{MAX_LABELS, MAX_RUNNER_NAME};
+pub use parse::{Bad, MAX_LABELS, MAX_RUNNER_NAME};
 
 /// The one duration syntax (`90`, `90s`, `5m`, `1h`), for flags that are not settings.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    parse::duration(raw).map_err(|b| format!("{}; {}", b.what, b.fix))
+pub fn parse_duration(raw: &str) -> Result<Duration, Bad> {
+    parse::duration(raw)
 }
 
 use crate::secret::Secret;

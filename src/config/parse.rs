@@ -19,7 +19,8 @@ pub enum Value {
 }
 
 /// Why a value was refused, and how to fix it. The caller adds the variable's name and value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}; {fix}")]
 pub struct Bad {
     pub what: String,
     pub fix: String,

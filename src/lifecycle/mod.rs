@@ -6,7 +6,7 @@
 pub mod health;
 pub mod listener;
 pub mod pristine;
-pub mod register;
+pub use crate::register;
 pub mod versions;
 
 use crate::config::RunSettings;
@@ -70,17 +70,15 @@ pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -
         }
     };
     let report = crate::assess::assess(Path::new("/"), &s.docker).await;
-    let Some(plan) = report.dockerd.clone() else {
-        tracing::error!(
-            runtime = report.runtime.as_str(),
-            "sysrunner cannot run dockerd here ({}): {}",
-            report.runtime.as_str(),
-            report.reasons.join("; ")
-        );
-        if let Some(r) = report.remedy {
-            tracing::error!("remedy: {r}");
+    let plan = match report.plan() {
+        Ok(plan) => plan.clone(),
+        Err(unsupported) => {
+            tracing::error!(runtime = report.runtime.as_str(), "{unsupported}");
+            if let Some(r) = report.remedy {
+                tracing::error!("remedy: {r}");
+            }
+            return Exit::from(&unsupported);
         }
-        return Exit::Unsupported;
     };
     tracing::info!(
         phase = "probe",
@@ -110,7 +108,7 @@ pub async fn run(s: RunSettings, mut signals: mpsc::UnboundedReceiver<Signal>) -
         Ok(r) => r,
         Err(e) => {
             tracing::error!("{e}");
-            return e.exit;
+            return Exit::from(&e);
         }
     };
     let layout = Layout::new(&s.runner.dir, &user.home, Path::new("/"));
@@ -329,11 +327,11 @@ impl Life<'_> {
                 return match (d, r) {
                     (Err(e), _) => {
                         tracing::error!("dockerd did not start: {e}");
-                        Exit::TempFail
+                        Exit::from(&e)
                     }
                     (_, Err(e)) => {
                         tracing::error!("registration failed: {e}");
-                        e.exit
+                        Exit::from(&e)
                     }
                     _ => unreachable!(),
                 };
@@ -432,7 +430,7 @@ impl Life<'_> {
                             set_state(&state_tx, State::Starting);
                             l = spawn(state_tx.clone())?;
                         }
-                        AfterExit::Fail { reason, exit } => return Err(Failed { exit, message: reason }),
+                        AfterExit::Fail(f) => return Err(Failed { exit: Exit::from(&f), message: f.to_string() }),
                     }
                 }
                 status = dockerd.exited() => {

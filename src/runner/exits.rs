@@ -7,7 +7,6 @@
 //! actions/runner's `run-helper.sh` passes 7 on as its own exit code under the same condition,
 //! which actions-runner-controller relies on.
 
-use crate::exit::Exit;
 use std::time::Duration;
 
 /// How many times a retryable exit (2, 5) restarts the listener in one life.
@@ -24,18 +23,41 @@ pub enum AfterExit {
     },
     /// 3 or 4: it is updating itself; wait for `update.finished`, then start again.
     AwaitUpdate,
-    /// Anything else, or too many restarts: end the life with `exit` (75, so the supervisor
-    /// starts a fresh one; 7 for a deprecated version when the controller asked for it).
-    Fail { reason: String, exit: Exit },
+    /// Anything else, or too many restarts: the life ends, and the failure says why.
+    Fail(Failure),
+}
+
+/// Why the listener's exit ends the life. Apart from a deprecated version the controller asked
+/// to hear about, a fresh life may well get further, so each is worth a restart; which exit code
+/// each becomes is `crate::exit`'s decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// 2 or 5 again after [`MAX_RESTARTS`] restarts.
+    #[error("the listener exited {code} after {MAX_RESTARTS} restarts")]
+    TooManyRestarts { code: i32 },
+    /// 1: terminated with an error.
+    #[error("the listener ended with an error (exit 1)")]
+    Error,
+    /// 6: the configuration was refreshed; this life's registration is no longer the runner's.
+    #[error("the listener's configuration was refreshed (exit 6)")]
+    ConfigRefreshed,
+    /// 7: GitHub refuses the image's runner. `passed_on`: the container was started with
+    /// `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1`, so the 7 is the container's too;
+    /// a restart of the same image cannot help.
+    #[error(
+        "GitHub refuses this runner version as deprecated (exit 7): rebuild the image with a newer RUNNER_VERSION"
+    )]
+    VersionDeprecated { passed_on: bool },
+    /// A code actions/runner does not document.
+    #[error("the listener exited {0}")]
+    Exited(i32),
+    #[error("the listener was killed by a signal")]
+    Killed,
 }
 
 /// `pass_deprecated`: whether the container was started with
 /// `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1`, so a 7 is the container's exit too.
 pub fn after_exit(code: Option<i32>, restarts: u32, pass_deprecated: bool) -> AfterExit {
-    let fail = |reason: String| AfterExit::Fail {
-        reason,
-        exit: Exit::TempFail,
-    };
     match code {
         Some(0) => AfterExit::Done,
         Some(c @ (2 | 5)) if restarts < MAX_RESTARTS => AfterExit::Restart {
@@ -47,22 +69,15 @@ pub fn after_exit(code: Option<i32>, restarts: u32, pass_deprecated: bool) -> Af
                 "session conflict (exit 5)"
             },
         },
-        Some(c @ (2 | 5)) => fail(format!(
-            "the listener exited {c} after {MAX_RESTARTS} restarts"
-        )),
+        Some(c @ (2 | 5)) => AfterExit::Fail(Failure::TooManyRestarts { code: c }),
         Some(3 | 4) => AfterExit::AwaitUpdate,
-        Some(1) => fail("the listener ended with an error (exit 1)".into()),
-        Some(6) => fail("the listener's configuration was refreshed (exit 6)".into()),
-        Some(7) => AfterExit::Fail {
-            reason: "GitHub refuses this runner version as deprecated (exit 7): rebuild the image with a newer RUNNER_VERSION".into(),
-            exit: if pass_deprecated {
-                Exit::VersionDeprecated
-            } else {
-                Exit::TempFail
-            },
-        },
-        Some(c) => fail(format!("the listener exited {c}")),
-        None => fail("the listener was killed by a signal".into()),
+        Some(1) => AfterExit::Fail(Failure::Error),
+        Some(6) => AfterExit::Fail(Failure::ConfigRefreshed),
+        Some(7) => AfterExit::Fail(Failure::VersionDeprecated {
+            passed_on: pass_deprecated,
+        }),
+        Some(c) => AfterExit::Fail(Failure::Exited(c)),
+        None => AfterExit::Fail(Failure::Killed),
     }
 }
 
@@ -87,13 +102,10 @@ mod tests {
         assert!(
             matches!(after_exit(Some(5), 0, false), AfterExit::Restart { reason, .. } if reason.contains("conflict"))
         );
-        assert!(matches!(
+        assert_eq!(
             after_exit(Some(2), MAX_RESTARTS, false),
-            AfterExit::Fail {
-                exit: Exit::TempFail,
-                ..
-            }
-        ));
+            AfterExit::Fail(Failure::TooManyRestarts { code: 2 })
+        );
     }
 
     #[test]
@@ -102,44 +114,34 @@ mod tests {
         assert_eq!(after_exit(Some(4), 9, true), AfterExit::AwaitUpdate);
     }
 
+    /// The exit code each failure becomes is `crate::exit`'s; its tests check 75 and 7.
     #[test]
-    fn everything_else_fails_the_life_with_75() {
-        for c in [Some(1), Some(6), Some(7), Some(42), None] {
-            assert!(
-                matches!(
-                    after_exit(c, 0, false),
-                    AfterExit::Fail {
-                        exit: Exit::TempFail,
-                        ..
-                    }
-                ),
-                "{c:?}"
-            );
+    fn everything_else_fails_the_life() {
+        for (c, failure) in [
+            (Some(1), Failure::Error),
+            (Some(6), Failure::ConfigRefreshed),
+            (Some(7), Failure::VersionDeprecated { passed_on: false }),
+            (Some(42), Failure::Exited(42)),
+            (None, Failure::Killed),
+        ] {
+            assert_eq!(after_exit(c, 0, false), AfterExit::Fail(failure), "{c:?}");
         }
     }
 
     /// actions-runner-controller reads a container's exit 7 as "runner image outdated"; a 75
     /// there would make it recreate the pod forever.
     #[test]
-    fn a_deprecated_version_exits_7_only_when_the_controller_asked_for_it() {
-        assert!(matches!(
+    fn a_deprecated_version_is_passed_on_only_when_the_controller_asked_for_it() {
+        assert_eq!(
             after_exit(Some(7), 0, true),
-            AfterExit::Fail {
-                exit: Exit::VersionDeprecated,
-                ..
-            }
-        ));
-        for c in [Some(1), Some(42), None] {
-            assert!(
-                matches!(
-                    after_exit(c, 0, true),
-                    AfterExit::Fail {
-                        exit: Exit::TempFail,
-                        ..
-                    }
-                ),
-                "{c:?}"
-            );
+            AfterExit::Fail(Failure::VersionDeprecated { passed_on: true })
+        );
+        for (c, failure) in [
+            (Some(1), Failure::Error),
+            (Some(42), Failure::Exited(42)),
+            (None, Failure::Killed),
+        ] {
+            assert_eq!(after_exit(c, 0, true), AfterExit::Fail(failure), "{c:?}");
         }
     }
 }

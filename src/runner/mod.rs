@@ -6,5 +6,5 @@ pub mod exits;
 pub mod markers;
 pub mod version;
 
-pub use exits::{AfterExit, MAX_RESTARTS, after_exit};
+pub use exits::{AfterExit, Failure, MAX_RESTARTS, after_exit};
 pub use markers::{Marker, State};
