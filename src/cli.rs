@@ -13,10 +13,6 @@ use std::process::ExitCode;
 const ABOUT: &str =
     "Ephemeral self-hosted GitHub Actions runners with Docker inside, without --privileged";
 
-/// Of the runner's settings, what `probe` reads: where the release is and whom to ask its
-/// version as.
-const PROBE_RUNNER_SETTINGS: &[&str] = &["RUNNER_DIR", "RUNNER_USER"];
-
 /// Which settings each subcommand reads.
 fn groups_of(subcommand: &str) -> &'static [Group] {
     match subcommand {
@@ -41,10 +37,10 @@ fn settings_of(subcommand: &str) -> impl Iterator<Item = &'static config::Settin
     let groups = groups_of(subcommand);
     SETTINGS.iter().filter(move |s| {
         if subcommand == "prune" && s.group == Group::Runner {
-            return s.name == "RUNNER_NAME_PREFIX";
+            return s.name == config::defs::name::RUNNER_NAME_PREFIX;
         }
-        if subcommand == "probe" && s.group == Group::Runner {
-            return PROBE_RUNNER_SETTINGS.contains(&s.name);
+        if subcommand == "probe" {
+            return config::probe_reads(s);
         }
         groups.contains(&s.group)
     })

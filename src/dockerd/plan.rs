@@ -106,7 +106,9 @@ pub struct Plan {
     pub profile: Profile,
     pub pre_steps: Vec<PreStep>,
     /// Where dockerd keeps its data: the path whose filesystem the probe reported. `daemon.json`
-    /// says the same; the lock file and the emptying for DOCKER_DATA=ephemeral use this.
+    /// says the same (and so does `probe --json`, through it); the lock file and the emptying for
+    /// DOCKER_DATA=ephemeral use this.
+    #[serde(skip)]
     pub data_root: PathBuf,
     pub storage_driver: StorageDriver,
     pub iptables: Iptables,
