@@ -1,6 +1,7 @@
 //! The command line: builds clap's command from the settings table, collects raw strings, hands them
 //! to `config`, dispatches to the library, and hands every outcome to [`Exit`], whose one mapping
-//! names the code. clap only collects; it validates nothing a setting means.
+//! names the code. clap only collects; it validates nothing a setting means, and no command here
+//! picks an exit code of its own.
 
 use crate::config::{self, Group, Inputs, SETTINGS};
 use crate::error::Error;

@@ -1,6 +1,7 @@
 //! Step one of settings, per value: the parser of each [`Kind`], typed ([`Parse`]: a marker type per
 //! kind in [`kind`], whose `Value` is what a setting of that kind becomes). No value here knows
-//! about another; the rules that span settings are `resolve`'s.
+//! about another, and no parser reads anything but its text; the rules that span settings are
+//! `resolve`'s.
 
 use super::Scope;
 use super::defs::Kind;

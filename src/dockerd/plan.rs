@@ -1,7 +1,8 @@
 //! The dockerd plan: what to do before dockerd starts, its `daemon.json`, arguments and
 //! environment, decided from the probe's verdict and facts, the settings and dockerd's version.
-//! The decisions live here: the profile, the storage driver, the iptables backend, the inner MTU.
-//! Pure: it reads nothing and changes nothing.
+//! The decisions live here: the profile, the storage driver, the iptables backend, the inner MTU
+//! (DOCKER_MTU, else the default route's). The facts they rest on: docs/runtimes.md. Pure: it
+//! reads nothing and changes nothing.
 
 use crate::config::{DockerSettings, ImageStore};
 use crate::probe::{CgroupVersion, Facts, Runtime};

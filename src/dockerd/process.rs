@@ -1,7 +1,8 @@
 //! The dockerd process: an exclusive lock on the data root, the spawn (through the reaper, in its
 //! own process group, with a clean environment), output forwarded to our log under the `dockerd`
 //! target, readiness by `GET /_ping`, and stop: SIGTERM, wait, SIGKILL, then every orphan left
-//! behind (containerd, shims, container inits) killed and reaped.
+//! behind (containerd, shims, container inits) killed and reaped. Waits for no child itself: the
+//! reaper does.
 
 use super::effects::LOCK_FILE;
 use super::plan::{self, Plan, Version};

@@ -1,8 +1,9 @@
 //! The GitHub REST client for runner registration: just-in-time configs, registration and remove
 //! tokens, listing, reading and deleting runners, for repositories, organizations and enterprises,
 //! with a PAT or a GitHub App. Owns authentication (App JWTs, cached installation tokens), retries
-//! by GitHub's rules within an operation's deadline, and the meaning of each error answer. Knows
-//! nothing of dockerd or the runner process.
+//! by GitHub's rules within an operation's deadline, and the meaning of each error answer
+//! ([`ApiError`]). Knows nothing of dockerd or the runner process, and chooses no exit code.
+//! Written from docs/contracts.md.
 
 mod client;
 pub mod prune;

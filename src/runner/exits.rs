@@ -1,4 +1,5 @@
-//! What to do when `bin/Runner.Listener` exits, by its exit code. Pure.
+//! What to do when `bin/Runner.Listener` exits, by its exit code, and why a life ends with it
+//! ([`Failure`]). Pure; which exit code a failure becomes is `crate::exit`'s.
 //!
 //! actions/runner's codes (its `Constants.Runner.ReturnCode`): 0 done or cancelled, 1 terminated
 //! with an error, 2 retryable, 3 updating, 4 updating in ephemeral mode, 5 session conflict,

@@ -1,5 +1,6 @@
 //! The actions/runner process: its environment, the markers in its output, the states they drive,
-//! and what each listener exit code means. Knows nothing of GitHub's API or dockerd.
+//! what each listener exit code means, and the release's version. Pure; starting the processes is
+//! the lifecycle's. Knows nothing of GitHub's API or dockerd, and chooses no exit code.
 
 pub mod env;
 pub mod exits;

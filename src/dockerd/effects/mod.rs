@@ -1,6 +1,7 @@
 //! The effects that carry out a dockerd plan before dockerd starts: pre-steps, stale pid files and
 //! sockets, the ephemeral data root, daemon.json, the iptables backend. Every effect goes through
 //! [`System`], so tests record them, including the cgroup v2 steps a cgroup v1 machine cannot run.
+//! Does only what the plan says; decides nothing, and never touches a live dockerd's files.
 
 use super::plan::{self, Plan, PreStep};
 use crate::config::DataPolicy;
