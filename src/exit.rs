@@ -169,8 +169,9 @@ impl From<&RegisterError> for Exit {
     }
 }
 
-/// Every cause counts as temporary, even a data root locked by another sysrunner: that one needs
-/// the operator, but a supervisor restarting us is what makes them look.
+/// Every cause is a restart's worth: a fresh container has fresh pid files and a fresh data root.
+/// A data root locked by another sysrunner is the exception that still gets 75; it needs the
+/// operator, and its message, repeated at every restart, says what to change.
 impl From<&LaunchError> for Exit {
     fn from(_: &LaunchError) -> Exit {
         Exit::TempFail
@@ -215,6 +216,59 @@ mod tests {
             AfterExit::Fail(f) => Exit::from(&Error::from(f)),
             other => panic!("{code:?} does not end the life: {other:?}"),
         }
+    }
+
+    #[test]
+    fn each_cause_gets_the_code_its_meaning_documents() {
+        use crate::dockerd::StartError;
+        let unavailable = || ApiError::Unavailable {
+            what: "list runners".into(),
+            attempts: 5,
+            elapsed: std::time::Duration::from_secs(300),
+            deadline: std::time::Duration::from_secs(300),
+            last: "503".into(),
+        };
+        let cases = [
+            (
+                Error::Settings(crate::config::Problems(vec![])),
+                Exit::Usage,
+            ),
+            (
+                Error::Unsupported(Unsupported {
+                    runtime: crate::probe::Runtime::Host,
+                    reasons: vec![],
+                    remedy: None,
+                }),
+                Exit::Unsupported,
+            ),
+            (
+                Error::Dockerd(LaunchError::Start(StartError::NotReady {
+                    socket: "/var/run/docker.sock".into(),
+                    timeout: std::time::Duration::from_secs(60),
+                })),
+                Exit::TempFail,
+            ),
+            (
+                Error::Api(ApiError::Duplicate {
+                    name: "r".into(),
+                    id: 1,
+                }),
+                Exit::Refused,
+            ),
+            (
+                Error::Register(RegisterError::Api(unavailable())),
+                Exit::Unavailable,
+            ),
+            (Error::Reaper(std::io::Error::other("no")), Exit::Internal),
+            (
+                Error::Unhealthy("runner is stopping".into()),
+                Exit::Unhealthy,
+            ),
+        ];
+        for (cause, code) in cases {
+            assert_eq!(Exit::from(&cause), code, "{cause}");
+        }
+        assert_eq!(Exit::of(&Ok(())), Exit::Ok);
     }
 
     #[test]

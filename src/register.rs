@@ -5,7 +5,7 @@
 //! of calls for each way and the `config.sh` arguments; the HTTP, retries and meaning of GitHub's
 //! answers are `github`'s, when to register and deregister is the lifecycle's.
 
-use crate::config::{Mode, Registration, RunSettings};
+use crate::config::{Choice, Mode, Registration, RunSettings};
 use crate::github::{ApiError, Client, Deleted, RunnerDownload};
 use crate::secret::Secret;
 use std::future::Future;
@@ -91,10 +91,7 @@ impl ApiRegistrar {
 
 impl Registrar for ApiRegistrar {
     fn kind(&self) -> &'static str {
-        match self.mode {
-            Mode::Jit => "jit",
-            Mode::Config => "config",
-        }
+        self.mode.word()
     }
 
     fn register(&self, known_id: Option<u64>) -> BoxFut<'_, Result<Registered, RegisterError>> {
