@@ -1,8 +1,10 @@
 //! The command line: builds clap's command from the settings table, collects raw strings, hands them
-//! to `config`, dispatches to the library, and turns every outcome into an [`Exit`] code. clap only
-//! collects; it validates nothing a setting means.
+//! to `config`, dispatches to the library, and hands every outcome to [`Exit`], whose one mapping
+//! names the code. clap only collects; it validates nothing a setting means, and no command here
+//! picks an exit code of its own.
 
 use crate::config::{self, Group, Inputs, SETTINGS};
+use crate::error::Error;
 use crate::exit::Exit;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use std::collections::BTreeMap;
@@ -11,10 +13,6 @@ use std::process::ExitCode;
 
 const ABOUT: &str =
     "Ephemeral self-hosted GitHub Actions runners with Docker inside, without --privileged";
-
-/// Of the runner's settings, what `probe` reads: where the release is and whom to ask its
-/// version as.
-const PROBE_RUNNER_SETTINGS: &[&str] = &["RUNNER_DIR", "RUNNER_USER"];
 
 /// Which settings each subcommand reads.
 fn groups_of(subcommand: &str) -> &'static [Group] {
@@ -40,10 +38,10 @@ fn settings_of(subcommand: &str) -> impl Iterator<Item = &'static config::Settin
     let groups = groups_of(subcommand);
     SETTINGS.iter().filter(move |s| {
         if subcommand == "prune" && s.group == Group::Runner {
-            return s.name == "RUNNER_NAME_PREFIX";
+            return s.name == config::defs::name::RUNNER_NAME_PREFIX;
         }
-        if subcommand == "probe" && s.group == Group::Runner {
-            return PROBE_RUNNER_SETTINGS.contains(&s.name);
+        if subcommand == "probe" {
+            return config::probe_reads(s);
         }
         groups.contains(&s.group)
     })
@@ -256,12 +254,11 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
         Ok(m) => m,
         Err(e) => {
             use clap::error::ErrorKind;
-            let code = match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Ok,
-                _ => Exit::Usage,
-            };
             let _ = e.print();
-            return code;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Ok,
+                _ => Exit::from(&Error::CommandLine(e)),
+            };
         }
     };
     match matches.subcommand() {
@@ -282,48 +279,46 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
             let mut inputs = inputs(&flags);
             inputs.env = &env;
             match config::load_run(&inputs) {
-                Err(problems) => usage(&problems),
+                Err(problems) => Exit::from(&usage(problems)),
                 Ok(settings) => {
                     crate::logging::init(&settings.log);
                     for w in &settings.warnings {
                         tracing::warn!("{w}");
                     }
-                    block_on(async {
+                    let outcome = block_on(async {
                         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                         forward_signals(tx);
                         crate::lifecycle::run(settings, rx).await
-                    })
-                    .map_or_else(|e| e.exit(), |()| Exit::Ok)
+                    });
+                    Exit::of(&outcome)
                 }
             }
         }
         Some(("probe", m)) => {
             let flags = given_flags(m, "probe");
-            match config::load_probe(&inputs(&flags)) {
-                Err(problems) => usage(&problems),
-                Ok(settings) => {
-                    crate::logging::init(&settings.log);
-                    probe_command(m, &settings)
-                }
-            }
+            Exit::of(
+                &config::load_probe(&inputs(&flags))
+                    .map_err(usage)
+                    .and_then(|settings| {
+                        crate::logging::init(&settings.log);
+                        probe_command(m, &settings)
+                    }),
+            )
         }
         Some(("dockerd-check", m)) => {
             let flags = given_flags(m, "dockerd-check");
-            match config::load_probe(&inputs(&flags)) {
-                Err(problems) => usage(&problems),
-                Ok(settings) => {
-                    crate::logging::init(&settings.log);
-                    let command: Vec<String> = m
-                        .get_many::<String>("command")
-                        .map(|v| v.cloned().collect())
-                        .unwrap_or_else(|| vec!["docker".into(), "info".into()]);
-                    block_on(crate::dockerd::check::run(
-                        &settings,
-                        &command,
-                        &crate::dockerd::plan::proxy_env_of_process(),
-                    ))
-                }
-            }
+            Exit::of(
+                &config::load_probe(&inputs(&flags))
+                    .map_err(usage)
+                    .and_then(|settings| {
+                        crate::logging::init(&settings.log);
+                        let command: Vec<String> = m
+                            .get_many::<String>("command")
+                            .map(|v| v.cloned().collect())
+                            .unwrap_or_else(|| vec!["docker".into(), "info".into()]);
+                        block_on(crate::dockerd_check::run(&settings, &command))
+                    }),
+            )
         }
         #[cfg(feature = "testkit")]
         Some(("fake-runner", m)) => fake_runner_command(m),
@@ -336,19 +331,14 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
             crate::testkit::demo::run(kind)
         }
         Some(("healthcheck", _)) => {
-            match block_on(crate::lifecycle::health::healthcheck(std::path::Path::new(
+            let verdict = block_on(crate::lifecycle::health::healthcheck(std::path::Path::new(
                 "/run/sysrunner",
-            ))) {
-                Ok(()) => {
-                    println!("healthy");
-                    Exit::Ok
-                }
-                Err(why) => {
-                    println!("unhealthy: {why}");
-                    // HEALTHCHECK reads only 0 (healthy) and 1 (unhealthy).
-                    Exit::Unhealthy
-                }
+            )));
+            match &verdict {
+                Ok(()) => println!("healthy"),
+                Err(why) => println!("unhealthy: {why}"),
             }
+            Exit::of(&verdict.map_err(Error::Unhealthy))
         }
         Some(("prune", m)) => {
             let flags = given_flags(m, "prune");
@@ -358,18 +348,24 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                 .unwrap_or("60s");
             let grace = match config::parse_duration(grace) {
                 Ok(d) => d,
-                Err(e) => {
-                    eprintln!("error: --grace={grace:?} {e}");
-                    return Exit::Usage;
+                Err(source) => {
+                    let e = Error::Flag {
+                        flag: "grace",
+                        value: grace.into(),
+                        source,
+                    };
+                    eprintln!("error: {e}");
+                    return Exit::from(&e);
                 }
             };
-            match config::load_api(&inputs(&flags)) {
-                Err(problems) => usage(&problems),
-                Ok(settings) => {
-                    crate::logging::init(&settings.log);
-                    block_on(prune_command(&settings, grace, m.get_flag("yes")))
-                }
-            }
+            Exit::of(
+                &config::load_api(&inputs(&flags))
+                    .map_err(usage)
+                    .and_then(|settings| {
+                        crate::logging::init(&settings.log);
+                        block_on(prune_command(&settings, grace, m.get_flag("yes")))
+                    }),
+            )
         }
         #[cfg(feature = "testkit")]
         Some((name, m)) if crate::testkit::boxes::cli::owns(name) => {
@@ -385,7 +381,7 @@ async fn prune_command(
     settings: &config::ApiSettings,
     grace: std::time::Duration,
     yes: bool,
-) -> Exit {
+) -> Result<(), Error> {
     use crate::github::{Client, ClientOptions, RealTime, prune};
     let client = match Client::new(
         &settings.github.api,
@@ -400,7 +396,7 @@ async fn prune_command(
         Ok(c) => c,
         Err(e) => {
             eprintln!("sysrunner prune: {e}");
-            return e.exit();
+            return Err(e.into());
         }
     };
     eprintln!(
@@ -419,7 +415,7 @@ async fn prune_command(
     {
         Err(e) => {
             eprintln!("sysrunner prune: {e}");
-            e.exit()
+            Err(e.into())
         }
         Ok(out) => {
             if out.candidates.is_empty() {
@@ -440,7 +436,7 @@ async fn prune_command(
                 };
                 println!("{:>12}  {:<40}  {state}", r.id, r.name);
             }
-            Exit::Ok
+            Ok(())
         }
     }
 }
@@ -476,7 +472,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
+fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Result<(), Error> {
     let root = m
         .get_one::<std::path::PathBuf>("root")
         .cloned()
@@ -484,21 +480,17 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
     if let Some(dest) = m.get_one::<std::path::PathBuf>("capture") {
         match crate::probe::capture(&root, dest) {
             Ok(files) => eprintln!("captured {} files into {}", files.len(), dest.display()),
-            Err(e) => {
-                eprintln!(
-                    "sysrunner probe: cannot capture into {}: {e}",
-                    dest.display()
-                );
-                return Exit::Internal;
+            Err(source) => {
+                let e = Error::Capture {
+                    dest: dest.clone(),
+                    source,
+                };
+                eprintln!("sysrunner probe: {e}");
+                return Err(e);
             }
         }
     }
-    let mut report = block_on(crate::probe::probe(
-        &root,
-        &settings.docker,
-        crate::probe::dockerd_version(),
-        &crate::dockerd::plan::proxy_env_of_process(),
-    ));
+    let mut report = block_on(crate::assess::assess(&root, &settings.docker));
     if root == std::path::Path::new("/") {
         report.runner_version = Some(runner_versions(settings));
     }
@@ -507,17 +499,15 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Exit {
             Ok(j) => println!("{j}"),
             Err(e) => {
                 eprintln!("sysrunner probe: {e}");
-                return Exit::Internal;
+                return Err(e.into());
             }
         }
     } else {
         print!("{}", report.human());
     }
-    if report.runtime.supported() {
-        Exit::Ok
-    } else {
-        Exit::Unsupported
-    }
+    // The report said why; the error only carries the cause to the exit code.
+    report.plan()?;
+    Ok(())
 }
 
 /// The runner versions for `probe`: what a running life published (it asked GitHub and heard
@@ -545,13 +535,14 @@ fn runner_versions(settings: &config::ProbeSettings) -> crate::runner::version::
     v
 }
 
-fn usage(problems: &config::Problems) -> Exit {
+/// Says every problem, and that nothing was started.
+fn usage(problems: config::Problems) -> Error {
     eprint!("{problems}");
     eprintln!(
         "sysrunner: {} invalid setting(s); nothing was started. See `sysrunner run --help`.",
         problems.0.len()
     );
-    Exit::Usage
+    Error::Settings(problems)
 }
 
 #[cfg(test)]

@@ -1,5 +1,14 @@
-//! The process exit codes: the one place they are declared. Owns nothing else.
+//! The process exit codes: the one place they are declared, and the one place each cause of
+//! failure becomes one (`impl From<&Error> for Exit` and the impls for the module errors it holds).
+//! "Where does exit 75 come from" is answered here. Owns the codes and that mapping, nothing else:
+//! it decides no outcome, it only names the code of one.
 
+use crate::assess::Unsupported;
+use crate::dockerd::LaunchError;
+use crate::error::Error;
+use crate::github::ApiError;
+use crate::register::RegisterError;
+use crate::runner::Failure;
 use std::fmt;
 
 /// Every way `sysrunner` ends, with the code a supervisor (compose, Kubernetes) sees.
@@ -100,6 +109,90 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// The code of a command's outcome: 0, or its cause's.
+    pub fn of(outcome: &Result<(), Error>) -> Exit {
+        match outcome {
+            Ok(()) => Exit::Ok,
+            Err(e) => Exit::from(e),
+        }
+    }
+}
+
+/// The mapping from causes to codes.
+impl From<&Error> for Exit {
+    fn from(e: &Error) -> Exit {
+        match e {
+            Error::Settings(_) | Error::Flag { .. } | Error::CommandLine(_) => Exit::Usage,
+            Error::RunnerUser(_) => Exit::Usage,
+            Error::Unsupported(u) => Exit::from(u),
+            Error::Api(e) => Exit::from(e),
+            Error::Register(e) => Exit::from(e),
+            Error::Dockerd(e) => Exit::from(e),
+            Error::Runner(f) => Exit::from(f),
+            Error::Pristine(_)
+            | Error::Configure(_)
+            | Error::ListenerStart(_)
+            | Error::DockerdDied { .. }
+            | Error::CheckCommand(_) => Exit::TempFail,
+            Error::Reaper(_)
+            | Error::ListenerLost
+            | Error::LeftRunning(_)
+            | Error::Capture { .. }
+            | Error::Json(_) => Exit::Internal,
+            Error::Unhealthy(_) => Exit::Unhealthy,
+        }
+    }
+}
+
+impl From<&Unsupported> for Exit {
+    fn from(_: &Unsupported) -> Exit {
+        Exit::Unsupported
+    }
+}
+
+impl From<&ApiError> for Exit {
+    fn from(e: &ApiError) -> Exit {
+        match e {
+            // Retrying will not help: credentials, permissions, the scope, the name.
+            ApiError::Refused { .. } | ApiError::Duplicate { .. } => Exit::Refused,
+            ApiError::Unavailable { .. } | ApiError::Unexpected { .. } => Exit::Unavailable,
+        }
+    }
+}
+
+impl From<&RegisterError> for Exit {
+    fn from(e: &RegisterError) -> Exit {
+        match e {
+            RegisterError::Api(e) => Exit::from(e),
+        }
+    }
+}
+
+/// Every cause is a restart's worth: a fresh container has fresh pid files and a fresh data root.
+/// A data root locked by another sysrunner is the exception that still gets 75; it needs the
+/// operator, and its message, repeated at every restart, says what to change.
+impl From<&LaunchError> for Exit {
+    fn from(_: &LaunchError) -> Exit {
+        Exit::TempFail
+    }
+}
+
+impl From<&Failure> for Exit {
+    fn from(f: &Failure) -> Exit {
+        match f {
+            // actions-runner-controller reads a container's 7 as "runner image outdated".
+            Failure::VersionDeprecated { passed_on: true } => Exit::VersionDeprecated,
+            Failure::VersionDeprecated { passed_on: false }
+            | Failure::TooManyRestarts { .. }
+            | Failure::Error
+            | Failure::ConfigRefreshed
+            | Failure::Exited(_)
+            | Failure::Killed => Exit::TempFail,
+        }
+    }
+}
+
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.code())
@@ -115,6 +208,89 @@ impl From<Exit> for std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runner::{AfterExit, after_exit};
+
+    /// The code a listener's exit ends the life with.
+    fn life_exit(code: Option<i32>, pass_deprecated: bool) -> Exit {
+        match after_exit(code, 0, pass_deprecated) {
+            AfterExit::Fail(f) => Exit::from(&Error::from(f)),
+            other => panic!("{code:?} does not end the life: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_cause_gets_the_code_its_meaning_documents() {
+        use crate::dockerd::StartError;
+        let unavailable = || ApiError::Unavailable {
+            what: "list runners".into(),
+            attempts: 5,
+            elapsed: std::time::Duration::from_secs(300),
+            deadline: std::time::Duration::from_secs(300),
+            last: "503".into(),
+        };
+        let cases = [
+            (
+                Error::Settings(crate::config::Problems(vec![])),
+                Exit::Usage,
+            ),
+            (
+                Error::Unsupported(Unsupported {
+                    runtime: crate::probe::Runtime::Host,
+                    reasons: vec![],
+                    remedy: None,
+                }),
+                Exit::Unsupported,
+            ),
+            (
+                Error::Dockerd(LaunchError::Start(StartError::NotReady {
+                    socket: "/var/run/docker.sock".into(),
+                    timeout: std::time::Duration::from_secs(60),
+                })),
+                Exit::TempFail,
+            ),
+            (
+                Error::Api(ApiError::Duplicate {
+                    name: "r".into(),
+                    id: 1,
+                }),
+                Exit::Refused,
+            ),
+            (
+                Error::Register(RegisterError::Api(unavailable())),
+                Exit::Unavailable,
+            ),
+            (Error::Reaper(std::io::Error::other("no")), Exit::Internal),
+            (
+                Error::Unhealthy("runner is stopping".into()),
+                Exit::Unhealthy,
+            ),
+        ];
+        for (cause, code) in cases {
+            assert_eq!(Exit::from(&cause), code, "{cause}");
+        }
+        assert_eq!(Exit::of(&Ok(())), Exit::Ok);
+    }
+
+    #[test]
+    fn everything_else_fails_the_life_with_75() {
+        for c in [Some(1), Some(6), Some(7), Some(42), None] {
+            assert_eq!(life_exit(c, false), Exit::TempFail, "{c:?}");
+        }
+        assert_eq!(
+            Exit::from(&Failure::TooManyRestarts { code: 2 }),
+            Exit::TempFail
+        );
+    }
+
+    /// actions-runner-controller reads a container's exit 7 as "runner image outdated"; a 75
+    /// there would make it recreate the pod forever.
+    #[test]
+    fn a_deprecated_version_exits_7_only_when_the_controller_asked_for_it() {
+        assert_eq!(life_exit(Some(7), true), Exit::VersionDeprecated);
+        for c in [Some(1), Some(42), None] {
+            assert_eq!(life_exit(c, true), Exit::TempFail, "{c:?}");
+        }
+    }
 
     #[test]
     fn codes_are_distinct() {

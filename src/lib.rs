@@ -6,28 +6,43 @@
 //! configured for that runtime, registers one ephemeral runner with GitHub, runs exactly one job as
 //! an unprivileged user, deregisters, stops dockerd and exits; compose or Kubernetes starts the next.
 //!
-//! Modules:
-//! - [`config`]: every setting, declared once; validation before anything happens.
-//! - [`probe`]: what the runtime is, read from `/proc` and `/sys` through a root path.
-//! - [`dockerd`]: the inner dockerd's plan (pure) and the effects that carry it out.
-//! - [`github`]: the REST client for runner registration.
+//! Modules, from the bottom up: none uses a module listed after it, the testkit aside (cli
+//! registers its commands), and `tests/structure.rs` fails on any import cycle. The facts they are
+//! written from are in `docs/runtimes.md` and `docs/contracts.md`.
+//! - [`secret`]: secret values that never print, and their hand-off across re-execution.
 //! - [`reaper`]: the one place that waits for children, and where orphans go.
-//! - [`runner`]: the actions/runner process.
+//! - [`config`]: every setting, declared once; validation before anything happens.
+//! - `logging`: the log subscriber, as LOG_FORMAT and LOG_LEVEL say.
+//! - [`probe`]: the facts about the runtime, read from `/proc` and `/sys` through a root path, and
+//!   the verdict on them.
+//! - [`dockerd`]: the inner dockerd's plan from the probe's facts and verdict (pure), the effects
+//!   that prepare for it, and its process.
+//! - [`github`]: the REST client for runner registration.
+//! - [`runner`]: the actions/runner process: environment, output markers, exit codes, version.
+//! - [`register`]: the ways a runner gets its identity (jit, config, pre-made), behind one trait.
+//! - [`assess`]: the report `probe`, `run` and `dockerd-check` share: verdict and dockerd plan.
+//! - [`error`]: every cause a command fails with.
+//! - [`exit`]: the exit codes, and the one mapping from causes to them.
 //! - [`lifecycle`]: one life of the container, from start to exit.
+//! - [`dockerd_check`]: `sysrunner dockerd-check`, the dockerd part of `run` on its own.
+//! - [`cli`]: the command line; every command's outcome goes through [`exit`].
 //! - `testkit` (feature `testkit`): the fakes tests and the demo run against.
-//! - [`cli`]: the command line, and the mapping of outcomes to [`exit::Exit`] codes.
 //! - `testkit` (feature `testkit`): namespace boxes, a busybox image and other test support the
 //!   demo reuses.
 
+pub mod assess;
 pub mod cli;
 pub mod config;
 pub mod dockerd;
+pub mod dockerd_check;
+pub mod error;
 pub mod exit;
 pub mod github;
 pub mod lifecycle;
 mod logging;
 pub mod probe;
 pub mod reaper;
+pub mod register;
 pub mod runner;
 pub mod secret;
 #[cfg(feature = "testkit")]

@@ -1,5 +1,5 @@
-//! The `sysrunner` binary: a shim over the library. All decisions, including the exit code, are made
-//! in `sysrunner::cli`.
+//! The `sysrunner` binary: a shim over the library. It decides nothing: `sysrunner::cli` dispatches,
+//! and `sysrunner::exit` names the exit code.
 
 fn main() -> std::process::ExitCode {
     sysrunner::cli::main()

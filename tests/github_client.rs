@@ -447,7 +447,7 @@ async fn giving_up_at_the_deadline_means_exit_69() {
         "{err}"
     );
     assert_eq!(e.count("GET", "/actions/runners").await, 5);
-    assert_eq!(err.exit(), Exit::Unavailable);
+    assert_eq!(Exit::from(&err), Exit::Unavailable);
     assert_eq!(
         e.time.sleeps(),
         [1, 2, 4, 8],
@@ -464,14 +464,14 @@ async fn bad_credentials_missing_permission_and_unknown_scope_are_refused_at_onc
         .list_runners(None)
         .await
         .unwrap_err();
-    assert_eq!(err.exit(), Exit::Refused);
+    assert_eq!(Exit::from(&err), Exit::Refused);
     assert!(err.to_string().contains("Bad credentials"), "{err}");
     let err = e
         .client(Scope::Org("octo-org".into()), pat(REPO_ONLY_PAT))
         .list_runners(None)
         .await
         .unwrap_err();
-    assert_eq!(err.exit(), Exit::Refused);
+    assert_eq!(Exit::from(&err), Exit::Refused);
     assert!(
         err.to_string().contains("admin:org"),
         "the hint names the permission: {err}"
@@ -487,7 +487,7 @@ async fn bad_credentials_missing_permission_and_unknown_scope_are_refused_at_onc
         .list_runners(None)
         .await
         .unwrap_err();
-    assert_eq!(err.exit(), Exit::Refused);
+    assert_eq!(Exit::from(&err), Exit::Refused);
     assert!(err.to_string().contains("does not exist"), "{err}");
     assert!(e.time.sleeps().is_empty(), "nothing was retried");
     e.conforms().await;
@@ -593,7 +593,7 @@ async fn a_live_runner_with_the_name_is_a_duplicate_unless_it_is_ours() {
         matches!(err, ApiError::Duplicate { ref name, id } if name == "sysrunner-z" && id == live.id),
         "{err}"
     );
-    assert_eq!(err.exit(), Exit::Refused);
+    assert_eq!(Exit::from(&err), Exit::Refused);
     // The same runner, recorded by this container in an earlier life: deleted and replaced.
     let j = c
         .jit_config("sysrunner-z", "Default", &labels(), "_work", Some(live.id))

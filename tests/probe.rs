@@ -1,11 +1,13 @@
-//! The probe against captured and REFERENCE-derived trees (tests/fixtures/probe): each verdict,
-//! its reasons and the dockerd plan that follows. Pure: no root, no live checks.
+//! The probe against captured and constructed trees (tests/fixtures/probe, whose README says how
+//! each was made): each verdict, its reasons and the dockerd plan that follows. Pure: no root, no
+//! live checks.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use sysrunner::assess::{self, Report};
 use sysrunner::config::{DataPolicy, DockerSettings, ImageStore};
-use sysrunner::dockerd::{Iptables, Plan, PreStep, Profile, Version};
-use sysrunner::probe::{self, Report, Runtime};
+use sysrunner::dockerd::{Iptables, Plan, PreStep, Profile, StorageDriver, Version};
+use sysrunner::probe::{self, Runtime};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,7 +27,7 @@ fn docker(mtu: Option<u32>) -> DockerSettings {
 
 fn report_for(name: &str, version: Option<Version>) -> Report {
     let facts = probe::read_facts(&fixture(name));
-    probe::report(facts, None, &docker(Some(1400)), version, &BTreeMap::new())
+    assess::report(facts, None, &docker(Some(1400)), version, &BTreeMap::new())
 }
 
 const V26: Option<Version> = Some(Version {
@@ -50,7 +52,7 @@ fn sysbox_on_cgroup_v2_runs_dockerd_without_pre_steps() {
     let p = r.dockerd.expect("a plan");
     assert_eq!(p.profile, Profile::Namespaced);
     assert!(p.pre_steps.is_empty());
-    assert_eq!(p.storage_driver, "overlay2", "ext4 data root");
+    assert_eq!(p.storage_driver, StorageDriver::Overlay2, "ext4 data root");
     assert!(!p.raise_nofile);
     assert_eq!(
         p.daemon_json["exec-opts"][0],
@@ -116,7 +118,7 @@ fn privileged_on_cgroup_v2_nests_into_init_and_uses_fuse_overlayfs_on_an_overlay
                 .collect(),
         }
     );
-    assert_eq!(p.storage_driver, "fuse-overlayfs");
+    assert_eq!(p.storage_driver, StorageDriver::FuseOverlayfs);
     assert!(p.notes.iter().any(|n| n.contains("overlayfs")));
     assert_eq!(p.iptables, Iptables::Legacy, "ip_tables_names lists tables");
 }
@@ -132,7 +134,7 @@ fn plan_with_store(name: &str, store: ImageStore, version: Option<Version>) -> P
         image_store: store,
         ..docker(Some(1400))
     };
-    probe::report(facts, None, &docker, version, &BTreeMap::new())
+    assess::report(facts, None, &docker, version, &BTreeMap::new())
         .dockerd
         .expect("a plan")
 }
@@ -222,7 +224,7 @@ fn without_namespace_links_the_maps_decide() {
     let facts = probe::read_facts(dir.path());
     assert_eq!(facts.user_namespace.inode, None);
     assert_eq!(facts.user_namespace.initial, Some(false));
-    let r = probe::report(facts, None, &docker(None), V26, &BTreeMap::new());
+    let r = assess::report(facts, None, &docker(None), V26, &BTreeMap::new());
     assert_eq!(r.runtime, Runtime::Sysbox);
 }
 

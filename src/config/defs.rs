@@ -1,5 +1,6 @@
 //! The settings table: every setting sysrunner reads, declared once. `--help`, the README's
-//! settings table and the list of variables kept from the runner's environment all come from here.
+//! settings table, the list of variables kept from the runner's environment and the typed values
+//! of step one (`Values`) all come from here. Declares only; parsing and rules are elsewhere.
 
 /// Where a setting belongs; also the heading it is listed under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,7 +38,8 @@ pub enum Input {
     EnvOnly,
 }
 
-/// The parser of a setting's value: what form it takes.
+/// The form a setting's value takes, as `--help` and the README say it. Its parser, and the type a
+/// value becomes, is the marker of the same name in `parse::kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// `owner/repo`.
@@ -171,243 +173,115 @@ const fn s(
     }
 }
 
-use DefaultValue::{Derived, None as Unset, Value};
-use Group::*;
+/// Declares every setting once: a row gives the setting's field in `Values`, its name (the
+/// variable, and the constant in `name`), its group, its kind's parser (a `parse::kind` marker,
+/// which also fixes the field's type), its default and its doc. From the rows come `SETTINGS`
+/// (for `--help`, the README and the runner's environment) and `Values` (step one's typed
+/// result), so a setting the code reads is a field, and a misspelt one does not compile.
+macro_rules! settings {
+    ($( $field:ident $name:ident : $group:ident, $kind:ty, $default:expr, $doc:literal; )*) => {
+        /// Every setting, in the order `--help` and the README list them.
+        pub static SETTINGS: &[Setting] = &[
+            $( s(stringify!($name), Group::$group, <$kind as Parse>::KIND, $default, $doc), )*
+        ];
 
-/// Every setting, in the order `--help` and the README list them.
-pub static SETTINGS: &[Setting] = &[
-    s(
-        "REPO",
-        Scope,
-        Kind::Repo,
-        Unset,
-        "Register with this repository.",
-    ),
-    s(
-        "ORG",
-        Scope,
-        Kind::Slug,
-        Unset,
-        "Register with this organization.",
-    ),
-    s(
-        "ENTERPRISE",
-        Scope,
-        Kind::Slug,
-        Unset,
-        "Register with this enterprise (a PAT with `manage_runners:enterprise`; Apps cannot).",
-    ),
-    s(
-        "ACCESS_TOKEN",
-        Credentials,
-        Kind::Secret,
-        Unset,
-        "A personal access token: `repo` scope or Administration: write for REPO, `admin:org` or Self-hosted runners for ORG.",
-    ),
-    s(
-        "ACCESS_TOKEN_FILE",
-        Credentials,
-        Kind::SecretFile,
-        Unset,
-        "Read ACCESS_TOKEN from this file (compose `secrets:`).",
-    ),
-    s(
-        "APP_ID",
-        Credentials,
-        Kind::AppId,
-        Unset,
-        "GitHub App id, or its client id (`Iv…`); needs APP_PRIVATE_KEY.",
-    ),
-    s(
-        "APP_PRIVATE_KEY",
-        Credentials,
-        Kind::RsaKey,
-        Unset,
-        "The App's PEM private key (`\\n` escapes are accepted).",
-    ),
-    s(
-        "APP_PRIVATE_KEY_FILE",
-        Credentials,
-        Kind::SecretFile,
-        Unset,
-        "Read APP_PRIVATE_KEY from this file.",
-    ),
-    s(
-        "APP_INSTALLATION_ID",
-        Credentials,
-        Kind::Id,
-        Derived("looked up from the scope"),
-        "The App installation to use.",
-    ),
-    s(
-        "ACTIONS_RUNNER_INPUT_JITCONFIG",
-        Credentials,
-        Kind::JitConfig,
-        Unset,
-        "A JIT config made by a controller (actions-runner-controller): no API call, no credentials; scope is optional.",
-    ),
-    s(
-        "GITHUB_URL",
-        GitHub,
-        Kind::Url,
-        Value("https://github.com"),
-        "GitHub, GHE.com (`https://SUB.ghe.com`) or GitHub Enterprise Server.",
-    ),
-    s(
-        "GITHUB_API_URL",
-        GitHub,
-        Kind::Url,
-        Derived("from GITHUB_URL"),
-        "REST API base: `https://api.github.com`, `https://api.SUB.ghe.com`, `https://HOST/api/v3`.",
-    ),
-    s(
-        "RUNNER_NAME",
-        Runner,
-        Kind::RunnerName,
-        Derived("`RUNNER_NAME_PREFIX-<hostname>`"),
-        "The runner's name; unique per scope, at most 64 characters.",
-    ),
-    s(
-        "RUNNER_NAME_PREFIX",
-        Runner,
-        Kind::RunnerName,
-        Value("sysrunner"),
-        "Prefix of the default name; `sysrunner prune` only touches runners named with it.",
-    ),
-    s(
-        "RUNNER_LABELS",
-        Runner,
-        Kind::Labels,
-        Unset,
-        "Extra labels, comma-separated.",
-    ),
-    s(
-        "RUNNER_NO_DEFAULT_LABELS",
-        Runner,
-        Kind::Bool,
-        Value("false"),
-        "Leave out `self-hosted`, `Linux` and the architecture label (needs RUNNER_LABELS).",
-    ),
-    s(
-        "RUNNER_GROUP",
-        Runner,
-        Kind::RunnerGroup,
-        Value("Default"),
-        "Runner group (ORG and ENTERPRISE; a repository has only `Default`).",
-    ),
-    s(
-        "RUNNER_WORKDIR",
-        Runner,
-        Kind::WorkPath,
-        Value("_work"),
-        "Job work directory, relative to the runner directory or absolute.",
-    ),
-    s(
-        "RUNNER_DIR",
-        Runner,
-        Kind::AbsPath,
-        Value("/opt/actions-runner"),
-        "The actions/runner release (read-only; each life runs on a fresh copy of it).",
-    ),
-    s(
-        "RUNNER_USER",
-        Runner,
-        Kind::UserName,
-        Value("runner"),
-        "The user jobs run as; never root.",
-    ),
-    s(
-        "RUNNER_SUDO",
-        Runner,
-        Kind::Bool,
-        Value("true"),
-        "Let jobs use passwordless sudo.",
-    ),
-    s(
-        "REGISTRATION",
-        Runner,
-        Kind::Choice(&["jit", "config"]),
-        Value("jit"),
-        "`jit`: one generate-jitconfig call; `config`: registration token and `config.sh --ephemeral`.",
-    ),
-    s(
-        "DOCKER_REGISTRY_MIRRORS",
-        Docker,
-        Kind::UrlList,
-        Unset,
-        "Registry mirrors for the inner dockerd.",
-    ),
-    s(
-        "DOCKER_MTU",
-        Docker,
-        Kind::Mtu,
-        Value("detect"),
-        "MTU of the inner dockerd's networks; `detect` reads the default route's interface.",
-    ),
-    s(
-        "DOCKER_DATA",
-        Docker,
-        Kind::Choice(&["ephemeral", "keep"]),
-        Value("ephemeral"),
-        "`ephemeral` empties the inner docker data root at every start; `keep` keeps images between jobs.",
-    ),
-    s(
-        "DOCKER_IMAGE_STORE",
-        Docker,
-        Kind::Choice(&["graphdriver", "containerd"]),
-        Value("graphdriver"),
-        "`graphdriver`: the classic store (overlay2, or what the runtime allows); `containerd`: the containerd image store (multi-platform images), Docker 29's default on a fresh data root.",
-    ),
-    s(
-        "DOCKERD_READY_TIMEOUT",
-        Time,
-        Kind::Duration,
-        Value("60s"),
-        "How long dockerd may take to answer `/_ping`.",
-    ),
-    s(
-        "DRAIN_TIMEOUT",
-        Time,
-        Kind::Duration,
-        Value("0s"),
-        "After SIGTERM, how long a running job may go on before it is cancelled.",
-    ),
-    s(
-        "STOP_TIMEOUT",
-        Time,
-        Kind::Duration,
-        Value("9s"),
-        "After the drain, the budget to deregister and stop (under compose's default 10 s grace).",
-    ),
-    s(
-        "API_TIMEOUT",
-        Time,
-        Kind::Duration,
-        Value("10s"),
-        "Timeout of one GitHub API request.",
-    ),
-    s(
-        "API_DEADLINE",
-        Time,
-        Kind::Duration,
-        Value("5m"),
-        "Deadline of one GitHub operation with its retries.",
-    ),
-    s(
-        "LOG_FORMAT",
-        Logs,
-        Kind::Choice(&["text", "json"]),
-        Value("text"),
-        "`text` for people, `json` for one object per line.",
-    ),
-    s(
-        "LOG_LEVEL",
-        Logs,
-        Kind::LogLevel,
-        Value("info"),
-        "Log level or tracing filter.",
-    ),
-];
+        /// Every setting's name, as a constant.
+        pub mod name {
+            $( pub const $name: &str = stringify!($name); )*
+        }
+
+        /// Step one's result: every setting, parsed by its kind, in a field of the kind's type.
+        pub(super) struct Values {
+            $( pub $field: Field<<$kind as Parse>::Value>, )*
+        }
+
+        impl Values {
+            /// Parses every setting `collector` has in scope, in the table's order, then reads the
+            /// `*_FILE` secrets.
+            pub(super) fn collect(collector: &mut Collector) -> Values {
+                let mut values = Values {
+                    $( $field: collector.field::<$kind>(stringify!($name)), )*
+                };
+                collector.read_secret_files(&mut values);
+                values
+            }
+        }
+    };
+}
+
+use super::parse::{Parse, kind};
+use super::values::{Collector, Field};
+use super::{DataPolicy, ImageStore, LogFormat, Mode};
+use DefaultValue::{Derived, None as Unset, Value};
+
+settings! {
+    repo REPO: Scope, kind::Repo, Unset,
+        "Register with this repository.";
+    org ORG: Scope, kind::Slug, Unset,
+        "Register with this organization.";
+    enterprise ENTERPRISE: Scope, kind::Slug, Unset,
+        "Register with this enterprise (a PAT with `manage_runners:enterprise`; Apps cannot).";
+    access_token ACCESS_TOKEN: Credentials, kind::Secret, Unset,
+        "A personal access token: `repo` scope or Administration: write for REPO, `admin:org` or Self-hosted runners for ORG.";
+    access_token_file ACCESS_TOKEN_FILE: Credentials, kind::SecretFile, Unset,
+        "Read ACCESS_TOKEN from this file (compose `secrets:`).";
+    app_id APP_ID: Credentials, kind::AppId, Unset,
+        "GitHub App id, or its client id (`Iv…`); needs APP_PRIVATE_KEY.";
+    app_private_key APP_PRIVATE_KEY: Credentials, kind::RsaKey, Unset,
+        "The App's PEM private key (`\\n` escapes are accepted).";
+    app_private_key_file APP_PRIVATE_KEY_FILE: Credentials, kind::SecretFile, Unset,
+        "Read APP_PRIVATE_KEY from this file.";
+    app_installation_id APP_INSTALLATION_ID: Credentials, kind::Id, Derived("looked up from the scope"),
+        "The App installation to use.";
+    actions_runner_input_jitconfig ACTIONS_RUNNER_INPUT_JITCONFIG: Credentials, kind::JitConfig, Unset,
+        "A JIT config made by a controller (actions-runner-controller): no API call, no credentials; scope is optional.";
+    github_url GITHUB_URL: GitHub, kind::Url, Value("https://github.com"),
+        "GitHub, GHE.com (`https://SUB.ghe.com`) or GitHub Enterprise Server.";
+    github_api_url GITHUB_API_URL: GitHub, kind::Url, Derived("from GITHUB_URL"),
+        "REST API base: `https://api.github.com`, `https://api.SUB.ghe.com`, `https://HOST/api/v3`.";
+    runner_name RUNNER_NAME: Runner, kind::RunnerName, Derived("`RUNNER_NAME_PREFIX-<hostname>`"),
+        "The runner's name; unique per scope, at most 64 characters.";
+    runner_name_prefix RUNNER_NAME_PREFIX: Runner, kind::RunnerName, Value("sysrunner"),
+        "Prefix of the default name; `sysrunner prune` only touches runners named with it.";
+    runner_labels RUNNER_LABELS: Runner, kind::Labels, Unset,
+        "Extra labels, comma-separated.";
+    runner_no_default_labels RUNNER_NO_DEFAULT_LABELS: Runner, kind::Bool, Value("false"),
+        "Leave out `self-hosted`, `Linux` and the architecture label (needs RUNNER_LABELS).";
+    runner_group RUNNER_GROUP: Runner, kind::RunnerGroup, Value("Default"),
+        "Runner group (ORG and ENTERPRISE; a repository has only `Default`).";
+    runner_workdir RUNNER_WORKDIR: Runner, kind::WorkPath, Value("_work"),
+        "Job work directory, relative to the runner directory or absolute.";
+    runner_dir RUNNER_DIR: Runner, kind::AbsPath, Value("/opt/actions-runner"),
+        "The actions/runner release (read-only; each life runs on a fresh copy of it).";
+    runner_user RUNNER_USER: Runner, kind::UserName, Value("runner"),
+        "The user jobs run as; never root.";
+    runner_sudo RUNNER_SUDO: Runner, kind::Bool, Value("true"),
+        "Let jobs use passwordless sudo.";
+    registration REGISTRATION: Runner, kind::Choice<Mode>, Value("jit"),
+        "`jit`: one generate-jitconfig call; `config`: registration token and `config.sh --ephemeral`.";
+    docker_registry_mirrors DOCKER_REGISTRY_MIRRORS: Docker, kind::UrlList, Unset,
+        "Registry mirrors for the inner dockerd.";
+    docker_mtu DOCKER_MTU: Docker, kind::Mtu, Value("detect"),
+        "MTU of the inner dockerd's networks; `detect` reads the default route's interface.";
+    docker_data DOCKER_DATA: Docker, kind::Choice<DataPolicy>, Value("ephemeral"),
+        "`ephemeral` empties the inner docker data root at every start; `keep` keeps images between jobs.";
+    docker_image_store DOCKER_IMAGE_STORE: Docker, kind::Choice<ImageStore>, Value("graphdriver"),
+        "`graphdriver`: the classic store (overlay2, or what the runtime allows); `containerd`: the containerd image store (multi-platform images), Docker 29's default on a fresh data root.";
+    dockerd_ready_timeout DOCKERD_READY_TIMEOUT: Time, kind::Duration, Value("60s"),
+        "How long dockerd may take to answer `/_ping`.";
+    drain_timeout DRAIN_TIMEOUT: Time, kind::Duration, Value("0s"),
+        "After SIGTERM, how long a running job may go on before it is cancelled.";
+    stop_timeout STOP_TIMEOUT: Time, kind::Duration, Value("9s"),
+        "After the drain, the budget to deregister and stop (under compose's default 10 s grace).";
+    api_timeout API_TIMEOUT: Time, kind::Duration, Value("10s"),
+        "Timeout of one GitHub API request.";
+    api_deadline API_DEADLINE: Time, kind::Duration, Value("5m"),
+        "Deadline of one GitHub operation with its retries.";
+    log_format LOG_FORMAT: Logs, kind::Choice<LogFormat>, Value("text"),
+        "`text` for people, `json` for one object per line.";
+    log_level LOG_LEVEL: Logs, kind::LogLevel, Value("info"),
+        "Log level or tracing filter.";
+}
 
 /// Variables of other runner images, and what to set instead. Set, each gets one warning; they are
 /// also kept from the runner's environment (RUNNER_TOKEN is a secret).

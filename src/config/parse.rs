@@ -1,25 +1,18 @@
-//! Step one of settings: each value on its own, by the parser its table row names. No value here
-//! knows about another; the rules that span settings are in `resolve`.
+//! Step one of settings, per value: the parser of each [`Kind`], typed ([`Parse`]: a marker type per
+//! kind in [`kind`], whose `Value` is what a setting of that kind becomes). No value here knows
+//! about another, and no parser reads anything but its text; the rules that span settings are
+//! `resolve`'s.
 
+use super::Scope;
 use super::defs::Kind;
 use crate::secret::Secret;
+use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// A value that passed its parser.
-#[derive(Debug, Clone)]
-pub enum Value {
-    Text(String),
-    Secret(Secret),
-    Bool(bool),
-    Duration(Duration),
-    List(Vec<String>),
-    Number(u64),
-    /// `None` is `detect`.
-    Mtu(Option<u32>),
-}
-
 /// Why a value was refused, and how to fix it. The caller adds the variable's name and value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}; {fix}")]
 pub struct Bad {
     pub what: String,
     pub fix: String,
@@ -36,34 +29,94 @@ pub const MAX_LABELS: usize = 100;
 pub const MAX_LABEL_LEN: usize = 256;
 pub const MAX_RUNNER_NAME: usize = 64;
 
-pub fn parse(kind: Kind, name: &str, raw: &str) -> Result<Value, Bad> {
-    match kind {
-        Kind::Repo => repo(raw).map(Value::Text),
-        Kind::Slug => slug(raw).map(Value::Text),
-        Kind::Secret => token(raw).map(Value::Secret),
-        Kind::RsaKey => rsa_key(raw).map(Value::Secret),
-        Kind::JitConfig => jit_config(raw).map(Value::Secret),
-        // The file's content is parsed as the secret it holds; the path itself only needs to exist.
-        Kind::SecretFile => Ok(Value::Text(raw.to_string())),
-        Kind::AppId => app_id(raw).map(Value::Text),
-        Kind::Id => positive(raw).map(Value::Number),
-        Kind::Url => url(raw).map(Value::Text),
-        Kind::UrlList => list(raw, "URL")?
-            .into_iter()
-            .map(|u| url(&u))
-            .collect::<Result<_, _>>()
-            .map(Value::List),
-        Kind::RunnerName => runner_name(raw).map(Value::Text),
-        Kind::Labels => labels(raw).map(Value::List),
-        Kind::RunnerGroup => group(raw).map(Value::Text),
-        Kind::Bool => boolean(raw).map(Value::Bool),
-        Kind::Choice(words) => choice(raw, words).map(Value::Text),
-        Kind::AbsPath => abs_path(raw).map(Value::Text),
-        Kind::WorkPath => work_path(raw).map(Value::Text),
-        Kind::UserName => user_name(raw).map(Value::Text),
-        Kind::Mtu => mtu(raw).map(Value::Mtu),
-        Kind::Duration => duration(raw).map(Value::Duration),
-        Kind::LogLevel => log_level(raw, name).map(Value::Text),
+/// One kind's parser: the [`Kind`] the settings table shows, and the type a value becomes.
+pub trait Parse {
+    const KIND: Kind;
+    type Value: Clone;
+    /// `name` is the setting's, for the rare message that suggests a value of it.
+    fn parse(raw: &str, name: &str) -> Result<Self::Value, Bad>;
+}
+
+/// A setting that takes one of a few words: an enum whose words are listed once, with
+/// `choice!` (in `config`), in the order `--help` shows them.
+pub trait Choice: Copy + PartialEq + 'static {
+    const WORDS: &'static [&'static str];
+    /// The value of each word, in the order of [`Self::WORDS`].
+    const VALUES: &'static [Self];
+
+    fn word(self) -> &'static str {
+        let i = Self::VALUES
+            .iter()
+            .position(|v| *v == self)
+            .expect("every value has a word");
+        Self::WORDS[i]
+    }
+}
+
+/// The marker type of each [`Kind`], for the settings table's typed rows.
+pub mod kind {
+    use super::*;
+
+    macro_rules! kinds {
+        ($( $(#[$doc:meta])* $name:ident => $value:ty = $parse:expr; )*) => {
+            $(
+                $(#[$doc])*
+                pub struct $name;
+
+                impl Parse for $name {
+                    const KIND: Kind = Kind::$name;
+                    type Value = $value;
+                    fn parse(raw: &str, name: &str) -> Result<$value, Bad> {
+                        let parse: fn(&str, &str) -> Result<$value, Bad> = $parse;
+                        parse(raw, name)
+                    }
+                }
+            )*
+        };
+    }
+
+    kinds! {
+        Repo => Scope = |raw, _| repo(raw);
+        Slug => String = |raw, _| slug(raw);
+        Secret => crate::secret::Secret = |raw, _| token(raw);
+        RsaKey => crate::secret::Secret = |raw, _| rsa_key(raw);
+        JitConfig => crate::secret::Secret = |raw, _| jit_config(raw);
+        /// The file's content is parsed as the secret it holds; the path itself only needs to
+        /// exist, which reading it shows.
+        SecretFile => PathBuf = |raw, _| Ok(PathBuf::from(raw));
+        AppId => String = |raw, _| app_id(raw);
+        Id => u64 = |raw, _| positive(raw);
+        Url => String = |raw, _| url(raw);
+        UrlList => Vec<String> = |raw, _| list(raw, "URL")?.iter().map(|u| url(u)).collect();
+        RunnerName => String = |raw, _| runner_name(raw);
+        Labels => Vec<String> = |raw, _| labels(raw);
+        RunnerGroup => String = |raw, _| group(raw);
+        Bool => bool = |raw, _| boolean(raw);
+        AbsPath => PathBuf = |raw, _| abs_path(raw).map(PathBuf::from);
+        WorkPath => String = |raw, _| work_path(raw);
+        UserName => String = |raw, _| user_name(raw);
+        /// `None` is `detect`.
+        Mtu => Option<u32> = |raw, _| mtu(raw);
+        Duration => std::time::Duration = |raw, _| duration(raw);
+        LogLevel => String = log_level;
+    }
+
+    /// One of the words of `E`.
+    pub struct Choice<E>(PhantomData<E>);
+
+    impl<E: super::Choice> Parse for Choice<E> {
+        const KIND: Kind = Kind::Choice(E::WORDS);
+        type Value = E;
+        fn parse(raw: &str, _: &str) -> Result<E, Bad> {
+            let lower = raw.to_ascii_lowercase();
+            match E::WORDS.iter().position(|w| *w == lower) {
+                Some(i) => Ok(E::VALUES[i]),
+                None => Err(bad(
+                    format!("is not one of {}", E::WORDS.join(", ")),
+                    format!("use {}", E::WORDS.join(" or ")),
+                )),
+            }
+        }
     }
 }
 
@@ -71,7 +124,7 @@ fn is_login_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_'
 }
 
-fn repo(raw: &str) -> Result<String, Bad> {
+fn repo(raw: &str) -> Result<Scope, Bad> {
     if raw.contains("://") || raw.starts_with("github.com/") {
         return Err(bad(
             "is a URL, not owner/repo",
@@ -99,7 +152,10 @@ fn repo(raw: &str) -> Result<String, Bad> {
             fix,
         ));
     }
-    Ok(raw.to_string())
+    Ok(Scope::Repo {
+        owner: owner.into(),
+        repo: name.into(),
+    })
 }
 
 fn slug(raw: &str) -> Result<String, Bad> {
@@ -309,18 +365,6 @@ pub fn boolean(raw: &str) -> Result<bool, Bad> {
     }
 }
 
-fn choice(raw: &str, words: &[&str]) -> Result<String, Bad> {
-    let lower = raw.to_ascii_lowercase();
-    if words.contains(&lower.as_str()) {
-        Ok(lower)
-    } else {
-        Err(bad(
-            format!("is not one of {}", words.join(", ")),
-            format!("use {}", words.join(" or ")),
-        ))
-    }
-}
-
 fn abs_path(raw: &str) -> Result<String, Bad> {
     if raw.starts_with('/') && !raw.split('/').any(|c| c == "..") {
         Ok(raw.trim_end_matches('/').to_string().max("/".to_string()))
@@ -415,12 +459,19 @@ fn log_level(raw: &str, name: &str) -> Result<String, Bad> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Mode;
 
-    fn ok(kind: Kind, raw: &str) -> Value {
-        parse(kind, "X", raw).unwrap_or_else(|b| panic!("{raw:?} refused: {b:?}"))
+    fn ok<K: Parse>(raw: &str) -> K::Value
+    where
+        K::Value: std::fmt::Debug,
+    {
+        K::parse(raw, "X").unwrap_or_else(|b| panic!("{raw:?} refused: {b:?}"))
     }
-    fn refused(kind: Kind, raw: &str) -> Bad {
-        match parse(kind, "X", raw) {
+    fn refused<K: Parse>(raw: &str) -> Bad
+    where
+        K::Value: std::fmt::Debug,
+    {
+        match K::parse(raw, "X") {
             Err(b) => b,
             Ok(v) => panic!("{raw:?} accepted as {v:?}"),
         }
@@ -429,17 +480,17 @@ mod tests {
     #[test]
     fn repo_accepts_owner_slash_name() {
         for r in ["octo-org/octo-repo", "a/b", "me_acme/repo.js", "O/.github"] {
-            ok(Kind::Repo, r);
+            ok::<kind::Repo>(r);
         }
     }
 
     #[test]
     fn repo_refuses_other_forms() {
         for r in ["octo", "a/b/c", "/b", "a/", "-a/b", "a/..", "a b/c"] {
-            refused(Kind::Repo, r);
+            refused::<kind::Repo>(r);
         }
         assert!(
-            refused(Kind::Repo, "https://github.com/a/b")
+            refused::<kind::Repo>("https://github.com/a/b")
                 .what
                 .contains("URL")
         );
@@ -447,10 +498,10 @@ mod tests {
 
     #[test]
     fn slug_refuses_slash_and_odd_characters() {
-        ok(Kind::Slug, "octo-org");
-        assert!(refused(Kind::Slug, "octo/repo").fix.contains("REPO"));
-        refused(Kind::Slug, "octo org");
-        refused(Kind::Slug, "-octo");
+        ok::<kind::Slug>("octo-org");
+        assert!(refused::<kind::Slug>("octo/repo").fix.contains("REPO"));
+        refused::<kind::Slug>("octo org");
+        refused::<kind::Slug>("-octo");
     }
 
     #[test]
@@ -464,13 +515,10 @@ mod tests {
             ("0", false),
             ("NO", false),
         ] {
-            assert!(
-                matches!(ok(Kind::Bool, raw), Value::Bool(b) if b == want),
-                "{raw}"
-            );
+            assert_eq!(ok::<kind::Bool>(raw), want, "{raw}");
         }
         for raw in ["on", "off", "y", "n", "2", "truee", " true"] {
-            refused(Kind::Bool, raw);
+            refused::<kind::Bool>(raw);
         }
     }
 
@@ -504,38 +552,43 @@ mod tests {
 
     #[test]
     fn labels_are_trimmed_and_checked() {
-        match ok(Kind::Labels, " gpu , linux-big,x") {
-            Value::List(l) => assert_eq!(l, ["gpu", "linux-big", "x"]),
-            v => panic!("{v:?}"),
-        }
-        assert!(refused(Kind::Labels, "a,,b").what.contains("empty"));
-        assert!(refused(Kind::Labels, "a,").what.contains("empty"));
-        assert!(refused(Kind::Labels, "gpu,GPU").what.contains("unique"));
-        assert!(refused(Kind::Labels, "-x").what.contains("'-'"));
+        assert_eq!(
+            ok::<kind::Labels>(" gpu , linux-big,x"),
+            ["gpu", "linux-big", "x"]
+        );
+        assert!(refused::<kind::Labels>("a,,b").what.contains("empty"));
+        assert!(refused::<kind::Labels>("a,").what.contains("empty"));
+        assert!(refused::<kind::Labels>("gpu,GPU").what.contains("unique"));
+        assert!(refused::<kind::Labels>("-x").what.contains("'-'"));
         let long = "x".repeat(257);
-        assert!(refused(Kind::Labels, &long).what.contains("256"));
-        ok(Kind::Labels, &"y".repeat(256));
+        assert!(refused::<kind::Labels>(&long).what.contains("256"));
+        ok::<kind::Labels>(&"y".repeat(256));
         let many: Vec<String> = (0..101).map(|i| format!("l{i}")).collect();
-        assert!(refused(Kind::Labels, &many.join(",")).what.contains("101"));
-        ok(Kind::Labels, &many[..100].join(","));
+        assert!(
+            refused::<kind::Labels>(&many.join(","))
+                .what
+                .contains("101")
+        );
+        ok::<kind::Labels>(&many[..100].join(","));
     }
 
     #[test]
     fn app_id_is_a_number_or_a_client_id() {
-        ok(Kind::AppId, "123456");
-        ok(Kind::AppId, "Iv1.0123456789abcdef");
-        ok(Kind::AppId, "Iv23liAbCdEf");
+        ok::<kind::AppId>("123456");
+        ok::<kind::AppId>("Iv1.0123456789abcdef");
+        ok::<kind::AppId>("Iv23liAbCdEf");
         for raw in ["0", "abc", "Iv", "12a", "Iv1 x", "-5"] {
-            refused(Kind::AppId, raw);
+            refused::<kind::AppId>(raw);
         }
     }
 
     #[test]
     fn urls_must_be_absolute_http() {
-        assert!(
-            matches!(ok(Kind::Url, "https://ghes.example.com/"), Value::Text(t) if t == "https://ghes.example.com")
+        assert_eq!(
+            ok::<kind::Url>("https://ghes.example.com/"),
+            "https://ghes.example.com"
         );
-        ok(Kind::Url, "http://127.0.0.1:8080");
+        ok::<kind::Url>("http://127.0.0.1:8080");
         for raw in [
             "github.com",
             "ftp://x",
@@ -543,72 +596,68 @@ mod tests {
             "https://x?y=1",
             "/relative",
         ] {
-            refused(Kind::Url, raw);
+            refused::<kind::Url>(raw);
         }
-        match ok(Kind::UrlList, "https://m1.example, http://m2.example:5000") {
-            Value::List(l) => assert_eq!(l.len(), 2),
-            v => panic!("{v:?}"),
-        }
-        refused(Kind::UrlList, "https://m1.example,mirror");
+        assert_eq!(
+            ok::<kind::UrlList>("https://m1.example, http://m2.example:5000").len(),
+            2
+        );
+        refused::<kind::UrlList>("https://m1.example,mirror");
     }
 
     #[test]
     fn mtu_is_detect_or_a_size() {
-        assert!(matches!(ok(Kind::Mtu, "detect"), Value::Mtu(None)));
-        assert!(matches!(ok(Kind::Mtu, "1400"), Value::Mtu(Some(1400))));
+        assert_eq!(ok::<kind::Mtu>("detect"), None);
+        assert_eq!(ok::<kind::Mtu>("1400"), Some(1400));
         for raw in ["0", "67", "65536", "auto", "1400b"] {
-            refused(Kind::Mtu, raw);
+            refused::<kind::Mtu>(raw);
         }
     }
 
     #[test]
     fn user_name_is_never_root() {
-        ok(Kind::UserName, "runner");
-        assert!(refused(Kind::UserName, "root").what.contains("root"));
-        refused(Kind::UserName, "Runner");
-        refused(Kind::UserName, "1runner");
+        ok::<kind::UserName>("runner");
+        assert!(refused::<kind::UserName>("root").what.contains("root"));
+        refused::<kind::UserName>("Runner");
+        refused::<kind::UserName>("1runner");
     }
 
     #[test]
     fn runner_names_fit_github() {
-        ok(Kind::RunnerName, "sysrunner-3f2a9c1d7e0b");
-        refused(Kind::RunnerName, &"n".repeat(65));
-        refused(Kind::RunnerName, "my runner");
-        refused(Kind::RunnerName, "a/b");
+        ok::<kind::RunnerName>("sysrunner-3f2a9c1d7e0b");
+        refused::<kind::RunnerName>(&"n".repeat(65));
+        refused::<kind::RunnerName>("my runner");
+        refused::<kind::RunnerName>("a/b");
     }
 
     #[test]
     fn paths() {
-        ok(Kind::AbsPath, "/opt/actions-runner");
-        refused(Kind::AbsPath, "opt/actions-runner");
-        refused(Kind::AbsPath, "/opt/../etc");
-        ok(Kind::WorkPath, "_work");
-        ok(Kind::WorkPath, "/work");
-        refused(Kind::WorkPath, "../work");
+        ok::<kind::AbsPath>("/opt/actions-runner");
+        refused::<kind::AbsPath>("opt/actions-runner");
+        refused::<kind::AbsPath>("/opt/../etc");
+        ok::<kind::WorkPath>("_work");
+        ok::<kind::WorkPath>("/work");
+        refused::<kind::WorkPath>("../work");
     }
 
     #[test]
     fn choices_ignore_case() {
-        assert!(
-            matches!(ok(Kind::Choice(&["jit", "config"]), "JIT"), Value::Text(t) if t == "jit")
-        );
-        refused(Kind::Choice(&["jit", "config"]), "jitconfig");
+        assert_eq!(ok::<kind::Choice<Mode>>("JIT"), Mode::Jit);
+        refused::<kind::Choice<Mode>>("jitconfig");
     }
 
     #[test]
     fn tokens_are_one_word() {
-        assert!(
-            matches!(ok(Kind::Secret, "ghp_abc\n"), Value::Secret(s) if s.expose() == "ghp_abc")
-        );
-        refused(Kind::Secret, "ghp_a bc");
-        refused(Kind::Secret, "  ");
+        assert_eq!(ok::<kind::Secret>("ghp_abc\n").expose(), "ghp_abc");
+        refused::<kind::Secret>("ghp_a bc");
+        refused::<kind::Secret>("  ");
     }
 
     #[test]
     fn log_level_takes_tracing_filters() {
-        ok(Kind::LogLevel, "debug");
-        ok(Kind::LogLevel, "sysrunner=debug,dockerd=warn");
-        refused(Kind::LogLevel, "loud=[");
+        ok::<kind::LogLevel>("debug");
+        ok::<kind::LogLevel>("sysrunner=debug,dockerd=warn");
+        refused::<kind::LogLevel>("loud=[");
     }
 
     #[test]
@@ -617,9 +666,9 @@ mod tests {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let good =
             b64(r#"{".runner":"e30=",".credentials":"e30=",".credentials_rsaparams":"e30="}"#);
-        ok(Kind::JitConfig, &good);
-        refused(Kind::JitConfig, "not base64!");
-        refused(Kind::JitConfig, &b64("not json"));
-        refused(Kind::JitConfig, &b64(r#"{"runner":"x"}"#));
+        ok::<kind::JitConfig>(&good);
+        refused::<kind::JitConfig>("not base64!");
+        refused::<kind::JitConfig>(&b64("not json"));
+        refused::<kind::JitConfig>(&b64(r#"{"runner":"x"}"#));
     }
 }

@@ -556,12 +556,75 @@ fn every_setting_and_foreign_variable_is_kept_from_the_runner() {
 
 #[test]
 fn every_default_parses() {
-    for s in SETTINGS {
-        if let defs::DefaultValue::Value(d) = s.default {
-            parse::parse(s.kind, s.name, d)
-                .unwrap_or_else(|b| panic!("{}: default {d:?}: {b:?}", s.name));
+    let flags = BTreeMap::new();
+    let env = |_: &str| None;
+    let read = |_: &Path| Err(io::Error::from(io::ErrorKind::NotFound));
+    let inputs = Inputs {
+        flags: &flags,
+        env: &env,
+        read_file: &read,
+        hostname: None,
+    };
+    let mut c = Collector::new(&inputs, &|_| true);
+    let v = Values::collect(&mut c);
+    assert!(c.problems.is_empty(), "defaults refused: {:#?}", c.problems);
+    assert_eq!(v.docker_data.value, Some(DataPolicy::Ephemeral));
+    assert_eq!(v.registration.value, Some(Mode::Jit));
+}
+
+/// Each `X_FILE` in the table is read as `X`, and `X` is a secret: the collector pairs them by
+/// hand, so a new one in the table without its pairing fails here.
+#[test]
+fn every_secret_file_stands_for_a_secret_setting() {
+    for file in SETTINGS.iter().filter(|s| s.kind == Kind::SecretFile) {
+        let target = defs::setting(file.name.trim_end_matches("_FILE"));
+        assert!(
+            target.kind.is_secret(),
+            "{} holds {}",
+            file.name,
+            target.name
+        );
+        let value = if target.kind == Kind::RsaKey {
+            KEY
+        } else {
+            "x"
+        };
+        let lines = Case::valid(&[(file.name, "/f"), (target.name, value)])
+            .file("/f", value)
+            .refused();
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{} and", target.name)))
+            .unwrap_or_else(|| panic!("{} is not read as {}: {lines:#?}", file.name, target.name));
+        assert!(line.contains(file.name), "{line}");
+    }
+}
+
+/// The secrets handed off before re-executing (src/secret.rs, which reads no settings) are
+/// exactly the secret settings.
+#[test]
+fn the_secrets_handed_off_are_the_secret_settings() {
+    let secret: Vec<&str> = SETTINGS
+        .iter()
+        .filter(|s| s.kind.is_secret())
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(secret, crate::secret::ENV_SECRETS);
+}
+
+/// A choice's words and values come from one `choice!` list; they line up and differ.
+#[test]
+fn choice_words_line_up_with_their_values() {
+    fn check<E: Choice + std::fmt::Debug>() {
+        assert_eq!(E::WORDS.len(), E::VALUES.len());
+        for (w, v) in E::WORDS.iter().zip(E::VALUES) {
+            assert_eq!(v.word(), *w, "{v:?}");
         }
     }
+    check::<Mode>();
+    check::<DataPolicy>();
+    check::<ImageStore>();
+    check::<LogFormat>();
 }
 
 #[test]

@@ -1,12 +1,16 @@
 //! The dockerd plan: what to do before dockerd starts, its `daemon.json`, arguments and
 //! environment, decided from the probe's verdict and facts, the settings and dockerd's version.
-//! Pure: it reads nothing and changes nothing.
+//! The decisions live here: the profile, the storage driver, the iptables backend, the inner MTU
+//! (DOCKER_MTU, else the default route's). The facts they rest on: docs/runtimes.md. Pure: it
+//! reads nothing and changes nothing.
 
 use crate::config::{DockerSettings, ImageStore};
-use crate::probe::{Facts, Runtime};
-use serde::Serialize;
+use crate::probe::{CgroupVersion, Facts, Runtime};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
 
 pub const SOCKET: &str = "/var/run/docker.sock";
 pub const CONFIG_FILE: &str = "/etc/docker/daemon.json";
@@ -22,7 +26,7 @@ pub const IPTABLES_DIR: &str = "/run/sysrunner/iptables";
 /// statfs magic of overlayfs: a data root on it cannot hold overlay2 layers.
 pub const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// sysbox and other user namespaces: nothing before dockerd.
@@ -31,7 +35,7 @@ pub enum Profile {
     Privileged,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum PreStep {
     /// Mount securityfs on /sys/kernel/security; a failure is ignored (AppArmor may be absent).
@@ -46,18 +50,68 @@ pub enum PreStep {
     MakeRshared,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Iptables {
     Legacy,
     Nft,
 }
 
+impl Iptables {
+    /// The suffix of the Debian alternatives (`iptables-legacy`, `iptables-nft`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Iptables::Legacy => "legacy",
+            Iptables::Nft => "nft",
+        }
+    }
+}
+
+/// dockerd's `storage-driver`, named as daemon.json names it. With the classic image store it is
+/// a graph driver; with the containerd store, a snapshotter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageDriver {
+    /// The classic store on a data root that can hold overlay layers.
+    Overlay2,
+    /// The containerd store's overlay snapshotter.
+    Overlayfs,
+    /// The classic store on an overlayfs data root, through FUSE.
+    FuseOverlayfs,
+    /// The classic store on an overlayfs data root without `/dev/fuse`: copies every layer.
+    Vfs,
+    /// The containerd store on an overlayfs data root: copies every layer.
+    Native,
+}
+
+impl StorageDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageDriver::Overlay2 => "overlay2",
+            StorageDriver::Overlayfs => "overlayfs",
+            StorageDriver::FuseOverlayfs => "fuse-overlayfs",
+            StorageDriver::Vfs => "vfs",
+            StorageDriver::Native => "native",
+        }
+    }
+}
+
+impl fmt::Display for StorageDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub profile: Profile,
     pub pre_steps: Vec<PreStep>,
-    pub storage_driver: String,
+    /// Where dockerd keeps its data: the path whose filesystem the probe reported. `daemon.json`
+    /// says the same (and so does `probe --json`, through it); the lock file and the emptying for
+    /// DOCKER_DATA=ephemeral use this.
+    #[serde(skip)]
+    pub data_root: PathBuf,
+    pub storage_driver: StorageDriver,
     pub iptables: Iptables,
     pub mtu: Option<u32>,
     pub daemon_json: serde_json::Value,
@@ -71,7 +125,7 @@ pub struct Plan {
 }
 
 /// dockerd's version, as `dockerd --version` prints it (`Docker version 26.1.5+dfsg1, build …`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Version {
     pub major: u32,
     pub minor: u32,
@@ -134,7 +188,7 @@ pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> 
     let mut pre_steps = Vec::new();
     if profile == Profile::Privileged {
         pre_steps.push(PreStep::MountSecurityfs);
-        if facts.cgroup.version == Some(crate::probe::CgroupVersion::V2)
+        if facts.cgroup.version == Some(CgroupVersion::V2)
             && facts.cgroup.path.as_deref() == Some("/")
         {
             pre_steps.push(PreStep::NestCgroupV2 {
@@ -157,21 +211,21 @@ pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> 
         );
     }
     let storage_driver = match (containerd_store, on_overlay, facts.dev_fuse) {
-        (false, false, _) => "overlay2",
-        (true, false, _) => "overlayfs",
+        (false, false, _) => StorageDriver::Overlay2,
+        (true, false, _) => StorageDriver::Overlayfs,
         (false, true, true) => {
             notes.push(format!(
                 "{} is on overlayfs (no volume mounted there): using fuse-overlayfs; mount a volume on it for overlay2",
                 facts.data_root.path
             ));
-            "fuse-overlayfs"
+            StorageDriver::FuseOverlayfs
         }
         (false, true, false) => {
             notes.push(format!(
                 "{} is on overlayfs and /dev/fuse is missing: using vfs, which copies every layer and is slow; mount a volume on {}",
                 facts.data_root.path, facts.data_root.path
             ));
-            "vfs"
+            StorageDriver::Vfs
         }
         (true, true, _) => {
             // containerd's fuse-overlayfs snapshotter is a separate plugin the image lacks.
@@ -179,7 +233,7 @@ pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> 
                 "{} is on overlayfs: the containerd image store falls back to its native snapshotter, which copies every layer and is slow; mount a volume on {}",
                 facts.data_root.path, facts.data_root.path
             ));
-            "native"
+            StorageDriver::Native
         }
     };
 
@@ -262,7 +316,8 @@ pub fn plan(runtime: Runtime, facts: &Facts, input: &PlanInput) -> Option<Plan> 
     Some(Plan {
         profile,
         pre_steps,
-        storage_driver: storage_driver.to_string(),
+        data_root: PathBuf::from(&facts.data_root.path),
+        storage_driver,
         iptables,
         mtu,
         daemon_json: daemon,

@@ -1,10 +1,11 @@
 //! The dockerd process: an exclusive lock on the data root, the spawn (through the reaper, in its
 //! own process group, with a clean environment), output forwarded to our log under the `dockerd`
 //! target, readiness by `GET /_ping`, and stop: SIGTERM, wait, SIGKILL, then every orphan left
-//! behind (containerd, shims, container inits) killed and reaped.
+//! behind (containerd, shims, container inits) killed and reaped. Waits for no child itself: the
+//! reaper does.
 
 use super::effects::LOCK_FILE;
-use super::plan::{self, Plan};
+use super::plan::{self, Plan, Version};
 use crate::reaper::{self, ExitStatus, Reaper};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill, killpg};
@@ -43,6 +44,18 @@ pub struct Dockerd {
     pub ready_after: Duration,
 }
 
+/// The dockerd on PATH, else Debian's.
+fn binary() -> PathBuf {
+    which::which("dockerd").unwrap_or_else(|_| PathBuf::from("/usr/bin/dockerd"))
+}
+
+/// The installed dockerd's version (`dockerd --version`), if there is a dockerd on PATH.
+pub fn installed_version() -> Option<Version> {
+    let bin = which::which("dockerd").ok()?;
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    Version::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
 /// dockerd's PATH: the chosen iptables backend first.
 fn path_env() -> String {
     format!(
@@ -76,20 +89,15 @@ pub fn lock_data_root(data_root: &Path) -> Result<Flock<File>, StartError> {
 }
 
 impl Dockerd {
-    /// Starts dockerd as planned (after [`super::effects::prepare`]) and waits until it answers
-    /// `/_ping`, or exits, or `ready_timeout` passes.
+    /// Starts dockerd as planned (after [`super::effects::prepare`]; [`super::launch`] does both)
+    /// and waits until it answers `/_ping`, or exits, or `ready_timeout` passes.
     pub async fn start(
         plan: &Plan,
         reaper: &Reaper,
         ready_timeout: Duration,
     ) -> Result<Dockerd, StartError> {
-        let data_root = PathBuf::from(
-            plan.daemon_json["data-root"]
-                .as_str()
-                .unwrap_or(crate::probe::DATA_ROOT),
-        );
-        let lock = lock_data_root(&data_root)?;
-        let binary = which::which("dockerd").unwrap_or_else(|_| PathBuf::from("/usr/bin/dockerd"));
+        let lock = lock_data_root(&plan.data_root)?;
+        let binary = binary();
         let mut cmd = Command::new(&binary);
         cmd.args(&plan.args)
             .env_clear()

@@ -1,4 +1,5 @@
 //! The client itself: one `send` that authenticates, retries and classifies; operations on top.
+//! What to retry and how long to wait is `retry`'s; when to call is the caller's.
 
 use super::ApiError;
 use super::retry::{self, Attempt, Decision, RateHeaders, Time};

@@ -1,8 +1,9 @@
 //! The GitHub REST client for runner registration: just-in-time configs, registration and remove
 //! tokens, listing, reading and deleting runners, for repositories, organizations and enterprises,
 //! with a PAT or a GitHub App. Owns authentication (App JWTs, cached installation tokens), retries
-//! by GitHub's rules within an operation's deadline, and the meaning of each error answer. Knows
-//! nothing of dockerd or the runner process.
+//! by GitHub's rules within an operation's deadline, and the meaning of each error answer
+//! ([`ApiError`]). Knows nothing of dockerd or the runner process, and chooses no exit code.
+//! Written from docs/contracts.md.
 
 mod client;
 pub mod prune;
@@ -13,10 +14,10 @@ pub use client::{Client, ClientOptions, Deleted, JitConfig, RegistrationToken, d
 pub use retry::{RealTime, Time};
 pub use types::{Label, Runner, RunnerDownload};
 
-use crate::exit::Exit;
 use std::time::Duration;
 
-/// Why an operation failed, and which exit code that means.
+/// Why an operation failed, and whether a retry can help; the exit code each means is
+/// `crate::exit`'s decision.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 401, a 403 that is not a rate limit, 404 of the scope, 422: retrying will not help.
@@ -46,13 +47,4 @@ pub enum ApiError {
     /// An answer we could not read.
     #[error("unexpected answer to {what}: {detail}")]
     Unexpected { what: String, detail: String },
-}
-
-impl ApiError {
-    pub fn exit(&self) -> Exit {
-        match self {
-            ApiError::Refused { .. } | ApiError::Duplicate { .. } => Exit::Refused,
-            ApiError::Unavailable { .. } | ApiError::Unexpected { .. } => Exit::Unavailable,
-        }
-    }
 }

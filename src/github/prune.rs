@@ -1,7 +1,7 @@
 //! `sysrunner prune`: finds runners this image left behind (offline, not busy, named with the
 //! prefix, and offline in two listings `grace` apart, because a runner that registered a moment
 //! ago is offline too) and deletes them when asked. The decision is pure; the listing and deleting
-//! go through the client.
+//! go through the client. Touches only runners named with the prefix.
 
 use super::{Client, Deleted, Runner};
 use std::collections::HashSet;

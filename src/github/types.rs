@@ -1,5 +1,6 @@
 //! The client's view of GitHub's JSON: only the fields it reads. Written from the REST contract
-//! (REFERENCE.md section 3 and runners-openapi.json), shared with nothing, least of all the fake.
+//! (docs/contracts.md, and GitHub's own tests/fixtures/github-api/runners-openapi.json); shares
+//! nothing with the fake GitHub, whose types must not be these.
 
 use serde::Deserialize;
 

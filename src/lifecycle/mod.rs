@@ -5,18 +5,18 @@
 //! step's mechanics belong to its module (probe, dockerd, github, runner); the files of a life
 //! (record, health state) to [`pristine`] and [`health`].
 
-pub mod error;
 pub mod health;
 pub mod listener;
 pub mod machine;
 pub mod pristine;
-pub mod register;
 pub mod versions;
 
-pub use error::LifeError;
+pub use crate::register;
 
 use crate::config::RunSettings;
-use crate::dockerd::{Dockerd, effects, plan::SOCKET};
+use crate::dockerd::{self, Dockerd, plan::SOCKET};
+use crate::error::Error;
+use crate::exit::Exit;
 use crate::github::{Deleted as ApiDeleted, RealTime};
 use crate::reaper::{self, Reaper};
 use health::Published;
@@ -61,48 +61,35 @@ fn forget_record(layout: &Layout) {
 
 /// Runs one life. `signals` yields once per SIGTERM/SIGINT: the first stops gracefully (drain,
 /// then deregister and stop within STOP_TIMEOUT), the second skips the drain. `Ok` for a job done
-/// or a clean stop; the error says why not ([`LifeError::exit`] turns it into the exit code).
+/// or a clean stop; the error says why not (`crate::exit` turns it into the exit code).
 pub async fn run(
     s: RunSettings,
     mut signals: mpsc::UnboundedReceiver<Signal>,
-) -> Result<(), LifeError> {
+) -> Result<(), Error> {
     let result = live(&s, &mut signals).await;
-    let code = result
-        .as_ref()
-        .map_or_else(LifeError::exit, |()| crate::exit::Exit::Ok)
-        .code();
+    let code = Exit::of(&result).code();
     tracing::info!(phase = "exit", code, "exit {code}");
     result
 }
 
 /// Logs an error of the set-up (the machine logs its own as it decides on them).
-fn logged(e: LifeError) -> LifeError {
+fn logged(e: Error) -> Error {
     tracing::error!("{e}");
     e
 }
 
-async fn live(
-    s: &RunSettings,
-    signals: &mut mpsc::UnboundedReceiver<Signal>,
-) -> Result<(), LifeError> {
-    let reaper = Reaper::start().map_err(LifeError::Reaper).map_err(logged)?;
-    let proxy_env = crate::dockerd::plan::proxy_env_of_process();
-    let report = crate::probe::probe(
-        Path::new("/"),
-        &s.docker,
-        crate::probe::dockerd_version(),
-        &proxy_env,
-    )
-    .await;
-    let Some(plan) = report.dockerd.clone() else {
-        let e = logged(LifeError::Unsupported {
-            runtime: report.runtime.as_str(),
-            reasons: report.reasons.join("; "),
-        });
-        if let Some(r) = report.remedy {
-            tracing::error!("remedy: {r}");
+async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) -> Result<(), Error> {
+    let reaper = Reaper::start().map_err(Error::Reaper).map_err(logged)?;
+    let report = crate::assess::assess(Path::new("/"), &s.docker).await;
+    let plan = match report.plan() {
+        Ok(p) => p.clone(),
+        Err(u) => {
+            tracing::error!(runtime = u.runtime.as_str(), "{u}");
+            if let Some(r) = u.remedy {
+                tracing::error!("remedy: {r}");
+            }
+            return Err(Error::Unsupported(u));
         }
-        return Err(e);
     };
     tracing::info!(
         phase = "probe",
@@ -119,11 +106,11 @@ async fn live(
         tracing::warn!("could not mask a secret file, a job may read it: {e}");
     }
     let user = RunnerUser::lookup(&s.runner.user)
-        .map_err(LifeError::RunnerUser)
+        .map_err(Error::RunnerUser)
         .map_err(logged)?;
     let registrar: Arc<dyn Registrar> = Arc::from(
         register::from_settings(s, Arc::new(RealTime))
-            .map_err(LifeError::Register)
+            .map_err(Error::Register)
             .map_err(logged)?,
     );
     let layout = Layout::new(&s.runner.dir, &user.home, Path::new("/"));
@@ -133,8 +120,8 @@ async fn live(
         let (layout, user, sudo) = (layout.clone(), user.clone(), s.runner.sudo);
         tokio::task::spawn_blocking(move || pristine::restore(&layout, &user, sudo))
             .await
-            .map_err(|e| LifeError::Pristine(e.to_string()))
-            .and_then(|r| r.map_err(LifeError::Pristine))
+            .map_err(|e| Error::Pristine(e.to_string()))
+            .and_then(|r| r.map_err(Error::Pristine))
             .map_err(logged)?
     };
     tracing::info!(
@@ -253,7 +240,7 @@ pub async fn drive(
     host: &mut impl Host,
     events: &mut mpsc::UnboundedReceiver<Event>,
     signals: &mut mpsc::UnboundedReceiver<Signal>,
-) -> Result<(), LifeError> {
+) -> Result<(), Error> {
     loop {
         for action in actions.drain(..) {
             if action == Action::Exit {
@@ -363,49 +350,15 @@ impl RealHost {
             self.events.clone(),
         );
         tokio::spawn(async move {
-            let prepared = {
-                let plan = plan.clone();
-                tokio::task::spawn_blocking(move || {
-                    effects::prepare(&plan, data, &effects::RealSystem)
-                })
-                .await
-            };
-            match prepared {
-                Ok(Ok(log)) => {
-                    for l in log {
-                        tracing::debug!("dockerd: {l}");
-                    }
-                }
-                Ok(Err(e)) => {
-                    return Self::send(
-                        &events,
-                        Event::DockerdFailed(LifeError::DockerdStart(e.to_string())),
-                    );
-                }
-                Err(e) => {
-                    return Self::send(
-                        &events,
-                        Event::DockerdFailed(LifeError::DockerdStart(e.to_string())),
-                    );
-                }
-            }
-            match Dockerd::start(&plan, &reaper, timeout).await {
+            match dockerd::launch(&plan, data, &reaper, timeout).await {
                 Ok(d) => {
                     let d = Arc::new(d);
                     *slot.lock().expect("dockerd slot") = Some(d.clone());
                     Self::send(&events, Event::DockerdReady);
                     let status = d.exited().await;
-                    Self::send(
-                        &events,
-                        Event::DockerdDied {
-                            status: status.to_string(),
-                        },
-                    );
+                    Self::send(&events, Event::DockerdDied { status });
                 }
-                Err(e) => Self::send(
-                    &events,
-                    Event::DockerdFailed(LifeError::DockerdStart(e.to_string())),
-                ),
+                Err(e) => Self::send(&events, Event::DockerdFailed(Error::Dockerd(e))),
             }
         });
     }
@@ -428,7 +381,7 @@ impl RealHost {
                     *slot.lock().expect("registration slot") = Some(reg);
                     Self::send(&events, Event::Registered(r));
                 }
-                Err(e) => Self::send(&events, Event::RegisterFailed(LifeError::Register(e))),
+                Err(e) => Self::send(&events, Event::RegisterFailed(Error::Register(e))),
             }
         });
     }
@@ -465,7 +418,7 @@ impl RealHost {
                 ),
                 other => Self::send(
                     &events,
-                    Event::ConfigureFailed(LifeError::Configure(format!("{other:?}"))),
+                    Event::ConfigureFailed(Error::Configure(format!("{other:?}"))),
                 ),
             }
         });
@@ -478,7 +431,7 @@ impl RealHost {
         let Some(start) = self.start() else {
             return Self::send(
                 &self.events,
-                Event::ListenerSpawnFailed(LifeError::ListenerSpawn(std::io::Error::other(
+                Event::ListenerSpawnFailed(Error::ListenerStart(std::io::Error::other(
                     "no registration to start it with",
                 ))),
             );
@@ -498,7 +451,7 @@ impl RealHost {
             Ok(l) => self.listener = Some(l),
             Err(e) => Self::send(
                 &self.events,
-                Event::ListenerSpawnFailed(LifeError::ListenerSpawn(e)),
+                Event::ListenerSpawnFailed(Error::ListenerStart(e)),
             ),
         }
     }

@@ -109,7 +109,7 @@ async fn life(
     script: Script,
     signals: &[Duration],
 ) -> (
-    Result<(), crate::lifecycle::LifeError>,
+    Result<(), crate::error::Error>,
     Duration,
     Vec<(Duration, Action)>,
 ) {

@@ -1,6 +1,7 @@
 //! Facts about the runtime, read through a root path: `/` in production, a captured tree in tests.
-//! Reads only. Every reader tolerates a missing file (a fact it cannot read stays `None`/empty),
-//! because a captured tree or an odd runtime may lack any of them.
+//! Reads only, and judges nothing (that is `verdict`'s). Every reader tolerates a missing file (a
+//! fact it cannot read stays `None`/empty), because a captured tree or an odd runtime may lack any
+//! of them. What each fact tells apart: docs/runtimes.md.
 
 use super::mountinfo::{self, Mount};
 use serde::Serialize;

@@ -1,6 +1,7 @@
 //! Live checks that only make sense in the running container, skipped with `--root`: the default
 //! route's MTU over netlink (never `/sys/class/net`, which sysbox 0.7 fills with the host's
-//! interfaces), a tmpfs mount and unmount, and a test cgroup made and removed. Each undoes itself.
+//! interfaces), a tmpfs mount and unmount, and a test cgroup made and removed. Each undoes itself,
+//! and leaves everything else (the network, other cgroups, other mounts) untouched.
 
 use futures_util::TryStreamExt;
 use serde::Serialize;

@@ -1,5 +1,5 @@
-//! Parser for `/proc/self/mountinfo`: mount points, filesystem types, sources and rw/ro state.
-//! Pure text in, records out.
+//! Parser for `/proc/self/mountinfo`: mount points, filesystem types, sources and rw/ro state, and
+//! the mount a path lives on. Pure text in, records out; reads no file itself.
 
 use serde::Serialize;
 

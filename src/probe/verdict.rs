@@ -1,6 +1,7 @@
 //! The verdict: which runtime this is, decided from facts alone (pure). It requires what dockerd
 //! needs (capabilities, writable cgroups, working mounts), not a bit-exact "all capabilities",
-//! and uses the brand (sysbox, other user namespace, privileged) for the report and the profile.
+//! and uses the brand (sysbox, other user namespace, privileged) for the report and the profile
+//! (docs/runtimes.md says why). Knows nothing of how dockerd is then configured.
 
 use super::facts::{Facts, SysboxMount};
 use super::live::Live;

@@ -1,6 +1,7 @@
 //! The runner's environment: the container's, minus every sysrunner setting and `*_FILE` path and
 //! the variables of other runner images (the settings table says which), plus what the runner user
-//! needs. Pure: the container's environment is given.
+//! needs. Pure: the container's environment is given. It must never pass on a setting or a
+//! secret; the settings table, not a list here, says which variables those are.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,5 @@
-//! What to do when `bin/Runner.Listener` exits, by its exit code. Pure.
+//! What to do when `bin/Runner.Listener` exits, by its exit code, and why a life ends with it
+//! ([`Failure`]). Pure; which exit code a failure becomes is `crate::exit`'s.
 //!
 //! actions/runner's codes (its `Constants.Runner.ReturnCode`): 0 done or cancelled, 1 terminated
 //! with an error, 2 retryable, 3 updating, 4 updating in ephemeral mode, 5 session conflict,
@@ -23,22 +24,41 @@ pub enum AfterExit {
     },
     /// 3 or 4: it is updating itself; wait for `update.finished`, then start again.
     AwaitUpdate,
-    /// Anything else, or too many restarts: the life ends (exit 75, so the supervisor starts a
-    /// fresh one; 7 when `version_deprecated`).
-    Fail {
-        reason: String,
-        /// Exit 7, deprecated version, and the controller asked to hear it as the life's 7.
-        version_deprecated: bool,
-    },
+    /// Anything else, or too many restarts: the life ends, and the failure says why.
+    Fail(Failure),
+}
+
+/// Why the listener's exit ends the life. Apart from a deprecated version the controller asked
+/// to hear about, a fresh life may well get further, so each is worth a restart; which exit code
+/// each becomes is `crate::exit`'s decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// 2 or 5 again after [`MAX_RESTARTS`] restarts.
+    #[error("the listener exited {code} after {MAX_RESTARTS} restarts")]
+    TooManyRestarts { code: i32 },
+    /// 1: terminated with an error.
+    #[error("the listener ended with an error (exit 1)")]
+    Error,
+    /// 6: the configuration was refreshed; this life's registration is no longer the runner's.
+    #[error("the listener's configuration was refreshed (exit 6)")]
+    ConfigRefreshed,
+    /// 7: GitHub refuses the image's runner. `passed_on`: the container was started with
+    /// `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1`, so the 7 is the container's too;
+    /// a restart of the same image cannot help.
+    #[error(
+        "GitHub refuses this runner version as deprecated (exit 7): rebuild the image with a newer RUNNER_VERSION"
+    )]
+    VersionDeprecated { passed_on: bool },
+    /// A code actions/runner does not document.
+    #[error("the listener exited {0}")]
+    Exited(i32),
+    #[error("the listener was killed by a signal")]
+    Killed,
 }
 
 /// `pass_deprecated`: whether the container was started with
 /// `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1`, so a 7 is the container's exit too.
 pub fn after_exit(code: Option<i32>, restarts: u32, pass_deprecated: bool) -> AfterExit {
-    let fail = |reason: String| AfterExit::Fail {
-        reason,
-        version_deprecated: false,
-    };
     match code {
         Some(0) => AfterExit::Done,
         Some(c @ (2 | 5)) if restarts < MAX_RESTARTS => AfterExit::Restart {
@@ -50,18 +70,15 @@ pub fn after_exit(code: Option<i32>, restarts: u32, pass_deprecated: bool) -> Af
                 "session conflict (exit 5)"
             },
         },
-        Some(c @ (2 | 5)) => fail(format!(
-            "the listener exited {c} after {MAX_RESTARTS} restarts"
-        )),
+        Some(c @ (2 | 5)) => AfterExit::Fail(Failure::TooManyRestarts { code: c }),
         Some(3 | 4) => AfterExit::AwaitUpdate,
-        Some(1) => fail("the listener ended with an error (exit 1)".into()),
-        Some(6) => fail("the listener's configuration was refreshed (exit 6)".into()),
-        Some(7) => AfterExit::Fail {
-            reason: "GitHub refuses this runner version as deprecated (exit 7): rebuild the image with a newer RUNNER_VERSION".into(),
-            version_deprecated: pass_deprecated,
-        },
-        Some(c) => fail(format!("the listener exited {c}")),
-        None => fail("the listener was killed by a signal".into()),
+        Some(1) => AfterExit::Fail(Failure::Error),
+        Some(6) => AfterExit::Fail(Failure::ConfigRefreshed),
+        Some(7) => AfterExit::Fail(Failure::VersionDeprecated {
+            passed_on: pass_deprecated,
+        }),
+        Some(c) => AfterExit::Fail(Failure::Exited(c)),
+        None => AfterExit::Fail(Failure::Killed),
     }
 }
 
@@ -86,13 +103,10 @@ mod tests {
         assert!(
             matches!(after_exit(Some(5), 0, false), AfterExit::Restart { reason, .. } if reason.contains("conflict"))
         );
-        assert!(matches!(
+        assert_eq!(
             after_exit(Some(2), MAX_RESTARTS, false),
-            AfterExit::Fail {
-                version_deprecated: false,
-                ..
-            }
-        ));
+            AfterExit::Fail(Failure::TooManyRestarts { code: 2 })
+        );
     }
 
     #[test]
@@ -101,44 +115,34 @@ mod tests {
         assert_eq!(after_exit(Some(4), 9, true), AfterExit::AwaitUpdate);
     }
 
+    /// The exit code each failure becomes is `crate::exit`'s; its tests check 75 and 7.
     #[test]
-    fn everything_else_fails_the_life_with_75() {
-        for c in [Some(1), Some(6), Some(7), Some(42), None] {
-            assert!(
-                matches!(
-                    after_exit(c, 0, false),
-                    AfterExit::Fail {
-                        version_deprecated: false,
-                        ..
-                    }
-                ),
-                "{c:?}"
-            );
+    fn everything_else_fails_the_life() {
+        for (c, failure) in [
+            (Some(1), Failure::Error),
+            (Some(6), Failure::ConfigRefreshed),
+            (Some(7), Failure::VersionDeprecated { passed_on: false }),
+            (Some(42), Failure::Exited(42)),
+            (None, Failure::Killed),
+        ] {
+            assert_eq!(after_exit(c, 0, false), AfterExit::Fail(failure), "{c:?}");
         }
     }
 
     /// actions-runner-controller reads a container's exit 7 as "runner image outdated"; a 75
     /// there would make it recreate the pod forever.
     #[test]
-    fn a_deprecated_version_exits_7_only_when_the_controller_asked_for_it() {
-        assert!(matches!(
+    fn a_deprecated_version_is_passed_on_only_when_the_controller_asked_for_it() {
+        assert_eq!(
             after_exit(Some(7), 0, true),
-            AfterExit::Fail {
-                version_deprecated: true,
-                ..
-            }
-        ));
-        for c in [Some(1), Some(42), None] {
-            assert!(
-                matches!(
-                    after_exit(c, 0, true),
-                    AfterExit::Fail {
-                        version_deprecated: false,
-                        ..
-                    }
-                ),
-                "{c:?}"
-            );
+            AfterExit::Fail(Failure::VersionDeprecated { passed_on: true })
+        );
+        for (c, failure) in [
+            (Some(1), Failure::Error),
+            (Some(42), Failure::Exited(42)),
+            (None, Failure::Killed),
+        ] {
+            assert_eq!(after_exit(c, 0, true), AfterExit::Fail(failure), "{c:?}");
         }
     }
 }

@@ -1,6 +1,8 @@
-//! What the runner's output means: the markers actions/runner prints (REFERENCE.md section 4) turned
-//! into events, and the states they drive. Pure; written from the contract, shared with nothing
-//! (the fake runner prints these lines from its own code).
+//! What the runner's output means: the markers actions/runner prints turned into events, and the
+//! states they drive. Pure; written from the contract (docs/contracts.md: `Current runner version:
+//! '2.336.0'`, `<time>: Listening for Jobs`, `<time>: Running job: <name>`, `<time>: Job <name>
+//! completed with result: <result>`), and shares nothing with the fake runner, which prints these
+//! lines from its own code.
 
 /// A line of runner output that matters.
 #[derive(Debug, Clone, PartialEq, Eq)]

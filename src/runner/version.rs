@@ -1,4 +1,5 @@
-//! The image's runner version against the newest one GitHub offers for the scope. Pure.
+//! The image's runner version against the newest one GitHub offers for the scope. Pure: it asks
+//! neither GitHub nor the release; the lifecycle and `probe` hand it what they learnt.
 //!
 //! GitHub refuses to register a runner more than 30 days behind its newest release, and a JIT
 //! runner (the default registration) cannot be registered with `--disableupdate`: once the image's

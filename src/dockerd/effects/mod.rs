@@ -1,8 +1,9 @@
 //! The effects that carry out a dockerd plan before dockerd starts: pre-steps, stale pid files and
 //! sockets, the ephemeral data root, daemon.json, the iptables backend. Every effect goes through
 //! [`System`], so tests record them, including the cgroup v2 steps a cgroup v1 machine cannot run.
+//! Does only what the plan says; decides nothing, and never touches a live dockerd's files.
 
-use super::plan::{self, Iptables, Plan, PreStep};
+use super::plan::{self, Plan, PreStep};
 use crate::config::DataPolicy;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -100,15 +101,16 @@ pub fn prepare(
         )?;
     }
 
-    let data_root = plan.daemon_json["data-root"]
-        .as_str()
-        .unwrap_or(crate::probe::DATA_ROOT);
-    sys.mkdir_all(Path::new(data_root))
-        .map_err(step(format!("create {data_root}")))?;
+    let data_root = &plan.data_root;
+    sys.mkdir_all(data_root)
+        .map_err(step(format!("create {}", data_root.display())))?;
     if data == DataPolicy::Ephemeral {
-        sys.empty_dir(Path::new(data_root), &[LOCK_FILE])
-            .map_err(step(format!("empty {data_root} (DOCKER_DATA=ephemeral)")))?;
-        log.push(format!("emptied {data_root}"));
+        sys.empty_dir(data_root, &[LOCK_FILE])
+            .map_err(step(format!(
+                "empty {} (DOCKER_DATA=ephemeral)",
+                data_root.display()
+            )))?;
+        log.push(format!("emptied {}", data_root.display()));
     }
 
     let config = Path::new(plan::CONFIG_FILE);
@@ -118,10 +120,7 @@ pub fn prepare(
     sys.write(config, &format!("{json}\n"))
         .map_err(step(format!("write {}", plan::CONFIG_FILE)))?;
 
-    let backend = match plan.iptables {
-        Iptables::Legacy => "legacy",
-        Iptables::Nft => "nft",
-    };
+    let backend = plan.iptables.as_str();
     let dir = Path::new(plan::IPTABLES_DIR);
     sys.mkdir_all(dir)
         .map_err(step(format!("create {}", plan::IPTABLES_DIR)))?;

@@ -16,7 +16,8 @@
 //!   the listener (half of what is left), deregistering and stopping dockerd (the rest, at least
 //!   1 s), so that compose's grace of DRAIN_TIMEOUT + STOP_TIMEOUT + 1 s is never exceeded.
 
-use super::error::LifeError;
+use crate::error::Error as LifeError;
+use crate::reaper::ExitStatus;
 use crate::runner::{AfterExit, MAX_RESTARTS, Marker, State, after_exit};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -111,7 +112,7 @@ pub enum Event {
     DockerdFailed(LifeError),
     /// dockerd exited on its own (not while we stop it).
     DockerdDied {
-        status: String,
+        status: ExitStatus,
     },
     DockerdStopped,
     Registered(Registration),
@@ -581,18 +582,9 @@ impl Machine {
                         };
                         out.push(Action::WatchUpdate);
                     }
-                    AfterExit::Fail {
-                        reason,
-                        version_deprecated,
-                    } => self.end(
-                        now,
-                        now + self.cfg.stop,
-                        Err(LifeError::Runner {
-                            reason,
-                            version_deprecated,
-                        }),
-                        out,
-                    ),
+                    AfterExit::Fail(f) => {
+                        self.end(now, now + self.cfg.stop, Err(LifeError::Runner(f)), out)
+                    }
                 }
             }
             Event::ListenerSpawnFailed(e) => self.end(now, now + self.cfg.stop, Err(e), out),
@@ -879,7 +871,7 @@ impl Machine {
         self.phase = Phase::Running;
     }
 
-    fn dockerd_died(&self, status: String) -> LifeError {
+    fn dockerd_died(&self, status: ExitStatus) -> LifeError {
         LifeError::DockerdDied {
             status,
             runner: self.runner.as_str(),

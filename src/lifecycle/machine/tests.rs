@@ -62,15 +62,17 @@ impl Life {
     }
 
     fn exit_code(&mut self) -> Exit {
-        self.outcome().map_or_else(|e| e.exit(), |()| Exit::Ok)
+        Exit::of(&self.outcome())
     }
 }
 
-fn register_error(exit: Exit) -> super::super::register::RegisterError {
-    super::super::register::RegisterError {
-        exit,
+fn refused() -> crate::register::RegisterError {
+    crate::register::RegisterError::Api(crate::github::ApiError::Refused {
+        what: "generate a JIT runner config".into(),
+        status: 401,
         message: "Bad credentials".into(),
-    }
+        hint: "Check ACCESS_TOKEN.".into(),
+    })
 }
 
 fn registered(id: Option<u64>) -> Event {
@@ -331,7 +333,7 @@ fn retryable_exits_restart_after_growing_pauses_and_the_sixth_ends_the_life_with
     );
     finish(&mut l, STOP);
     let e = l.outcome().unwrap_err();
-    assert_eq!(e.exit(), Exit::TempFail);
+    assert_eq!(Exit::from(&e), Exit::TempFail);
     assert!(e.to_string().contains("after 5 restarts"), "{e}");
 }
 
@@ -376,7 +378,7 @@ fn dockerd_dying_mid_job_stops_the_runner_and_the_life_ends_75() {
     l.on(job_started());
     assert_eq!(
         l.on(Event::DockerdDied {
-            status: "killed by SIGKILL".into()
+            status: ExitStatus::Signal(9)
         }),
         [Action::StopListener {
             grace: DOCKERD_DIED_GRACE
@@ -389,7 +391,7 @@ fn dockerd_dying_mid_job_stops_the_runner_and_the_life_ends_75() {
     );
     finish(&mut l, s(8));
     let e = l.outcome().unwrap_err();
-    assert_eq!(e.exit(), Exit::TempFail);
+    assert_eq!(Exit::from(&e), Exit::TempFail);
     assert!(
         e.to_string()
             .contains("dockerd died (killed by SIGKILL) while the runner was busy"),
@@ -420,8 +422,8 @@ fn dockerd_failing_to_start_deletes_the_registration_and_ends_75() {
     let (mut l, _) = Life::new(cfg());
     l.on(registered(Some(ID)));
     l.at(s(60));
-    let out = l.on(Event::DockerdFailed(LifeError::DockerdStart(
-        "dockerd exited before it was ready".into(),
+    let out = l.on(Event::DockerdFailed(LifeError::Dockerd(
+        crate::dockerd::LaunchError::Start(crate::dockerd::StartError::Exited(ExitStatus::Code(1))),
     )));
     assert_eq!(out, [Action::Publish(Health::Stopping), deregister(STOP)]);
     // dockerd never answered: nothing to stop.
@@ -441,9 +443,7 @@ fn dockerd_failing_to_start_deletes_the_registration_and_ends_75() {
 fn a_refused_registration_stops_dockerd_and_ends_with_the_refusals_code() {
     let (mut l, _) = Life::new(cfg());
     l.on(Event::DockerdReady);
-    let out = l.on(Event::RegisterFailed(LifeError::Register(register_error(
-        Exit::Refused,
-    ))));
+    let out = l.on(Event::RegisterFailed(LifeError::Register(refused())));
     assert_eq!(
         out,
         [
@@ -614,7 +614,7 @@ fn a_listener_that_cannot_start_ends_the_life_with_75() {
     let (mut l, _) = Life::new(cfg());
     l.on(registered(Some(ID)));
     l.on(Event::DockerdReady);
-    let out = l.on(Event::ListenerSpawnFailed(LifeError::ListenerSpawn(
+    let out = l.on(Event::ListenerSpawnFailed(LifeError::ListenerStart(
         std::io::Error::other("ENOENT"),
     )));
     assert_eq!(out, [Action::Publish(Health::Stopping), deregister(STOP)]);

@@ -1,10 +1,11 @@
 //! Registration behind one interface, so a fourth way (a credential-holding service outside the
 //! runner container) can be added without touching the lifecycle: `jit` (one generate-jitconfig
 //! call), `config` (a registration token for `config.sh --ephemeral`), and pre-made (a controller
-//! gave us the JIT config: no API call, and the controller owns deregistration).
+//! gave us the JIT config: no API call, and the controller owns deregistration). Owns the choice
+//! of calls for each way and the `config.sh` arguments; the HTTP, retries and meaning of GitHub's
+//! answers are `github`'s, when to register and deregister is the lifecycle's.
 
-use crate::config::{Mode, Registration, RunSettings};
-use crate::exit::Exit;
+use crate::config::{Choice, Mode, Registration, RunSettings};
 use crate::github::{ApiError, Client, Deleted, RunnerDownload};
 use crate::secret::Secret;
 use std::future::Future;
@@ -31,20 +32,13 @@ pub struct Registered {
     pub start: Start,
 }
 
+/// Why registering, deregistering or looking up a runner failed. Every way registers through
+/// GitHub's API today, so its error is the only cause; it is kept whole, because whether a retry
+/// helps (GitHub unavailable) or not (refused, a duplicate name) is in it.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct RegisterError {
-    pub exit: Exit,
-    pub message: String,
-}
-
-impl From<ApiError> for RegisterError {
-    fn from(e: ApiError) -> Self {
-        RegisterError {
-            exit: e.exit(),
-            message: e.to_string(),
-        }
-    }
+pub enum RegisterError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 pub trait Registrar: Send + Sync {
@@ -97,10 +91,7 @@ impl ApiRegistrar {
 
 impl Registrar for ApiRegistrar {
     fn kind(&self) -> &'static str {
-        match self.mode {
-            Mode::Jit => "jit",
-            Mode::Config => "config",
-        }
+        self.mode.word()
     }
 
     fn register(&self, known_id: Option<u64>) -> BoxFut<'_, Result<Registered, RegisterError>> {
