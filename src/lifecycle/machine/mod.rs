@@ -16,7 +16,7 @@
 //!   the listener (half of what is left), deregistering and stopping dockerd (the rest, at least
 //!   1 s), so that compose's grace of DRAIN_TIMEOUT + STOP_TIMEOUT + 1 s is never exceeded.
 
-use crate::error::Error as LifeError;
+use crate::error::Error;
 use crate::reaper::ExitStatus;
 use crate::runner::{AfterExit, MAX_RESTARTS, Marker, State, after_exit};
 use nix::sys::signal::Signal;
@@ -109,20 +109,20 @@ impl Health {
 #[derive(Debug)]
 pub enum Event {
     DockerdReady,
-    DockerdFailed(LifeError),
+    DockerdFailed(Error),
     /// dockerd exited on its own (not while we stop it).
     DockerdDied {
         status: ExitStatus,
     },
     DockerdStopped,
     Registered(Registration),
-    RegisterFailed(LifeError),
+    RegisterFailed(Error),
     /// `config.sh` succeeded; the runner id it wrote into `.runner`.
     Configured {
         runner_id: Option<u64>,
     },
-    ConfigureFailed(LifeError),
-    ListenerSpawnFailed(LifeError),
+    ConfigureFailed(Error),
+    ListenerSpawnFailed(Error),
     /// A line of the listener's output that matters.
     Marker(Marker),
     /// The listener exited (its output read to the end first): its code, and how it ended.
@@ -181,8 +181,8 @@ pub enum Action {
 enum Phase {
     /// dockerd starting and the registration in flight. `stop_by`: set by a signal.
     StartingUp {
-        dockerd: Option<Result<(), LifeError>>,
-        registration: Option<Result<Registration, LifeError>>,
+        dockerd: Option<Result<(), Error>>,
+        registration: Option<Result<Registration, Error>>,
         stop_by: Option<Instant>,
     },
     /// `config.sh` running. `stop_by`: a signal came meanwhile.
@@ -212,12 +212,12 @@ enum Phase {
     /// The listener was asked to stop; then the life ends with `outcome` within `end`.
     StoppingRunner {
         end: Instant,
-        outcome: Option<Result<(), LifeError>>,
+        outcome: Option<Result<(), Error>>,
     },
     /// Deregistering (ours), stopping dockerd, killing what is left, within `end`.
     Ending {
         end: Instant,
-        outcome: Option<Result<(), LifeError>>,
+        outcome: Option<Result<(), Error>>,
         step: EndStep,
     },
     Exited,
@@ -250,7 +250,7 @@ pub struct Machine {
     dockerd_up: bool,
     health: Option<Health>,
     /// How the life ended, once it has.
-    outcome: Option<Result<(), LifeError>>,
+    outcome: Option<Result<(), Error>>,
 }
 
 impl Machine {
@@ -298,7 +298,7 @@ impl Machine {
     }
 
     /// How the life ended, after [`Action::Exit`]: `Ok` for a job done or a clean stop.
-    pub fn take_outcome(&mut self) -> Option<Result<(), LifeError>> {
+    pub fn take_outcome(&mut self) -> Option<Result<(), Error>> {
         self.outcome.take()
     }
 
@@ -434,8 +434,8 @@ impl Machine {
         &mut self,
         now: Instant,
         event: Event,
-        mut dockerd: Option<Result<(), LifeError>>,
-        mut registration: Option<Result<Registration, LifeError>>,
+        mut dockerd: Option<Result<(), Error>>,
+        mut registration: Option<Result<Registration, Error>>,
         mut stop_by: Option<Instant>,
         out: &mut Vec<Action>,
     ) {
@@ -583,7 +583,7 @@ impl Machine {
                         out.push(Action::WatchUpdate);
                     }
                     AfterExit::Fail(f) => {
-                        self.end(now, now + self.cfg.stop, Err(LifeError::Runner(f)), out)
+                        self.end(now, now + self.cfg.stop, Err(Error::Runner(f)), out)
                     }
                 }
             }
@@ -663,7 +663,7 @@ impl Machine {
         now: Instant,
         event: Event,
         end: Instant,
-        outcome: Option<Result<(), LifeError>>,
+        outcome: Option<Result<(), Error>>,
         step: EndStep,
         out: &mut Vec<Action>,
     ) {
@@ -699,7 +699,7 @@ impl Machine {
         &mut self,
         now: Instant,
         end: Instant,
-        outcome: Result<(), LifeError>,
+        outcome: Result<(), Error>,
         out: &mut Vec<Action>,
     ) {
         if let Err(e) = &outcome {
@@ -723,7 +723,7 @@ impl Machine {
         &mut self,
         now: Instant,
         end: Instant,
-        outcome: Option<Result<(), LifeError>>,
+        outcome: Option<Result<(), Error>>,
         out: &mut Vec<Action>,
     ) {
         let left = end.saturating_duration_since(now);
@@ -752,7 +752,7 @@ impl Machine {
         &mut self,
         now: Instant,
         end: Instant,
-        outcome: Option<Result<(), LifeError>>,
+        outcome: Option<Result<(), Error>>,
         out: &mut Vec<Action>,
     ) {
         if self.dockerd_up {
@@ -772,7 +772,7 @@ impl Machine {
     }
 
     /// Kills what is left and ends the life with `outcome`.
-    fn exit(&mut self, outcome: Result<(), LifeError>, out: &mut Vec<Action>) {
+    fn exit(&mut self, outcome: Result<(), Error>, out: &mut Vec<Action>) {
         out.push(Action::KillAll);
         self.publish(Health::Done, out);
         self.phase = Phase::Exited;
@@ -855,7 +855,7 @@ impl Machine {
         &mut self,
         end: Instant,
         grace: Duration,
-        outcome: Result<(), LifeError>,
+        outcome: Result<(), Error>,
         out: &mut Vec<Action>,
     ) {
         out.push(Action::StopListener { grace });
@@ -871,8 +871,8 @@ impl Machine {
         self.phase = Phase::Running;
     }
 
-    fn dockerd_died(&self, status: ExitStatus) -> LifeError {
-        LifeError::DockerdDied {
+    fn dockerd_died(&self, status: ExitStatus) -> Error {
+        Error::DockerdDied {
             status,
             runner: self.runner.as_str(),
         }

@@ -56,7 +56,7 @@ impl Life {
         self.m.handle_timeout(self.now)
     }
 
-    fn outcome(&mut self) -> Result<(), LifeError> {
+    fn outcome(&mut self) -> Result<(), Error> {
         assert!(self.m.is_over(), "the life is not over");
         self.m.take_outcome().expect("an outcome")
     }
@@ -422,7 +422,7 @@ fn dockerd_failing_to_start_deletes_the_registration_and_ends_75() {
     let (mut l, _) = Life::new(cfg());
     l.on(registered(Some(ID)));
     l.at(s(60));
-    let out = l.on(Event::DockerdFailed(LifeError::Dockerd(
+    let out = l.on(Event::DockerdFailed(Error::Dockerd(
         crate::dockerd::LaunchError::Start(crate::dockerd::StartError::Exited(ExitStatus::Code(1))),
     )));
     assert_eq!(out, [Action::Publish(Health::Stopping), deregister(STOP)]);
@@ -443,7 +443,7 @@ fn dockerd_failing_to_start_deletes_the_registration_and_ends_75() {
 fn a_refused_registration_stops_dockerd_and_ends_with_the_refusals_code() {
     let (mut l, _) = Life::new(cfg());
     l.on(Event::DockerdReady);
-    let out = l.on(Event::RegisterFailed(LifeError::Register(refused())));
+    let out = l.on(Event::RegisterFailed(Error::Register(refused())));
     assert_eq!(
         out,
         [
@@ -561,7 +561,7 @@ fn a_failing_config_sh_ends_the_life_with_75() {
         name: "sysrunner-a".into(),
         configure: true,
     }));
-    let out = l.on(Event::ConfigureFailed(LifeError::Configure(
+    let out = l.on(Event::ConfigureFailed(Error::Configure(
         "exit code 1".into(),
     )));
     // No id yet (config.sh did not say one): nothing to delete.
@@ -614,7 +614,7 @@ fn a_listener_that_cannot_start_ends_the_life_with_75() {
     let (mut l, _) = Life::new(cfg());
     l.on(registered(Some(ID)));
     l.on(Event::DockerdReady);
-    let out = l.on(Event::ListenerSpawnFailed(LifeError::ListenerStart(
+    let out = l.on(Event::ListenerSpawnFailed(Error::ListenerStart(
         std::io::Error::other("ENOENT"),
     )));
     assert_eq!(out, [Action::Publish(Health::Stopping), deregister(STOP)]);
