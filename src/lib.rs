@@ -14,10 +14,10 @@
 //! - [`reaper`]: the one place that waits for children, and where orphans go.
 //! - [`runner`]: the actions/runner process.
 //! - [`lifecycle`]: one life of the container, from start to exit.
-//! - `testkit` (feature `testkit`): the fakes tests and the demo run against.
 //! - [`cli`]: the command line, and the mapping of outcomes to [`exit::Exit`] codes.
-//! - `testkit` (feature `testkit`): namespace boxes, a busybox image and other test support the
-//!   demo reuses.
+//!
+//! The fakes, the namespace boxes and the demo the tests run sysrunner against are a crate of their
+//! own, `sysrunner-testkit` (crates/testkit), which depends on nothing here.
 
 pub mod cli;
 pub mod config;
@@ -30,5 +30,3 @@ pub mod probe;
 pub mod reaper;
 pub mod runner;
 pub mod secret;
-#[cfg(feature = "testkit")]
-pub mod testkit;
