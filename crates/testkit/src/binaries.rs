@@ -1,6 +1,7 @@
-//! Where the binaries are: `sysrunner-testkit` for a process that links this library (a test of
-//! either package, the demo), and `sysrunner` for the demo. Why it looks where it looks is in the
-//! crate's doc ("Finding the binaries"). Reads the file system and runs `build-id`; changes nothing.
+//! Where the binaries are: the kit's own two (`sysrunner-testkit`, `fake-runner-listener`) for a
+//! process that links this library (a test of either package, the demo), and `sysrunner` for the
+//! demo. Why it looks where it looks is in the crate's doc ("Finding the binaries"). Reads the file
+//! system and runs `build-id`; changes nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +9,8 @@ use std::sync::OnceLock;
 
 /// The kit's binary.
 pub const TESTKIT: &str = "sysrunner-testkit";
+/// The fake runner's listener, built beside it.
+pub const LISTENER: &str = "fake-runner-listener";
 /// The product's binary.
 pub const SYSRUNNER: &str = "sysrunner";
 /// Overrides where [`testkit`] looks.
@@ -34,6 +37,26 @@ pub fn beside(exe: &Path, name: &str) -> Vec<PathBuf> {
 /// fake runner. Panics, naming the command that builds it, when there is none or it is stale.
 pub fn testkit() -> PathBuf {
     locate_testkit().unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// The `fake-runner-listener` built with [`testkit`] (beside it), from the same sources as this
+/// library. Panics like [`testkit`].
+pub fn listener() -> PathBuf {
+    locate_listener().unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// [`listener`] as a result.
+pub fn locate_listener() -> Result<PathBuf, String> {
+    let kit = locate_testkit()?;
+    let path = beside(&kit, LISTENER).swap_remove(0);
+    if !path.is_file() {
+        return Err(format!(
+            "{LISTENER} is not built beside {}: build it with {BUILD_TESTKIT}",
+            kit.display()
+        ));
+    }
+    same_sources(&path, &build_id_of)?;
+    Ok(path)
 }
 
 /// [`testkit`] as a result; looked up once per process.
@@ -79,19 +102,30 @@ fn find_testkit(
     let path = path.ok_or_else(|| {
         format!("{TESTKIT} is not built: looked at {looked}; build it with {BUILD_TESTKIT}")
     })?;
-    let id = build_id(&path)?;
-    if id != crate::BUILD_ID {
-        return Err(format!(
-            "{} was built from other sources than this test (build id {id:?}, this test's {:?}): \
-             rebuild it with {BUILD_TESTKIT}",
-            path.display(),
-            crate::BUILD_ID
-        ));
-    }
+    same_sources(&path, build_id)?;
     Ok(path)
 }
 
-/// What `path build-id` prints: empty for a binary too old to know the command.
+/// Whether the binary at `path` was built from the kit's sources as this library was.
+fn same_sources(
+    path: &Path,
+    build_id: &dyn Fn(&Path) -> Result<String, String>,
+) -> Result<(), String> {
+    let id = build_id(path)?;
+    if id == crate::BUILD_ID {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} was built from other sources than this process's test kit (build id {id:?}, \
+             expected {:?}): rebuild it with {BUILD_TESTKIT}",
+            path.display(),
+            crate::BUILD_ID
+        ))
+    }
+}
+
+/// What `path build-id` prints: empty for a binary too old to know the command. (The listener
+/// answers it too, before its refusal to run as root.)
 fn build_id_of(path: &Path) -> Result<String, String> {
     let out = Command::new(path)
         .arg(BUILD_ID_COMMAND)

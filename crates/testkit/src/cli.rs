@@ -1,7 +1,6 @@
 //! The `sysrunner-testkit` command line: `demo`, `fake-github`, `fake-runner install`, and the
 //! hidden commands the kit runs itself as (the boxes' `box-init` and `box-exec`, `build-id`).
-//! Run under the name `Runner.Listener` it is the fake runner's listener instead. Parses and
-//! dispatches; every outcome becomes an [`Exit`] code here.
+//! Parses and dispatches; every outcome becomes an [`Exit`] code here.
 
 use crate::binaries::{BUILD_ID_COMMAND, SYSRUNNER_ENV};
 use crate::exit::Exit;
@@ -48,7 +47,7 @@ pub fn command() -> Command {
                 .subcommand_required(true)
                 .subcommand(
                     Command::new("install")
-                        .about("Write the fake release into DIR; its bin/Runner.Listener is a copy of this binary")
+                        .about("Write the fake release into DIR; its bin/Runner.Listener is the fake-runner-listener beside this binary")
                         .arg(
                             Arg::new("dir")
                                 .required(true)
@@ -65,20 +64,7 @@ pub fn command() -> Command {
     boxes::cli::register(cmd)
 }
 
-/// The process's entry: the listener when run as `Runner.Listener`, else the command line.
 pub fn main() -> ExitCode {
-    let argv0 = std::env::args_os().next().map(PathBuf::from);
-    let exe = std::env::current_exe().ok();
-    // `fake-runner install` copies this binary to `bin/Runner.Listener`, which sysrunner and the
-    // release's scripts run by that path: one binary to build and to find, and a release made by
-    // `install` cannot pick up a listener from another build.
-    if [argv0, exe]
-        .iter()
-        .flatten()
-        .any(|p| p.file_name().is_some_and(|n| n == fake_runner::LISTENER))
-    {
-        std::process::exit(fake_runner::listener::main());
-    }
     run_with_args(std::env::args_os()).into()
 }
 
@@ -119,7 +105,8 @@ fn fake_runner_command(m: &ArgMatches) -> Exit {
         unreachable!("clap requires install")
     };
     let dir = m.get_one::<PathBuf>("dir").expect("required");
-    let installed = std::env::current_exe().and_then(|me| fake_runner::install(dir, &me));
+    let installed = crate::binaries::locate_listener()
+        .and_then(|l| fake_runner::install(dir, &l).map_err(|e| e.to_string()));
     match installed {
         Ok(()) => {
             println!(

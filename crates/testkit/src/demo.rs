@@ -114,7 +114,10 @@ fn shown(event: &Event) -> Option<(usize, String)> {
     let i = PHASES.iter().position(|(p, _, _)| *p == phase)?;
     let (_, label, detail) = PHASES[i];
     let line = match detail {
-        Detail::Code => format!("{label}: {}", event.field("code").unwrap_or_default()),
+        Detail::Code => format!(
+            "{label}: {}",
+            event.field("code").unwrap_or_else(|| event.message())
+        ),
         Detail::Message => {
             let msg = event.message();
             // A message that opens with the label says it already ("dockerd ready in 1.27s");

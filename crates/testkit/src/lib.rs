@@ -21,17 +21,17 @@
 //! - [`image`], [`docker`], [`compose`]: a busybox image and image trees, dockerd in a box, the
 //!   compose files as Docker Compose reads them.
 //! - [`gate`], [`lock`]: whether a test may run here; locks across processes.
-//! - [`binaries`]: where `sysrunner-testkit` and `sysrunner` are.
+//! - [`binaries`]: where `sysrunner-testkit`, `fake-runner-listener` and `sysrunner` are.
 //! - [`cli`], [`exit`]: the `sysrunner-testkit` command line and its exit codes.
 //!
 //! ## Finding the binaries
 //!
 //! A box starts through the hidden `box-init` of the `sysrunner-testkit` binary and is entered
-//! through its `box-exec`, and the fake runner's `bin/Runner.Listener` is a copy of that binary
-//! (it acts as the listener when it runs under that name). So a test of the root package, which
-//! links this library, needs the binary of this package, and cargo does not tell it where that is:
-//! `CARGO_BIN_EXE_<name>` exists only for the binaries of a test's own package. Nor can a test
-//! build it: under `cargo test` cargo holds the build directory's lock while the tests run.
+//! through its `box-exec`, and the fake runner's `bin/Runner.Listener` is a copy of this package's
+//! `fake-runner-listener` binary. So a test of the root package, which links this library, needs
+//! the binaries of this package, and cargo does not tell it where they are: `CARGO_BIN_EXE_<name>`
+//! exists only for the binaries of a test's own package. Nor can a test build them: under
+//! `cargo test` cargo holds the build directory's lock while the tests run.
 //!
 //! So [`binaries::testkit`] looks for it, in this order:
 //! 1. `$SYSRUNNER_TESTKIT_BIN`, when set (another target directory, an installed copy);
@@ -39,13 +39,16 @@
 //! 3. beside the running executable, and one directory up: a test runs as
 //!    `target/<profile>/deps/<test>-<hash>`, and cargo puts the binaries in `target/<profile>/`.
 //!
+//! and [`binaries::listener`] takes the `fake-runner-listener` beside it.
+//!
 //! What puts it there: the workspace's `default-members` are both packages, so `cargo build` and
-//! `cargo test` at the root build both binaries, and this package's own integration tests make
-//! cargo build its binary before any test runs. A test run that builds only the root package
-//! (`cargo test -p sysrunner --test lifecycle`) does not build it, and may find a binary left by
-//! an earlier build of other sources. So the binary found must answer `build-id` with this
-//! library's [`BUILD_ID`] (a hash of the kit's sources, made by `build.rs`); when it is missing or
-//! was built from other sources the test panics, naming `cargo build -p sysrunner-testkit`.
+//! `cargo test` at the root build every binary of both, and this package's own integration tests
+//! make cargo build its binaries before any test runs. A test run that builds only the root
+//! package (`cargo test -p sysrunner --test lifecycle`) does not build them, and may find binaries
+//! left by an earlier build of other sources. So each binary found must answer `build-id` with
+//! this library's [`BUILD_ID`] (a hash of the kit's sources, made by `build.rs`); when one is
+//! missing or was built from other sources the test panics, naming `cargo build -p
+//! sysrunner-testkit`.
 //!
 //! The demo runs as `sysrunner-testkit` and needs `sysrunner`: `--sysrunner PATH`, else
 //! `$SYSRUNNER_BIN`, else the `sysrunner` beside its own executable (where `cargo build` puts it).

@@ -249,10 +249,10 @@ fn chown_tree(path: &Path, uid: u32) {
 
 impl Rig {
     /// A box of `kind` holding `sysrunner` (a sysrunner binary, at [`TestBox::sysrunner_in_box`])
-    /// and the fake runner (its listener: this kit's binary, see [`binaries`]), and the fake
+    /// and the fake runner (its listener built with this kit, see [`binaries`]), and the fake
     /// GitHub (`cfg`, its address replaced by one in its own namespace).
     pub fn start(kind: BoxKind, cfg: FakeConfig, sysrunner: &Path) -> Result<Rig, String> {
-        let listener = binaries::locate_testkit()?;
+        let listener = binaries::locate_listener()?;
         let files = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (passwd, group, shadow) =
             user_files(files.path()).map_err(|e| format!("user files: {e}"))?;

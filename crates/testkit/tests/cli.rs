@@ -1,5 +1,5 @@
 //! The `sysrunner-testkit` binary as a person and a test run it: its commands, the build id tests
-//! compare, and the fake runner a release made by `fake-runner install` runs as its listener.
+//! compare, and the listener a release made by `fake-runner install` runs.
 //! (The fake GitHub's own command is in fake_github.rs, the demo in sysrunner's tests/demo.rs.)
 
 use std::path::Path;
@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use sysrunner_testkit::fake_runner;
 
 const KIT: &str = env!("CARGO_BIN_EXE_sysrunner-testkit");
+const LISTENER: &str = env!("CARGO_BIN_EXE_fake-runner-listener");
 
 fn kit(args: &[&str]) -> Output {
     Command::new(KIT)
@@ -47,21 +48,31 @@ fn a_bad_command_line_exits_64() {
 
 /// What a test compares to tell a stale binary from the one built with its library.
 #[test]
-fn the_binary_says_the_build_id_of_the_library_built_with_it() {
-    let o = kit(&["build-id"]);
-    assert_eq!(o.status.code(), Some(0));
-    assert_eq!(text(&o.stdout).trim(), sysrunner_testkit::BUILD_ID);
+fn the_binaries_say_the_build_id_of_the_library_built_with_them() {
+    for bin in [KIT, LISTENER] {
+        let o = Command::new(bin)
+            .env_clear()
+            .arg("build-id")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{bin}");
+        assert_eq!(text(&o.stdout).trim(), sysrunner_testkit::BUILD_ID, "{bin}");
+    }
     if std::env::var_os(sysrunner_testkit::binaries::TESTKIT_ENV).is_none() {
         assert_eq!(
             sysrunner_testkit::binaries::locate_testkit(),
             Ok(Path::new(KIT).to_path_buf()),
             "a test of this package finds the binary cargo built for it"
         );
+        assert_eq!(
+            sysrunner_testkit::binaries::locate_listener(),
+            Ok(Path::new(LISTENER).to_path_buf())
+        );
     }
 }
 
 #[test]
-fn an_installed_fake_runner_runs_this_binary_as_its_listener() {
+fn an_installed_fake_runner_runs_the_kits_listener() {
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("runner");
     let o = Command::new(KIT)

@@ -2,9 +2,10 @@
 //! `env.sh`, `bin/Runner.Listener`), made by `sysrunner-testkit fake-runner install DIR` (or
 //! [`install`]), that sysrunner drives exactly as the real one. It follows REFERENCE.md section 4
 //! and the fake GitHub's runner protocol (`/_fake/runner/…`). It shares no code with sysrunner's
-//! parser of runner output: it prints the markers from its own strings. Its listener is a copy of
-//! the `sysrunner-testkit` binary, which acts as the listener when it runs under that name
-//! (see `cli::main`).
+//! parser of runner output: it prints the markers from its own strings. Its listener is the kit's
+//! `fake-runner-listener` binary (found by [`crate::binaries::listener`]), which links only
+//! [`listener`]: the runner directory, where it is copied, holds no fake GitHub and none of its
+//! PATs, which the lifecycle tests would find when they search it for a leaked token.
 
 pub mod listener;
 
@@ -14,7 +15,7 @@ use std::path::Path;
 
 /// The version the fake claims to be.
 pub const VERSION: &str = "2.336.0";
-/// The listener's file name in `bin/`, and the name the kit's binary acts as the listener under.
+/// The listener's file name in `bin/`.
 pub const LISTENER: &str = "Runner.Listener";
 
 const CONFIG_SH: &str = r#"#!/bin/bash
@@ -52,7 +53,7 @@ printf '%s\n' "$PATH" > "$dir/.path"
 env | grep -E '^(LANG|JAVA_HOME|ANT_HOME|M2_HOME|ANDROID_HOME|GRADLE_HOME|NVM_BIN|NVM_PATH|LD_LIBRARY_PATH|PERL5LIB)=' > "$dir/.env" || true
 "#;
 
-/// Writes a fake release into `dir`, with `listener` (a `sysrunner-testkit` binary) as
+/// Writes a fake release into `dir`, with `listener` (a `fake-runner-listener` binary) as
 /// `bin/Runner.Listener`.
 pub fn install(dir: &Path, listener: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir.join("bin"))?;
