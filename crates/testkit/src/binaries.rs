@@ -20,8 +20,8 @@ pub const SYSRUNNER_ENV: &str = "SYSRUNNER_BIN";
 /// The hidden command that prints [`crate::BUILD_ID`].
 pub const BUILD_ID_COMMAND: &str = "build-id";
 
-/// What builds the kit's binary, for messages.
-const BUILD_TESTKIT: &str = "`cargo build -p sysrunner-testkit` (or `cargo test` at the workspace root, which builds it before any test runs)";
+/// What builds the kit's binaries, for messages.
+const BUILD_TESTKIT: &str = "`cargo build -p sysrunner-testkit` (or `cargo test` at the workspace root, which builds them before any test runs)";
 
 /// Where a binary named `name` may be for a process running as `exe`: beside it (the binaries of
 /// one target directory), then one directory up (a test runs from `target/<profile>/deps/`).
@@ -74,6 +74,7 @@ pub fn locate_testkit() -> Result<PathBuf, String> {
         .clone()
 }
 
+/// The kit's binary for a process running as `me`, `from_env` being `$SYSRUNNER_TESTKIT_BIN`;
 /// `build_id` runs a candidate's `build-id` (a parameter, so that tests need not run a binary).
 fn find_testkit(
     me: &Path,
