@@ -87,7 +87,7 @@ fn env_only_note(subcommand: &str) -> String {
 
 pub fn command() -> Command {
     let after = Exit::help_table();
-    let cmd = Command::new("sysrunner")
+    Command::new("sysrunner")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
         .after_help(after.clone())
@@ -139,7 +139,6 @@ pub fn command() -> Command {
                 .args(setting_args("prune"))
                 .after_help(format!("{}{}", env_only_note("prune"), Exit::help_table())),
         )
-        .subcommands(testkit_commands())
         .subcommand(
             Command::new("dockerd-check")
                 .about("Start dockerd exactly as `run` would, run a command against it, stop it: check a runtime before registering")
@@ -152,67 +151,7 @@ pub fn command() -> Command {
                 )
                 .args(setting_args("dockerd-check"))
                 .after_help(after),
-        );
-    #[cfg(feature = "testkit")]
-    let cmd = crate::testkit::boxes::cli::register(cmd);
-    #[cfg(feature = "testkit")]
-    let cmd = cmd.subcommand(crate::testkit::fake_github::cli::command());
-    cmd
-}
-
-#[cfg(feature = "testkit")]
-fn testkit_commands() -> Vec<Command> {
-    vec![
-        Command::new("demo")
-            .about("One whole runner life on this machine against the bundled fakes: no GitHub account, needs root and dockerd (source builds only)")
-            .arg(
-                Arg::new("box")
-                    .long("box")
-                    .value_name("KIND")
-                    .value_parser(["sysbox", "privileged"])
-                    .default_value("sysbox")
-                    .help("The box to run in: sysbox-like (a user namespace) or privileged-like"),
-            ),
-        Command::new("fake-runner")
-        .about("The fake actions/runner (testkit): `install DIR` lays out a release that sysrunner drives like the real one")
-        .subcommand_required(true)
-        .subcommand(
-            Command::new("install").arg(
-                Arg::new("dir")
-                    .required(true)
-                    .value_name("DIR")
-                    .value_parser(clap::value_parser!(std::path::PathBuf)),
-            ),
-        ),
-    ]
-}
-
-#[cfg(not(feature = "testkit"))]
-fn testkit_commands() -> Vec<Command> {
-    Vec::new()
-}
-
-#[cfg(feature = "testkit")]
-fn fake_runner_command(m: &ArgMatches) -> Exit {
-    use crate::testkit::fake_runner;
-    let Some(("install", m)) = m.subcommand() else {
-        unreachable!("clap requires install")
-    };
-    let dir = m.get_one::<std::path::PathBuf>("dir").expect("required");
-    match fake_runner::listener_binary().and_then(|l| fake_runner::install(dir, &l)) {
-        Ok(()) => {
-            println!(
-                "installed the fake actions/runner {} into {}",
-                fake_runner::VERSION,
-                dir.display()
-            );
-            Exit::Ok
-        }
-        Err(e) => {
-            eprintln!("sysrunner fake-runner install: {e}");
-            Exit::Internal
-        }
-    }
+        )
 }
 
 /// The flags given for settings, by setting name.
@@ -320,16 +259,6 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                     }),
             )
         }
-        #[cfg(feature = "testkit")]
-        Some(("fake-runner", m)) => fake_runner_command(m),
-        #[cfg(feature = "testkit")]
-        Some(("demo", m)) => {
-            let kind = m
-                .get_one::<String>("box")
-                .and_then(|b| crate::testkit::demo::parse_box(b))
-                .expect("clap checks the value");
-            crate::testkit::demo::run(kind)
-        }
         Some(("healthcheck", _)) => {
             let verdict = block_on(crate::lifecycle::health::healthcheck(std::path::Path::new(
                 "/run/sysrunner",
@@ -367,12 +296,6 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                     }),
             )
         }
-        #[cfg(feature = "testkit")]
-        Some((name, m)) if crate::testkit::boxes::cli::owns(name) => {
-            crate::testkit::boxes::cli::run(name, m)
-        }
-        #[cfg(feature = "testkit")]
-        Some(("fake-github", m)) => crate::testkit::fake_github::cli::run(m),
         _ => unreachable!("clap requires a known subcommand"),
     }
 }

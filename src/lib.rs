@@ -6,8 +6,8 @@
 //! configured for that runtime, registers one ephemeral runner with GitHub, runs exactly one job as
 //! an unprivileged user, deregisters, stops dockerd and exits; compose or Kubernetes starts the next.
 //!
-//! Modules, from the bottom up: none uses a module listed after it, the testkit aside (cli
-//! registers its commands), and `tests/structure.rs` fails on any import cycle. The facts they are
+//! Modules, from the bottom up: none uses a module listed after it, and `tests/structure.rs`
+//! fails on any import cycle. The facts they are
 //! written from are in `docs/runtimes.md` and `docs/contracts.md`.
 //! - [`secret`]: secret values that never print, and their hand-off across re-execution.
 //! - [`reaper`]: the one place that waits for children, and where orphans go.
@@ -26,9 +26,9 @@
 //! - [`lifecycle`]: one life of the container, from start to exit.
 //! - [`dockerd_check`]: `sysrunner dockerd-check`, the dockerd part of `run` on its own.
 //! - [`cli`]: the command line; every command's outcome goes through [`exit`].
-//! - `testkit` (feature `testkit`): the fakes tests and the demo run against.
-//! - `testkit` (feature `testkit`): namespace boxes, a busybox image and other test support the
-//!   demo reuses.
+//!
+//! The fakes, the namespace boxes and the demo the tests run sysrunner against are a crate of their
+//! own, `sysrunner-testkit` (crates/testkit), which depends on nothing here.
 
 pub mod assess;
 pub mod cli;
@@ -45,5 +45,3 @@ pub mod reaper;
 pub mod register;
 pub mod runner;
 pub mod secret;
-#[cfg(feature = "testkit")]
-pub mod testkit;

@@ -3,15 +3,14 @@
 //! data root also where the host has a `/var/lib/docker`), that a Docker tmpfs is mounted as
 //! Docker mounts it, and that nothing is left on the host afterwards, also when a test panics.
 //! Needs root; skips (or fails in CI) through `testkit::require`.
-#![cfg(feature = "testkit")]
 
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use sysrunner::testkit::boxes::{self, Layout, Version, signal, wait_within};
-use sysrunner::testkit::{self, BoxKind, Need, TestBox, docker, image};
+use sysrunner_testkit::boxes::{self, Layout, Version, signal, wait_within};
+use sysrunner_testkit::{self as testkit, BoxKind, Need, TestBox, docker, image};
 
 const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
 const BOX: [Need; 4] = [
@@ -23,7 +22,7 @@ const BOX: [Need; 4] = [
 
 fn start(kind: BoxKind) -> TestBox {
     TestBox::builder(kind)
-        .exe(EXE)
+        .sysrunner(EXE)
         .start()
         .unwrap_or_else(|e| panic!("{kind:?} box: {e}"))
 }
@@ -166,7 +165,7 @@ fn a_program_can_be_the_box_pid_1_after_the_hosts_extra_setup() {
         return;
     }
     let mut b = TestBox::builder(BoxKind::SysboxLike)
-        .exe(EXE)
+        .sysrunner(EXE)
         .pid1([
             "/bin/sh",
             "-c",
@@ -190,7 +189,7 @@ fn a_box_that_fails_to_start_says_why_and_leaves_nothing_behind() {
     }
     // A runner directory below a file: the overlay that would make its mount point fails in PID 1.
     let err = TestBox::builder(BoxKind::SysboxLike)
-        .exe(EXE)
+        .sysrunner(EXE)
         .runner_dir("/etc/passwd/runner")
         .start()
         .unwrap_err();
@@ -201,7 +200,7 @@ fn a_box_that_fails_to_start_says_why_and_leaves_nothing_behind() {
     let seen = std::rc::Rc::new(std::cell::RefCell::new(None));
     let record = seen.clone();
     let err = TestBox::builder(BoxKind::SysboxLike)
-        .exe(EXE)
+        .sysrunner(EXE)
         .before_start(move |b| {
             *record.borrow_mut() =
                 Some((b.cgroup_dirs().to_vec(), b.paths().state.clone(), b.pid()));
@@ -237,7 +236,7 @@ fn the_v2_plan_works_for_real_on_a_hybrid_hosts_unified_hierarchy() {
         (BoxKind::PrivilegedLike, "0::/"),
     ] {
         let b = TestBox::builder(kind)
-            .exe(EXE)
+            .sysrunner(EXE)
             .cgroup_layout(Layout::V2 {
                 hierarchy: unified.clone(),
             })
@@ -512,7 +511,7 @@ fn boxes_starting_while_others_tear_down_share_a_state_root_that_stays() {
             std::thread::spawn(move || {
                 for i in 0..4 {
                     let b = TestBox::builder(BoxKind::SysboxLike)
-                        .exe(EXE)
+                        .sysrunner(EXE)
                         .state_root(&root)
                         .start()
                         .unwrap_or_else(|e| panic!("thread {t}, box {i}: {e}"));
@@ -644,7 +643,7 @@ fn dockerd_gets_a_private_data_root_beside_a_host_var_lib_docker(kind: BoxKind, 
     let marker = in_private_mount_namespace(|| {
         let marker = give_the_namespace_a_var_lib_docker(leftovers);
         let b = TestBox::builder(kind)
-            .exe(EXE)
+            .sysrunner(EXE)
             .tmpfs("/var/lib/sysrunner")
             .start()
             .unwrap_or_else(|e| panic!("{kind:?} box: {e}"));
@@ -660,13 +659,11 @@ fn dockerd_gets_a_private_data_root_beside_a_host_var_lib_docker(kind: BoxKind, 
             docker::DOCKER
         );
         let out = b
-            .output(b.command(b.exe_in_box()).env("DOCKER_MTU", "1400").args([
-                "dockerd-check",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ]))
+            .output(
+                b.command(b.sysrunner_in_box())
+                    .env("DOCKER_MTU", "1400")
+                    .args(["dockerd-check", "--", "sh", "-c", &script]),
+            )
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -749,7 +746,7 @@ fn run_from_tmp(b: &TestBox) -> (Option<i32>, String) {
 fn docker_tmpfs_is_mounted_as_docker_mounts_it(kind: BoxKind) {
     // `docker run --tmpfs /tmp` (compose: `tmpfs: [/tmp]`): rw,nosuid,nodev,noexec.
     let b = TestBox::builder(kind)
-        .exe(EXE)
+        .sysrunner(EXE)
         .tmpfs_docker("/tmp")
         .unwrap()
         .start()
@@ -774,7 +771,7 @@ fn docker_tmpfs_is_mounted_as_docker_mounts_it(kind: BoxKind) {
 
     // `- /tmp:exec,mode=1777,size=64m`: executable, and the size the kernel enforces.
     let b = TestBox::builder(kind)
-        .exe(EXE)
+        .sysrunner(EXE)
         .tmpfs_docker("/tmp:exec,mode=1777,size=64m")
         .unwrap()
         .start()
@@ -813,7 +810,7 @@ fn a_docker_tmpfs_in_a_privileged_like_box_is_noexec_unless_the_spec_says_exec()
 #[test]
 fn a_docker_tmpfs_spec_with_an_unknown_option_is_refused_before_any_box_starts() {
     let err = TestBox::builder(BoxKind::SysboxLike)
-        .exe(EXE)
+        .sysrunner(EXE)
         .tmpfs_docker("/tmp:exec,sized=1g")
         .err()
         .expect("refused");

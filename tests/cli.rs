@@ -40,6 +40,21 @@ fn help_lists_commands_and_exit_codes() {
     }
 }
 
+/// The test kit's commands are `sysrunner-testkit`'s; the product's binary knows none of them.
+#[test]
+fn the_product_has_no_test_commands() {
+    let o = sysrunner(&["--help"], &[]);
+    let help = stdout(&o);
+    for cmd in ["run", "probe", "prune", "healthcheck", "dockerd-check"] {
+        assert!(help.contains(cmd), "{cmd:?} missing from\n{help}");
+    }
+    for cmd in ["demo", "fake-github", "fake-runner", "box-init", "box-exec"] {
+        assert!(!help.contains(cmd), "{cmd:?} in\n{help}");
+        let o = sysrunner(&[cmd, "--help"], &[]);
+        assert_eq!(o.status.code(), Some(64), "sysrunner {cmd}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn run_help_lists_every_flag_setting_and_the_environment_only_secrets() {
     let o = sysrunner(&["run", "--help"], &[]);

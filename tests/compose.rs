@@ -2,11 +2,10 @@
 //! what each runtime needs, that replicas scale with unique names, that the grace period covers
 //! the drain and the stop, and that they name the image the release workflow pushes. Needs
 //! docker-compose; skips (or fails in CI) through `testkit::require`.
-#![cfg(feature = "testkit")]
 
 use serde_json::Value;
 use std::time::Duration;
-use sysrunner::testkit::{self, Need};
+use sysrunner_testkit::{self as testkit, Need};
 
 fn config(file: &str) -> Option<Value> {
     if !testkit::require(file, &[Need::Compose]) {

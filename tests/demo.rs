@@ -1,26 +1,30 @@
-//! `sysrunner demo`, the README's first command: one whole life against the bundled fakes, in
-//! each box; and its refusal to run with real GitHub credentials set.
-#![cfg(feature = "testkit")]
+//! `sysrunner-testkit demo`, the README's first command: one whole life of this sysrunner against
+//! the bundled fakes, in each box; and its refusal to run with real GitHub credentials set.
 
 use std::process::Command;
-use sysrunner::testkit;
+use sysrunner_testkit as testkit;
 
 const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
-// The demo finds the fake runner's listener beside the sysrunner binary.
-const _LISTENER: &str = env!("CARGO_BIN_EXE_fake-runner-listener");
+
+/// The kit's binary (built beside this test's package by the workspace, see
+/// `sysrunner_testkit::binaries`), told to run this package's sysrunner.
+fn kit() -> Command {
+    let mut c = Command::new(testkit::binaries::testkit());
+    c.env_clear();
+    c
+}
 
 fn demo(kind: &str) {
-    if !testkit::require("demo", &sysrunner::testkit::gate::BOX_WITH_DOCKERD) {
+    if !testkit::require("demo", &testkit::gate::BOX_WITH_DOCKERD) {
         return;
     }
     let _serial = testkit::serial();
-    let out = Command::new(EXE)
-        .env_clear()
+    let out = kit()
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
-        .args(["demo", "--box", kind])
+        .args(["demo", "--box", kind, "--sysrunner", EXE])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -96,8 +100,7 @@ fn the_demo_runs_a_whole_life_in_the_privileged_like_box() {
 
 #[test]
 fn the_demo_refuses_when_real_github_credentials_are_set() {
-    let out = Command::new(EXE)
-        .env_clear()
+    let out = kit()
         .env("REPO", "octo-org/octo-repo")
         .env("ACCESS_TOKEN", "ghp_real")
         .arg("demo")

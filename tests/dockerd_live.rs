@@ -2,17 +2,16 @@
 //! dockerd-check` (prepare, start, ping, stop through `src/dockerd`, exactly as `run` does) runs a
 //! locally imported image, makes a network with the configured MTU, and leaves no process behind.
 //! Needs root and dockerd; skips (or fails in CI) through `testkit::require`.
-#![cfg(feature = "testkit")]
 
 use std::time::Instant;
-use sysrunner::testkit::{self, BoxKind, Need, TestBox, image};
+use sysrunner_testkit::{self as testkit, BoxKind, Need, TestBox, image};
 
 const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
-const NEEDS: [Need; 6] = sysrunner::testkit::gate::BOX_WITH_DOCKERD;
+const NEEDS: [Need; 6] = sysrunner_testkit::gate::BOX_WITH_DOCKERD;
 
 fn probe_json(b: &TestBox) -> serde_json::Value {
     let out = b
-        .output(b.command(b.exe_in_box()).args(["probe", "--json"]))
+        .output(b.command(b.sysrunner_in_box()).args(["probe", "--json"]))
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -28,7 +27,7 @@ fn dockerd_through_the_module(kind: BoxKind, runtime: &str, profile: &str) {
         return;
     }
     let _serial = testkit::serial();
-    let b = TestBox::builder(kind).exe(EXE).start().unwrap();
+    let b = TestBox::builder(kind).sysrunner(EXE).start().unwrap();
 
     let p = probe_json(&b);
     assert_eq!(p["runtime"], runtime, "{p:#}");
@@ -58,13 +57,11 @@ fn dockerd_through_the_module(kind: BoxKind, runtime: &str, profile: &str) {
     );
     let t = Instant::now();
     let out = b
-        .output(b.command(b.exe_in_box()).env("DOCKER_MTU", "1400").args([
-            "dockerd-check",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ]))
+        .output(
+            b.command(b.sysrunner_in_box())
+                .env("DOCKER_MTU", "1400")
+                .args(["dockerd-check", "--", "sh", "-c", &script]),
+        )
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -107,12 +104,12 @@ fn a_second_dockerd_on_the_same_data_root_is_refused() {
     }
     let _serial = testkit::serial();
     let b = TestBox::builder(BoxKind::PrivilegedLike)
-        .exe(EXE)
+        .sysrunner(EXE)
         .start()
         .unwrap();
     // The first keeps dockerd up while the second tries the same data root.
     let mut first = b
-        .command(b.exe_in_box())
+        .command(b.sysrunner_in_box())
         .env("DOCKER_MTU", "1400")
         .args([
             "dockerd-check",
@@ -133,7 +130,7 @@ fn a_second_dockerd_on_the_same_data_root_is_refused() {
     assert!(up.exists(), "the first dockerd came up");
     let out = b
         .output(
-            b.command(b.exe_in_box())
+            b.command(b.sysrunner_in_box())
                 .env("DOCKER_MTU", "1400")
                 .env("DOCKER_DATA", "keep")
                 .args(["dockerd-check"]),

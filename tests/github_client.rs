@@ -2,9 +2,6 @@
 //! GHES-style and github.com-style bases, every fault GitHub's rules cover (attempts and waits read
 //! from the injected clock), token renewal, 409 recovery, prune. Every answer the fake gave is
 //! checked against runners-openapi.json at the end of each test.
-#![cfg(feature = "testkit")]
-
-mod support;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +11,7 @@ use sysrunner::config::{Auth, Scope};
 use sysrunner::exit::Exit;
 use sysrunner::github::{ApiError, Client, ClientOptions, Deleted, Time, prune};
 use sysrunner::secret::Secret;
-use sysrunner::testkit::fake_github::{
+use sysrunner_testkit::fake_github::{
     ALL_GRANTS_PAT, APP_ID, FakeConfig, FakeGitHub, Fault, FaultRule, NewRunner, REPO_ONLY_PAT,
     SetRunnerState,
 };
@@ -146,7 +143,7 @@ impl Env {
     /// Every answer the fake gave conforms to runners-openapi.json.
     async fn conforms(&self) {
         let log = self.fake.control().requests().await.unwrap();
-        if let Some(doc) = support::openapi::load() {
+        if let Some(doc) = sysrunner_testkit::openapi::load() {
             assert!(doc.assert_conforms(&log) > 0, "no answer was checked");
         }
     }
@@ -284,9 +281,9 @@ async fn an_app_with_a_given_installation_id_skips_the_lookup() {
     let c = e.client(
         Scope::Org("octo-org".into()),
         Auth::App {
-            id: sysrunner::testkit::fake_github::APP_CLIENT_ID.into(),
+            id: sysrunner_testkit::fake_github::APP_CLIENT_ID.into(),
             key: Secret::new(KEY),
-            installation: Some(sysrunner::testkit::fake_github::ORG_INSTALLATION_ID),
+            installation: Some(sysrunner_testkit::fake_github::ORG_INSTALLATION_ID),
         },
     );
     c.list_runners(None).await.unwrap();
@@ -666,22 +663,6 @@ async fn prune_deletes_only_stale_runners_of_the_prefix() {
         assert!(left.contains(&keep), "{keep} was deleted");
     }
     e.conforms().await;
-}
-
-#[test]
-fn the_kept_copy_of_the_description_is_the_shared_one() {
-    let shared = support::openapi::shared_document_path();
-    let Ok(want) = std::fs::read(&shared) else {
-        eprintln!("no shared directory beside the checkout: the kept copy stands in for it");
-        return;
-    };
-    let kept = std::fs::read(support::openapi::kept_copy_path())
-        .expect("tests/fixtures/github-api/runners-openapi.json");
-    assert!(
-        kept == want,
-        "tests/fixtures/github-api/runners-openapi.json differs from {}: copy it over",
-        shared.display()
-    );
 }
 
 /// The runner releases GitHub offers, per scope: what the lifecycle's version check reads.

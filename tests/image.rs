@@ -5,18 +5,16 @@
 //! dockerd and runner run a job against the fake GitHub, twice in the same container; the
 //! privileged image's probe says `privileged` and its dockerd answers. Needs root and the exported
 //! images; skips (or fails in CI) through `testkit::require`.
-#![cfg(feature = "testkit")]
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use sysrunner::testkit::boxes::TestBox;
-use sysrunner::testkit::fake_github::{FakeConfig, JobResult, JobStatus};
-use sysrunner::testkit::rig::Rig;
-use sysrunner::testkit::{self, BoxKind, Need, image};
+use sysrunner_testkit::boxes::TestBox;
+use sysrunner_testkit::fake_github::{FakeConfig, JobResult, JobStatus};
+use sysrunner_testkit::rig::Rig;
+use sysrunner_testkit::{self as testkit, BoxKind, Need, image};
 
-const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
 /// The image's own sysrunner (release build, no test kit): its entrypoint.
 const ENTRYPOINT: &str = "/usr/local/bin/sysrunner";
 const LIFE: Duration = Duration::from_secs(180);
@@ -131,7 +129,7 @@ const CLEAN: &[&str] = &[
 
 #[test]
 fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_the_first() {
-    let mut needs = sysrunner::testkit::gate::BOX_WITH_DOCKERD.to_vec();
+    let mut needs = sysrunner_testkit::gate::BOX_WITH_DOCKERD.to_vec();
     needs.extend([Need::Images, Need::Compose]);
     let Some(_serial) = ready("sysbox image", &needs) else {
         return;
@@ -140,7 +138,6 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
     let r = Rig::start_image(
         BoxKind::SysboxLike,
         FakeConfig::default(),
-        Path::new(EXE),
         &tree,
         &compose_tmpfs("compose.sysbox.yml"),
     )
@@ -223,15 +220,13 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
 
 #[test]
 fn the_privileged_image_is_seen_as_privileged_and_its_dockerd_runs() {
-    let mut needs = sysrunner::testkit::gate::BOX_WITH_DOCKERD.to_vec();
+    let mut needs = sysrunner_testkit::gate::BOX_WITH_DOCKERD.to_vec();
     needs.extend([Need::Images, Need::Compose]);
     let Some(_serial) = ready("privileged image", &needs) else {
         return;
     };
     let (_dir, tree) = unpack("privileged");
-    let mut builder = TestBox::builder(BoxKind::PrivilegedLike)
-        .exe(EXE)
-        .rootfs(&tree);
+    let mut builder = TestBox::builder(BoxKind::PrivilegedLike).rootfs(&tree);
     for spec in compose_tmpfs("compose.privileged.yml") {
         builder = builder.tmpfs_docker(&spec).unwrap();
     }

@@ -2,18 +2,17 @@
 //! network namespace) and the fake actions/runner: a job runs with docker, registration modes,
 //! signals, crashes, and the next life of the same box starting clean. Needs root and dockerd;
 //! skips (or fails in CI) through `testkit::require`.
-#![cfg(feature = "testkit")]
 
 mod lifecycle_support;
 
 use lifecycle_support::*;
 use std::time::{Duration, Instant};
-use sysrunner::testkit::fake_github::{FakeConfig, JobResult, JobStatus};
-use sysrunner::testkit::{self, BoxKind};
+use sysrunner_testkit::fake_github::{FakeConfig, JobResult, JobStatus};
+use sysrunner_testkit::{self as testkit, BoxKind};
 
 const LIFE: Duration = Duration::from_secs(120);
 
-fn ready() -> Option<sysrunner::testkit::lock::Lock> {
+fn ready() -> Option<sysrunner_testkit::lock::Lock> {
     testkit::require("lifecycle", &NEEDS).then(testkit::serial)
 }
 
@@ -100,7 +99,7 @@ fn a_job_runs_with_docker_and_the_next_life_finds_nothing_of_it_privileged_like(
     two_lives(BoxKind::PrivilegedLike);
 }
 
-fn online(r: &sysrunner::testkit::rig::Rig, name: &str) -> bool {
+fn online(r: &sysrunner_testkit::rig::Rig, name: &str) -> bool {
     r.runners()
         .iter()
         .any(|x| x.name == name && x.status == "online")
@@ -144,7 +143,7 @@ fn sigterm_while_listening_deregisters_and_exits_0_within_stop_timeout() {
         }
     }
     let health =
-        r.b.output(r.b.command(r.b.exe_in_box()).arg("healthcheck"))
+        r.b.output(r.b.command(r.b.sysrunner_in_box()).arg("healthcheck"))
             .unwrap();
     assert_eq!(
         health.status.code(),
@@ -272,8 +271,11 @@ fn an_outdated_image_runner_is_reported_with_both_versions() {
         "{state}"
     );
     let probe =
-        r.b.run_shell(&format!("{} probe --json", r.b.exe_in_box().display()))
-            .unwrap();
+        r.b.run_shell(&format!(
+            "{} probe --json",
+            r.b.sysrunner_in_box().display()
+        ))
+        .unwrap();
     let probe: serde_json::Value = serde_json::from_str(&probe).unwrap();
     assert_eq!(probe["runner_version"]["outdated"], true, "{probe}");
     r.assert_ended_clean(&log);

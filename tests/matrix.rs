@@ -2,19 +2,18 @@
 //! under the privileged-like box. Each case is the whole `sysrunner run` binary in the box, the
 //! fake GitHub outside it (its own network namespace, a veth at MTU 1400 as the box's only link)
 //! and the fake runner inside. Plus the unsupported leg. The host leg is in tests/cli.rs.
-#![cfg(feature = "testkit")]
 
 mod lifecycle_support;
 
 use lifecycle_support::*;
 use nix::sys::signal::Signal;
 use std::time::Duration;
-use sysrunner::testkit::fake_github::{FakeConfig, JobResult, JobStatus};
-use sysrunner::testkit::{self, BoxKind};
+use sysrunner_testkit::fake_github::{FakeConfig, JobResult, JobStatus};
+use sysrunner_testkit::{self as testkit, BoxKind};
 
 const LIFE: Duration = Duration::from_secs(120);
 
-fn ready() -> Option<sysrunner::testkit::lock::Lock> {
+fn ready() -> Option<sysrunner_testkit::lock::Lock> {
     testkit::require("matrix", &NEEDS).then(testkit::serial)
 }
 
@@ -32,8 +31,11 @@ fn case(kind: BoxKind, runtime: &str, profile: &str) {
 
     // The verdict and the plan, with the MTU read from the box's only link.
     let out =
-        r.b.output(r.b.command(r.b.exe_in_box()).args(["probe", "--json"]))
-            .unwrap();
+        r.b.output(
+            r.b.command(r.b.sysrunner_in_box())
+                .args(["probe", "--json"]),
+        )
+        .unwrap();
     let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(p["runtime"], runtime, "{p:#}");
     assert_eq!(p["dockerd"]["profile"], profile);
@@ -143,7 +145,7 @@ fn an_unsupported_container_exits_78_without_an_api_call() {
     let script = format!(
         "for d in /sys/fs/cgroup/*; do mount -o remount,bind,ro \"$d\" 2>/dev/null; done; \
          exec setpriv --bounding-set -sys_admin,-net_admin --inh-caps -sys_admin,-net_admin -- {exe} run",
-        exe = r.b.exe_in_box().display()
+        exe = r.b.sysrunner_in_box().display()
     );
     let mut cmd = r.b.command("sh");
     cmd.env_clear()

@@ -1,21 +1,20 @@
-//! The lifecycle tests' view of the rig (`sysrunner::testkit::rig`): a runner box with the fake
+//! The lifecycle tests' view of the rig (`sysrunner_testkit::rig`): a runner box with the fake
 //! GitHub in its own network namespace, and `sysrunner run` lives in it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
-use sysrunner::testkit::fake_github::FakeConfig;
-use sysrunner::testkit::rig::Rig;
-use sysrunner::testkit::{BoxKind, Need};
+use sysrunner_testkit::fake_github::FakeConfig;
+use sysrunner_testkit::rig::Rig;
+use sysrunner_testkit::{BoxKind, Need};
 
 // Not every test file that shares this module uses every item.
 #[allow(unused_imports)]
-pub use sysrunner::testkit::rig::TOKEN;
+pub use sysrunner_testkit::rig::TOKEN;
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
-pub const LISTENER: &str = env!("CARGO_BIN_EXE_fake-runner-listener");
-pub const NEEDS: [Need; 6] = sysrunner::testkit::gate::BOX_WITH_DOCKERD;
+pub const NEEDS: [Need; 6] = sysrunner_testkit::gate::BOX_WITH_DOCKERD;
 
 pub struct Runner(pub Rig);
 
@@ -28,15 +27,12 @@ impl std::ops::Deref for Runner {
 
 impl Runner {
     pub fn start(kind: BoxKind, cfg: FakeConfig) -> Runner {
-        Runner(
-            Rig::start(kind, cfg, Path::new(EXE), Path::new(LISTENER))
-                .unwrap_or_else(|e| panic!("{e}")),
-        )
+        Runner(Rig::start(kind, cfg, Path::new(EXE)).unwrap_or_else(|e| panic!("{e}")))
     }
 
     pub fn spawn(&self, env: &BTreeMap<String, String>, log: &Path) -> Child {
         self.0
-            .spawn_in_box(&self.b.exe_in_box(), &["run"], env, log)
+            .spawn_in_box(&self.b.sysrunner_in_box(), &["run"], env, log)
             .unwrap()
     }
 
@@ -45,7 +41,7 @@ impl Runner {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.b.paths().state.join(format!("life-{n}.log"));
-        self.0.life(&self.b.exe_in_box(), env, &log, limit)
+        self.0.life(&self.b.sysrunner_in_box(), env, &log, limit)
     }
 
     pub fn until(&self, limit: Duration, what: &str, f: impl FnMut(&Rig) -> bool) {

@@ -2,18 +2,24 @@
 //! against `runners-openapi.json` (GitHub's own description): its operation (method + path
 //! template), its status code, and its body against the schema for that status, or against
 //! `basic-error` for an error status the operation does not list. The JSON-schema crate validates;
-//! this file only finds the schema and rewrites OpenAPI 3.0 `nullable` into JSON Schema.
+//! this file only finds the schema and rewrites OpenAPI 3.0 `nullable` into JSON Schema. For the
+//! fake's own tests and for sysrunner's client tests, which both check what the fake answered.
 
+use crate::fake_github::RequestRecord;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use sysrunner::testkit::fake_github::RequestRecord;
+
+/// The workspace's root: the source tree this library was built from, two levels above it.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 /// Where the description lives: `$SYSRUNNER_OPENAPI`, else `../shared/github-api/runners-openapi.json`
-/// beside the crate root (the project's shared contracts), else the copy kept in
-/// `tests/fixtures/github-api/` for machines without the shared directory (GitHub-hosted CI);
-/// `the_kept_copy_of_the_description_is_the_shared_one` keeps the two equal.
+/// beside the workspace's root (the project's shared contracts), else the copy this package keeps
+/// in `tests/fixtures/github-api/` for machines without the shared directory (GitHub-hosted CI, a
+/// clone elsewhere); `the_kept_copy_of_the_description_is_the_shared_one` keeps the two equal.
 pub fn document_path() -> PathBuf {
     match std::env::var_os("SYSRUNNER_OPENAPI") {
         Some(p) => PathBuf::from(p),
@@ -29,11 +35,11 @@ pub fn document_path() -> PathBuf {
 }
 
 pub fn shared_document_path() -> PathBuf {
-    super::crate_root().join("../shared/github-api/runners-openapi.json")
+    workspace_root().join("../shared/github-api/runners-openapi.json")
 }
 
 pub fn kept_copy_path() -> PathBuf {
-    super::crate_root().join("tests/fixtures/github-api/runners-openapi.json")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-api/runners-openapi.json")
 }
 
 /// One operation of the description.

@@ -1,5 +1,5 @@
 //! What a fake GitHub starts with: its address, the scopes it knows, the credentials it accepts and
-//! the App. Plain data with a default for tests; also read from a JSON file by `sysrunner fake-github`.
+//! the App. Plain data with a default for tests; also read from a JSON file by `sysrunner-testkit fake-github`.
 
 use super::FakeError;
 use serde::{Deserialize, Serialize};
@@ -19,8 +19,9 @@ pub const APP_CLIENT_ID: &str = "Iv1.fake4242c0ffee00";
 pub const ORG_INSTALLATION_ID: u64 = 1001;
 /// The default App's installation on the enterprise (which cannot manage enterprise runners).
 pub const ENTERPRISE_INSTALLATION_ID: u64 = 1002;
-/// The public half of `tests/keys/app.pem`, the default App's key.
-pub const TEST_APP_PUBLIC_KEY_PEM: &str = include_str!("../../../tests/keys/app.pub.pem");
+/// The public half of `tests/keys/app.pem` (this package's; sysrunner's tests keep the same key
+/// in theirs), the default App's key.
+pub const TEST_APP_PUBLIC_KEY_PEM: &str = include_str!("../../tests/keys/app.pub.pem");
 
 /// Everything a fake GitHub starts with. Unknown fields in a config file are an error.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,12 +1,10 @@
-//! Helpers shared by the integration tests: the OpenAPI conformance checker, App JWTs signed with
-//! the test keys, and the shared-directory lookup that fails in CI instead of skipping.
+//! Helpers for the kit's integration tests: App JWTs signed with the test keys. (The OpenAPI
+//! conformance checker is the library's `openapi`: sysrunner's client tests use it too.)
 #![allow(dead_code)]
-
-pub mod openapi;
 
 use std::path::PathBuf;
 
-/// The crate root (where `tests/keys` lives).
+/// The package's root (where `tests/keys` lives).
 pub fn crate_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -1,4 +1,4 @@
-//! The hidden subcommands the boxes harness runs our own binary as (`box-init`, `box-exec`):
+//! The hidden subcommands the boxes harness runs the kit's binary as (`box-init`, `box-exec`):
 //! their clap declarations and dispatch. Not for people: the host side builds their arguments.
 
 use clap::{Arg, ArgMatches, Command};

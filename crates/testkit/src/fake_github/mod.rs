@@ -4,15 +4,16 @@
 //! `runners-openapi.json` describes it, plus the runner's side that GitHub never shows
 //! (`/_fake/runner/…`) and a control API for tests (`/_fake/control/…`).
 //!
-//! It shares no code or types with the product's client (`crate::github`) or settings
-//! (`crate::config`), and must not: a shared type would carry a shared mistake past every test.
+//! It shares no code or types with the product's client (sysrunner's `github`) or settings
+//! (its `config`), and cannot: the kit does not depend on sysrunner (see the crate's doc).
+//! A shared type would carry a shared mistake past every test.
 //! The contracts (REFERENCE.md, the OpenAPI file) are the common ground. The protocols of its own
 //! are written down in `README.md` beside this file.
 //!
 //! Modules: `config` (what it starts with), `state` (what it remembers), `auth` (who may do
 //! what), `rest` (GitHub's API), `runner_api` (the runner's side), `control` (the test API),
 //! `server` (HTTP, faults, the request log), `client` (a typed control client), `wire` (the JSON
-//! of its own protocols), `cli` (`sysrunner fake-github`).
+//! of its own protocols), `cli` (`sysrunner-testkit fake-github`).
 
 mod auth;
 pub mod cli;

@@ -1,18 +1,22 @@
 //! A fake actions/runner release: a directory laid out like the real one (`config.sh`, `run.sh`,
-//! `env.sh`, `bin/Runner.Listener`), made by `sysrunner fake-runner install DIR`, that sysrunner
-//! drives exactly as the real one. It follows REFERENCE.md section 4 and the fake GitHub's runner
-//! protocol (`/_fake/runner/…`). It shares no code with sysrunner's parser of runner output: it
-//! prints the markers from its own strings. Its listener is a binary of its own
-//! (`fake-runner-listener`), so an image whose sysrunner lacks the testkit can still use it.
+//! `env.sh`, `bin/Runner.Listener`), made by `sysrunner-testkit fake-runner install DIR` (or
+//! [`install`]), that sysrunner drives exactly as the real one. It follows REFERENCE.md section 4
+//! and the fake GitHub's runner protocol (`/_fake/runner/…`). It shares no code with sysrunner's
+//! parser of runner output: it prints the markers from its own strings. Its listener is the kit's
+//! `fake-runner-listener` binary (found by [`crate::binaries::listener`]), which links only
+//! [`listener`]: the runner directory, where it is copied, holds no fake GitHub and none of its
+//! PATs, which the lifecycle tests would find when they search it for a leaked token.
 
 pub mod listener;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The version the fake claims to be.
 pub const VERSION: &str = "2.336.0";
+/// The listener's file name in `bin/`.
+pub const LISTENER: &str = "Runner.Listener";
 
 const CONFIG_SH: &str = r#"#!/bin/bash
 # Fake actions/runner config.sh: "config.sh remove --token T" removes, anything else configures.
@@ -49,7 +53,8 @@ printf '%s\n' "$PATH" > "$dir/.path"
 env | grep -E '^(LANG|JAVA_HOME|ANT_HOME|M2_HOME|ANDROID_HOME|GRADLE_HOME|NVM_BIN|NVM_PATH|LD_LIBRARY_PATH|PERL5LIB)=' > "$dir/.env" || true
 "#;
 
-/// Writes a fake release into `dir`, with `listener` as `bin/Runner.Listener`.
+/// Writes a fake release into `dir`, with `listener` (a `fake-runner-listener` binary) as
+/// `bin/Runner.Listener`.
 pub fn install(dir: &Path, listener: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir.join("bin"))?;
     for (name, text) in [
@@ -61,39 +66,12 @@ pub fn install(dir: &Path, listener: &Path) -> io::Result<()> {
         std::fs::write(&p, text)?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
     }
-    let target = dir.join("bin/Runner.Listener");
+    let target = dir.join("bin").join(LISTENER);
     let _ = std::fs::remove_file(&target);
     std::fs::copy(listener, &target)?;
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
     std::fs::write(dir.join("bin/VERSION"), format!("{VERSION}\n"))?;
     Ok(())
-}
-
-/// The fake listener binary built beside the running sysrunner.
-pub fn listener_binary() -> io::Result<PathBuf> {
-    listener_binary_near(&std::env::current_exe()?)
-}
-
-/// The fake listener binary built beside `exe` (a sysrunner binary).
-pub fn listener_binary_near(exe: &Path) -> io::Result<PathBuf> {
-    let dir = exe
-        .parent()
-        .ok_or_else(|| io::Error::other("no directory"))?;
-    for cand in [
-        dir.join("fake-runner-listener"),
-        dir.join("../fake-runner-listener"),
-    ] {
-        if cand.exists() {
-            return Ok(cand);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!(
-            "fake-runner-listener is not beside {}: build it with `cargo build --bins`",
-            exe.display()
-        ),
-    ))
 }
 
 /// The shell scripts, for shellcheck.

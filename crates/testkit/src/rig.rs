@@ -1,4 +1,4 @@
-//! A runner container's stand-in, for the lifecycle tests, the matrix and `sysrunner demo`: a box
+//! A runner container's stand-in, for the lifecycle tests, the matrix and the demo: a box
 //! set up like the image (the fake actions/runner as the read-only release, a `runner` user in the
 //! `docker` group, private /var/lib/sysrunner), and the fake GitHub in a network namespace of its own,
 //! linked to the box by a veth pair that is the box's only link and default route (MTU 1400 on
@@ -8,7 +8,7 @@
 use super::fake_github::{
     ALL_GRANTS_PAT, ControlClient, FakeConfig, FakeGitHub, Job, JobSpec, RequestRecord, RunnerState,
 };
-use super::{BoxKind, TestBox, fake_runner, image};
+use super::{BoxKind, TestBox, binaries, fake_runner, image};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -248,19 +248,16 @@ fn chown_tree(path: &Path, uid: u32) {
 }
 
 impl Rig {
-    /// A box of `kind` running `exe` (a sysrunner binary), the fake runner from `listener`, and
-    /// the fake GitHub (`cfg`, its address replaced by one in its own namespace).
-    pub fn start(
-        kind: BoxKind,
-        cfg: FakeConfig,
-        exe: &Path,
-        listener: &Path,
-    ) -> Result<Rig, String> {
+    /// A box of `kind` holding `sysrunner` (a sysrunner binary, at [`TestBox::sysrunner_in_box`])
+    /// and the fake runner (its listener built with this kit, see [`binaries`]), and the fake
+    /// GitHub (`cfg`, its address replaced by one in its own namespace).
+    pub fn start(kind: BoxKind, cfg: FakeConfig, sysrunner: &Path) -> Result<Rig, String> {
+        let listener = binaries::locate_listener()?;
         let files = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (passwd, group, shadow) =
             user_files(files.path()).map_err(|e| format!("user files: {e}"))?;
         let mut builder = TestBox::builder(kind)
-            .exe(exe)
+            .sysrunner(sysrunner)
             .tmpfs("/var/lib/sysrunner")
             .bind(passwd, "/etc/passwd")
             .bind(group, "/etc/group")
@@ -270,7 +267,7 @@ impl Rig {
         }
         let b = builder.start().map_err(|e| format!("{kind:?} box: {e}"))?;
         let release = b.paths().runner.clone();
-        fake_runner::install(&release, listener).map_err(|e| format!("fake runner: {e}"))?;
+        fake_runner::install(&release, &listener).map_err(|e| format!("fake runner: {e}"))?;
         image::write_busybox_rootfs(&release.join("busybox.tar"))
             .map_err(|e| format!("busybox image: {e}"))?;
         // The release as an image holds it: owned by the box's root.
@@ -281,16 +278,15 @@ impl Rig {
     /// A box of `kind` on an image's own filesystem (`tree`, see `Builder::rootfs`) with a
     /// compose file's tmpfs mounts (`tmpfs`: its entries, `/tmp:exec,size=2g`, mounted as Docker
     /// mounts them), and the fake GitHub. The image brings its own sysrunner, runner user and
-    /// runner; `exe` (a sysrunner with the test kit) only builds and enters the box.
+    /// runner; the kit's binary only builds and enters the box.
     pub fn start_image(
         kind: BoxKind,
         cfg: FakeConfig,
-        exe: &Path,
         tree: &Path,
         tmpfs: &[String],
     ) -> Result<Rig, String> {
         let files = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut builder = TestBox::builder(kind).exe(exe).rootfs(tree);
+        let mut builder = TestBox::builder(kind).rootfs(tree);
         for spec in tmpfs {
             builder = builder
                 .tmpfs_docker(spec)
@@ -388,8 +384,7 @@ impl Rig {
         let mut child = self
             .spawn_in_box(program, &["run"], env, log)
             .expect("spawn a life in the box");
-        let status =
-            crate::testkit::boxes::wait_within(&mut child, limit).expect("wait for the life");
+        let status = crate::boxes::wait_within(&mut child, limit).expect("wait for the life");
         if status.is_none() {
             let _ = child.kill();
             let _ = child.wait();

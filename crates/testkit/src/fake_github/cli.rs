@@ -1,4 +1,4 @@
-//! `sysrunner fake-github`: the fake as a program a person can run on a laptop. Parses its flags,
+//! `sysrunner-testkit fake-github`: the fake as a program a person can run on a laptop. Parses its flags,
 //! starts the server, prints where it listens, stops on Ctrl-C or SIGTERM.
 
 use super::{ALL_GRANTS_PAT, APP_ID, FakeConfig, FakeGitHub, REPO_ONLY_PAT};
@@ -44,7 +44,7 @@ pub fn run(m: &ArgMatches) -> Exit {
         Some(path) => match FakeConfig::from_file(path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("sysrunner fake-github: {e}");
+                eprintln!("sysrunner-testkit fake-github: {e}");
                 return Exit::Usage;
             }
         },
@@ -55,7 +55,7 @@ pub fn run(m: &ArgMatches) -> Exit {
             Ok(a) => cfg.listen = a,
             Err(_) => {
                 eprintln!(
-                    "sysrunner fake-github: --listen {listen:?}: expected IP:PORT, e.g. 127.0.0.1:8080"
+                    "sysrunner-testkit fake-github: --listen {listen:?}: expected IP:PORT, e.g. 127.0.0.1:8080"
                 );
                 return Exit::Usage;
             }
@@ -68,7 +68,7 @@ pub fn run(m: &ArgMatches) -> Exit {
             }
             _ => {
                 eprintln!(
-                    "sysrunner fake-github: --public-url {url:?}: expected http(s)://HOST[:PORT] without a path"
+                    "sysrunner-testkit fake-github: --public-url {url:?}: expected http(s)://HOST[:PORT] without a path"
                 );
                 return Exit::Usage;
             }
@@ -78,7 +78,7 @@ pub fn run(m: &ArgMatches) -> Exit {
         cfg.base_path = bp.clone();
     }
     if let Err(e) = cfg.check() {
-        eprintln!("sysrunner fake-github: {e}");
+        eprintln!("sysrunner-testkit fake-github: {e}");
         return Exit::Usage;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -88,7 +88,7 @@ pub fn run(m: &ArgMatches) -> Exit {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sysrunner fake-github: cannot start a runtime: {e}");
+            eprintln!("sysrunner-testkit fake-github: cannot start a runtime: {e}");
             return Exit::Internal;
         }
     };
@@ -96,20 +96,20 @@ pub fn run(m: &ArgMatches) -> Exit {
         let fake = match FakeGitHub::start(cfg).await {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("sysrunner fake-github: {e}");
-                return Exit::TempFail;
+                eprintln!("sysrunner-testkit fake-github: {e}");
+                return Exit::Failed;
             }
         };
         println!("listening on {}", fake.web_url());
         let _ = std::io::stdout().flush();
         eprintln!("REST API:    {}", fake.api_url());
         eprintln!(
-            "control API: {}/_fake/control/ (see src/testkit/fake_github/README.md)",
+            "control API: {}/_fake/control/ (see crates/testkit/src/fake_github/README.md)",
             fake.web_url()
         );
         if default_config {
             eprintln!("PATs:        {ALL_GRANTS_PAT} (all grants), {REPO_ONLY_PAT} (repo only)");
-            eprintln!("App:         id {APP_ID}, key tests/keys/app.pem");
+            eprintln!("App:         id {APP_ID}, key crates/testkit/tests/keys/app.pem");
         }
         wait_for_stop().await;
         fake.stop().await;

@@ -22,7 +22,8 @@
 //! every overlay is mounted before any private path, so a private path is the box's whether or
 //! not the host has it (`mounts` checks that no step hides an earlier one).
 //!
-//! How it starts: the host spawns our own binary as the hidden `box-init` (see `init`), which
+//! How it starts: the host spawns the kit's own binary (`sysrunner-testkit`, see
+//! [`crate::binaries`]) as the hidden `box-init` (see `init`), which
 //! unshares its user namespace and waits on a pipe; the host writes its uid/gid maps (root may
 //! write another process's maps, so no newuidmap or /etc/subuid), moves it into the box's
 //! cgroups (`cgroup` computes that plan from the host's v1/hybrid/v2 layout) and says go; it
@@ -134,6 +135,7 @@ type Hook = Box<dyn FnOnce(&TestBox) -> Result<(), Error>>;
 pub struct Builder {
     kind: BoxKind,
     exe: Option<PathBuf>,
+    sysrunner: Option<PathBuf>,
     state_root: PathBuf,
     runner_dir: PathBuf,
     extra: Vec<(PathBuf, Private)>,
@@ -147,11 +149,17 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// The `sysrunner` binary the box runs as `box-init` and `box-exec`. Integration tests pass
-    /// `env!("CARGO_BIN_EXE_sysrunner")`; by default it is this process's executable when that is
-    /// `sysrunner`, else `sysrunner` one directory above it (cargo's `target/<profile>/deps`).
+    /// The `sysrunner-testkit` binary the box runs as `box-init` and `box-exec`; by default the
+    /// one [`crate::binaries::testkit`] finds (this process's own executable in the demo).
     pub fn exe(mut self, path: impl Into<PathBuf>) -> Self {
         self.exe = Some(path.into());
+        self
+    }
+
+    /// A `sysrunner` binary for the box: copied into the box's state directory, where the box's
+    /// root can run it as [`TestBox::sysrunner_in_box`].
+    pub fn sysrunner(mut self, path: impl Into<PathBuf>) -> Self {
+        self.sysrunner = Some(path.into());
         self
     }
 
@@ -264,7 +272,7 @@ impl Builder {
         }
         let exe = match self.exe {
             Some(e) => e,
-            None => locate_exe()?,
+            None => crate::binaries::locate_testkit().map_err(Error::Invalid)?,
         };
         let (slot, slot_lock) = acquire_slot()?;
         let name = format!("sysrunner-box-{slot}");
@@ -297,6 +305,7 @@ impl Builder {
             uid,
             gid,
             exe,
+            sysrunner: self.sysrunner,
             runner_dir: self.runner_dir,
             extra: self.extra,
             plan,
@@ -335,6 +344,7 @@ pub struct TestBox {
     uid: u32,
     gid: u32,
     exe: PathBuf,
+    sysrunner: Option<PathBuf>,
     paths: Paths,
     runner_dir: PathBuf,
     extra: Vec<(PathBuf, Private)>,
@@ -366,6 +376,7 @@ impl TestBox {
         Builder {
             kind,
             exe: None,
+            sysrunner: None,
             state_root: STATE_ROOT.into(),
             runner_dir: RUNNER_DIR.into(),
             extra: Vec::new(),
@@ -429,8 +440,13 @@ impl TestBox {
         &self.plan.notes
     }
 
-    /// The `sysrunner` binary as the box's root can run it (a copy in the box's state directory).
-    pub fn exe_in_box(&self) -> PathBuf {
+    /// The `sysrunner` binary given to [`Builder::sysrunner`], as the box's root can run it (a
+    /// copy in the box's state directory). Panics for a box built without one.
+    pub fn sysrunner_in_box(&self) -> PathBuf {
+        assert!(
+            self.sysrunner.is_some(),
+            "this box holds no sysrunner: give it one with Builder::sysrunner"
+        );
         self.paths.state.join("bin/sysrunner")
     }
 
@@ -614,15 +630,20 @@ impl TestBox {
             .map_err(io_err(format!("create {}", root.display())))?;
         mkdir(&p.state, 0o755, 0, 0)?;
         check_not_overlayfs(&p.state, root)?;
-        // The binary the box's root runs: a copy beside the box's other directories, because the
-        // caller's path (a checkout in a 0700 temporary directory, say) may not be traversable by
-        // a mapped root.
-        let copy = self.exe_in_box();
-        std::fs::create_dir_all(copy.parent().expect("in the state dir"))
-            .map_err(io_err("create the box's bin"))?;
-        std::fs::copy(&self.exe, &copy).map_err(io_err("copy sysrunner into the box's state"))?;
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
-            .map_err(io_err("chmod the box's sysrunner"))?;
+        // The sysrunner the box's root runs: a copy beside the box's other directories, because
+        // the caller's path (a checkout in a 0700 temporary directory, say) may not be
+        // traversable by a mapped root.
+        if let Some(sysrunner) = &self.sysrunner {
+            let copy = self.sysrunner_in_box();
+            std::fs::create_dir_all(copy.parent().expect("in the state dir"))
+                .map_err(io_err("create the box's bin"))?;
+            std::fs::copy(sysrunner, &copy).map_err(io_err(format!(
+                "copy {} into the box's state",
+                sysrunner.display()
+            )))?;
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+                .map_err(io_err("chmod the box's sysrunner"))?;
+        }
         for (dir, mode) in [
             (&p.var_lib_docker, 0o711),
             (&p.tmp, 0o1777),
@@ -892,26 +913,6 @@ fn acquire_slot() -> Result<(u32, Lock), Error> {
     Err(Error::NoSlot(SLOTS))
 }
 
-fn locate_exe() -> Result<PathBuf, Error> {
-    let me = std::env::current_exe().map_err(io_err("find the current executable"))?;
-    if me.file_name() == Some(OsStr::new("sysrunner")) {
-        return Ok(me);
-    }
-    if let Some(p) = me
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("sysrunner"))
-    {
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(Error::Invalid(format!(
-        "cannot find the sysrunner binary near {}; pass Builder::exe(env!(\"CARGO_BIN_EXE_sysrunner\"))",
-        me.display()
-    )))
-}
-
 /// Waits for `child` up to `timeout`, polling every 5 ms. `None` if it still runs.
 pub fn wait_within(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
@@ -1006,7 +1007,7 @@ mod tests {
 
     #[test]
     fn box_commands_are_described_by_what_runs_in_the_box() {
-        let mut c = Command::new("/x/sysrunner");
+        let mut c = Command::new("/x/sysrunner-testkit");
         c.args([cli::EXEC, "{\"pid\":1}", "--", "sh", "-c", "true"]);
         assert_eq!(describe(&c), "in a box: sh -c true");
         let mut c = Command::new("ls");

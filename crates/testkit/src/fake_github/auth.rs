@@ -238,7 +238,7 @@ pub(crate) fn installation_allows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::fake_github::config::FakeConfig;
+    use crate::fake_github::config::FakeConfig;
 
     #[test]
     fn bearer_and_token_schemes_are_read() {
@@ -265,10 +265,7 @@ mod tests {
     #[test]
     fn unknown_and_pat_credentials_are_told_apart() {
         let st = State::new(FakeConfig::default()).unwrap();
-        let pat = format!(
-            "Bearer {}",
-            crate::testkit::fake_github::config::ALL_GRANTS_PAT
-        );
+        let pat = format!("Bearer {}", crate::fake_github::config::ALL_GRANTS_PAT);
         assert_eq!(classify(&st, Some(&pat)), Cred::Pat(0));
         assert_eq!(classify(&st, Some("token nope")), Cred::Unknown);
         assert_eq!(classify(&st, None), Cred::None);

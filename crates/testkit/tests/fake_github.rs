@@ -10,12 +10,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::openapi;
-use sysrunner::testkit::fake_github::{
+use sysrunner_testkit::fake_github::{
     ALL_GRANTS_PAT, APP_CLIENT_ID, APP_ID, ControlClient, ENTERPRISE_INSTALLATION_ID, FakeConfig,
     FakeGitHub, Fault, FaultRule, JobResult, JobSpec, JobStatus, NewRunner, ORG_INSTALLATION_ID,
     Outcome, REPO_ONLY_PAT, SetRunnerState,
 };
+use sysrunner_testkit::openapi;
 
 const REPO: &str = "/repos/octo-org/octo-repo";
 const ORG: &str = "/orgs/octo-org";
@@ -1660,7 +1660,7 @@ async fn the_checker_catches_a_departure() {
 #[test]
 fn the_cli_serves_until_sigterm() {
     use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sysrunner"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sysrunner-testkit"))
         .args([
             "fake-github",
             "--listen",
@@ -1718,7 +1718,7 @@ fn the_cli_serves_until_sigterm() {
 
 #[test]
 fn the_cli_refuses_a_bad_listen_address() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sysrunner"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sysrunner-testkit"))
         .args(["fake-github", "--listen", "nowhere"])
         .output()
         .unwrap();
@@ -1741,4 +1741,20 @@ async fn a_public_url_is_what_it_hands_out_when_others_reach_it_by_another_name(
     assert_eq!(info.web_url, "http://github:8080");
     assert_eq!(info.api_url, "http://github:8080");
     fake.stop().await;
+}
+
+#[test]
+fn the_kept_copy_of_the_description_is_the_shared_one() {
+    let shared = openapi::shared_document_path();
+    let Ok(want) = std::fs::read(&shared) else {
+        eprintln!("no shared directory beside the checkout: the kept copy stands in for it");
+        return;
+    };
+    let kept = std::fs::read(openapi::kept_copy_path())
+        .expect("crates/testkit/tests/fixtures/github-api/runners-openapi.json");
+    assert!(
+        kept == want,
+        "crates/testkit/tests/fixtures/github-api/runners-openapi.json differs from {}: copy it over",
+        shared.display()
+    );
 }

@@ -799,8 +799,7 @@ mod tests {
 
     #[test]
     fn a_docker_tmpfs_carries_its_flags_and_data_to_the_step() {
-        let (path, options) =
-            crate::testkit::boxes::tmpfs::parse_docker("/tmp:exec,size=64m").unwrap();
+        let (path, options) = crate::boxes::tmpfs::parse_docker("/tmp:exec,size=64m").unwrap();
         let private = vec![(path, Private::Tmpfs(options.clone()))];
         let steps = plan(&inputs(&private, &[]), &host(&["/tmp"])).unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// What running sysrunner in a box with its own dockerd needs: the dockerd, lifecycle, matrix and
-/// demo tests, and `sysrunner demo` itself.
+/// demo tests, and `sysrunner-testkit demo` itself.
 pub const BOX_WITH_DOCKERD: [Need; 6] = [
     Need::Root,
     Need::UserNamespaces,

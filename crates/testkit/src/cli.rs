@@ -1,0 +1,142 @@
+//! The `sysrunner-testkit` command line: `demo`, `fake-github`, `fake-runner install`, and the
+//! hidden commands the kit runs itself as (the boxes' `box-init` and `box-exec`, `build-id`).
+//! Parses and dispatches; every outcome becomes an [`Exit`] code here.
+
+use crate::binaries::{BUILD_ID_COMMAND, SYSRUNNER_ENV};
+use crate::exit::Exit;
+use crate::{boxes, demo, fake_github, fake_runner};
+use clap::{Arg, ArgMatches, Command};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const ABOUT: &str =
+    "sysrunner's test kit: the demo, a fake GitHub and a fake actions/runner (never in the image)";
+
+pub fn command() -> Command {
+    let cmd = Command::new("sysrunner-testkit")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(ABOUT)
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("demo")
+                .about("One whole runner life on this machine against the bundled fakes: no GitHub account, needs root and dockerd")
+                .arg(
+                    Arg::new("box")
+                        .long("box")
+                        .value_name("KIND")
+                        .value_parser(["sysbox", "privileged"])
+                        .default_value("sysbox")
+                        .help("The box to run in: sysbox-like (a user namespace) or privileged-like"),
+                )
+                .arg(
+                    Arg::new("sysrunner")
+                        .long("sysrunner")
+                        .value_name("PATH")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help(format!(
+                            "The sysrunner binary to run in the box [env: {SYSRUNNER_ENV}] [default: the sysrunner beside this binary]"
+                        )),
+                ),
+        )
+        .subcommand(fake_github::cli::command())
+        .subcommand(
+            Command::new("fake-runner")
+                .about("The fake actions/runner: `install DIR` lays out a release that sysrunner drives like the real one")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("install")
+                        .about("Write the fake release into DIR; its bin/Runner.Listener is the fake-runner-listener beside this binary")
+                        .arg(
+                            Arg::new("dir")
+                                .required(true)
+                                .value_name("DIR")
+                                .value_parser(clap::value_parser!(PathBuf)),
+                        ),
+                ),
+        )
+        .subcommand(
+            Command::new(BUILD_ID_COMMAND)
+                .hide(true)
+                .about("Print the hash of the sources this binary was built from (see `binaries`)"),
+        );
+    boxes::cli::register(cmd)
+}
+
+pub fn main() -> ExitCode {
+    run_with_args(std::env::args_os()).into()
+}
+
+pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
+    let matches = match command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Ok,
+                _ => Exit::Usage,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match matches.subcommand() {
+        Some(("demo", m)) => {
+            let kind = m
+                .get_one::<String>("box")
+                .and_then(|b| demo::parse_box(b))
+                .expect("clap checks the value");
+            demo::run(kind, m.get_one::<PathBuf>("sysrunner").cloned())
+        }
+        Some(("fake-github", m)) => fake_github::cli::run(m),
+        Some(("fake-runner", m)) => fake_runner_command(m),
+        Some((BUILD_ID_COMMAND, _)) => {
+            println!("{}", crate::BUILD_ID);
+            Exit::Ok
+        }
+        Some((name, m)) if boxes::cli::owns(name) => boxes::cli::run(name, m),
+        _ => unreachable!("clap requires a known subcommand"),
+    }
+}
+
+fn fake_runner_command(m: &ArgMatches) -> Exit {
+    let Some(("install", m)) = m.subcommand() else {
+        unreachable!("clap requires install")
+    };
+    let dir = m.get_one::<PathBuf>("dir").expect("required");
+    let installed = crate::binaries::locate_listener()
+        .and_then(|l| fake_runner::install(dir, &l).map_err(|e| e.to_string()));
+    match installed {
+        Ok(()) => {
+            println!(
+                "installed the fake actions/runner {} into {}",
+                fake_runner::VERSION,
+                dir.display()
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("sysrunner-testkit fake-runner install: {e}");
+            Exit::Internal
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_command_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn usage_errors_exit_64() {
+        let e = run_with_args(["sysrunner-testkit", "frobnicate"].map(OsString::from));
+        assert_eq!(e, Exit::Usage);
+        let e = run_with_args(["sysrunner-testkit", "demo", "--box", "docker"].map(OsString::from));
+        assert_eq!(e, Exit::Usage);
+    }
+}
