@@ -44,4 +44,5 @@ pub mod probe;
 pub mod reaper;
 pub mod register;
 pub mod runner;
+pub mod sandbox;
 pub mod secret;
