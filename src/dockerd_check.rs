@@ -28,10 +28,13 @@ pub async fn run(settings: &ProbeSettings, command: &[String]) -> Result<(), Err
             println!("remedy: {r}");
         }
     })?;
+    let spawner = std::sync::Arc::new(crate::process::Local {
+        reaper: reaper.clone(),
+    });
     let dockerd = dockerd::launch(
         plan,
         settings.docker.data,
-        &reaper,
+        spawner,
         settings.docker.ready_timeout,
     )
     .await
@@ -46,7 +49,7 @@ pub async fn run(settings: &ProbeSettings, command: &[String]) -> Result<(), Err
         plan.iptables
     );
     let code = run_command(command, &reaper).await;
-    let stop = dockerd.stop(Duration::from_secs(10), &reaper).await;
+    let stop = dockerd.stop(Duration::from_secs(10)).await;
     println!(
         "dockerd: stopped in {:.2}s ({}), {} orphans killed",
         stop.took.as_secs_f64(),

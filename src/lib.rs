@@ -41,6 +41,7 @@ pub mod github;
 pub mod lifecycle;
 mod logging;
 pub mod probe;
+pub mod process;
 pub mod reaper;
 pub mod register;
 pub mod runner;

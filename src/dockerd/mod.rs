@@ -13,7 +13,8 @@ pub use plan::{Iptables, Plan, PreStep, Profile, StorageDriver, Version};
 pub use process::{Dockerd, StartError, StopReport, installed_version, ping};
 
 use crate::config::DataPolicy;
-use crate::reaper::Reaper;
+use crate::process::Spawner;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why dockerd could not be brought up. Every cause ends the life with a restart worth trying
@@ -39,7 +40,7 @@ pub enum LaunchError {
 pub async fn launch(
     plan: &Plan,
     data: DataPolicy,
-    reaper: &Reaper,
+    spawner: Arc<dyn Spawner>,
     ready_timeout: Duration,
 ) -> Result<Dockerd, LaunchError> {
     let owned = plan.clone();
@@ -54,5 +55,5 @@ pub async fn launch(
     for line in log {
         tracing::debug!("dockerd: {line}");
     }
-    Ok(Dockerd::start(plan, reaper, ready_timeout).await?)
+    Ok(Dockerd::start(plan, spawner, ready_timeout).await?)
 }

@@ -1,19 +1,20 @@
-//! The dockerd process: an exclusive lock on the data root, the spawn (through the reaper, in its
-//! own process group, with a clean environment), output forwarded to our log under the `dockerd`
-//! target, readiness by `GET /_ping`, and stop: SIGTERM, wait, SIGKILL, then every orphan left
-//! behind (containerd, shims, container inits) killed and reaped. Waits for no child itself: the
-//! reaper does.
+//! The dockerd process: an exclusive lock on the data root, the spawn (through a
+//! [`crate::process::Spawner`]: sysrunner's own child, or in the life sandbox; in its own process
+//! group, with a clean environment), output forwarded to our log under the `dockerd` target,
+//! readiness by `GET /_ping`, and stop: SIGTERM, wait, SIGKILL, then every orphan left behind
+//! (containerd, shims, container inits) killed. Waits for no child itself: the reaper does.
 
 use super::effects::LOCK_FILE;
 use super::plan::{self, Plan, Version};
-use crate::reaper::{self, ExitStatus, Reaper};
+use crate::process::{Handle, Spawner, Spec};
+use crate::reaper::ExitStatus;
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
@@ -38,8 +39,11 @@ pub enum StartError {
 
 /// A running dockerd.
 pub struct Dockerd {
-    pid: Pid,
+    handle: Handle,
     exit: watch::Receiver<Option<ExitStatus>>,
+    spawner: Arc<dyn Spawner>,
+    /// Its socket, as sysrunner reaches it.
+    socket: PathBuf,
     _lock: Flock<File>,
     pub ready_after: Duration,
 }
@@ -93,22 +97,18 @@ impl Dockerd {
     /// and waits until it answers `/_ping`, or exits, or `ready_timeout` passes.
     pub async fn start(
         plan: &Plan,
-        reaper: &Reaper,
+        spawner: Arc<dyn Spawner>,
         ready_timeout: Duration,
     ) -> Result<Dockerd, StartError> {
-        let lock = lock_data_root(&plan.data_root)?;
+        let lock = lock_data_root(&spawner.outside(&plan.data_root))?;
         let binary = binary();
-        let mut cmd = Command::new(&binary);
-        cmd.args(&plan.args)
-            .env_clear()
-            .env("PATH", path_env())
-            .envs(&plan.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut spec = Spec::new(&binary);
+        spec.args = plan.args.clone();
+        spec.env.insert("PATH".into(), path_env());
+        spec.env
+            .extend(plan.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let started = Instant::now();
-        let child = reaper.spawn(&mut cmd).map_err(|source| StartError::Spawn {
+        let child = spawner.spawn(spec).map_err(|source| StartError::Spawn {
             binary: binary.display().to_string(),
             source,
         })?;
@@ -121,9 +121,12 @@ impl Dockerd {
                 let _ = tx.send(Some(status));
             }
         });
+        let socket = spawner.outside(Path::new(plan::SOCKET));
         let mut d = Dockerd {
-            pid: child.pid,
+            handle: child.handle,
             exit: rx,
+            spawner,
+            socket,
             _lock: lock,
             ready_after: Duration::ZERO,
         };
@@ -133,14 +136,15 @@ impl Dockerd {
                 Ok(d)
             }
             Err(e) => {
-                d.stop(Duration::from_secs(2), reaper).await;
+                d.stop(Duration::from_secs(2)).await;
                 Err(e)
             }
         }
     }
 
-    pub fn pid(&self) -> Pid {
-        self.pid
+    /// Its socket, as sysrunner reaches it (inside a life sandbox: through the life's root).
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// Resolves when dockerd exits, with its status.
@@ -164,7 +168,7 @@ impl Dockerd {
             if let Some(status) = *self.exit.borrow() {
                 return Err(StartError::Exited(status));
             }
-            if ping(Path::new(plan::SOCKET)).await {
+            if ping(&self.socket).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -180,20 +184,19 @@ impl Dockerd {
     }
 
     /// SIGTERM, up to `grace` for dockerd to stop its containers and containerd, then SIGKILL of its
-    /// process group; then every orphan re-parented to us is killed and reaped.
-    pub async fn stop(&self, grace: Duration, reaper: &Reaper) -> StopReport {
+    /// process group; then every orphan it left is killed.
+    pub async fn stop(&self, grace: Duration) -> StopReport {
         let started = Instant::now();
-        let _ = kill(self.pid, Signal::SIGTERM);
+        self.handle.signal(Signal::SIGTERM);
         let status = match tokio::time::timeout(grace, self.exited()).await {
             Ok(s) => s,
             Err(_) => {
                 tracing::warn!("dockerd did not stop within {grace:?}: killing it");
-                let _ = killpg(self.pid, Signal::SIGKILL);
-                let _ = kill(self.pid, Signal::SIGKILL);
+                self.handle.kill_group();
                 self.exited().await
             }
         };
-        let orphans_killed = reaper::kill_orphans(reaper, Duration::from_secs(5)).await;
+        let orphans_killed = self.spawner.kill_orphans().await;
         StopReport {
             status,
             orphans_killed,
@@ -209,9 +212,8 @@ pub struct StopReport {
     pub took: Duration,
 }
 
-fn forward<R: IntoAsync>(pipe: Option<R>, stream: &'static str) {
-    let Some(pipe) = pipe else { return };
-    let Ok(reader) = pipe.into_async() else {
+fn forward(pipe: Option<std::os::fd::OwnedFd>, stream: &'static str) {
+    let Some(reader) = pipe.and_then(|p| crate::process::reader(p).ok()) else {
         return;
     };
     tokio::spawn(async move {
@@ -220,26 +222,6 @@ fn forward<R: IntoAsync>(pipe: Option<R>, stream: &'static str) {
             tracing::info!(target: "dockerd", stream, "{line}");
         }
     });
-}
-
-/// A std pipe of a child, made readable by tokio.
-pub trait IntoAsync {
-    type Async: tokio::io::AsyncRead + Unpin + Send + 'static;
-    fn into_async(self) -> io::Result<Self::Async>;
-}
-
-impl IntoAsync for std::process::ChildStdout {
-    type Async = tokio::process::ChildStdout;
-    fn into_async(self) -> io::Result<Self::Async> {
-        tokio::process::ChildStdout::from_std(self)
-    }
-}
-
-impl IntoAsync for std::process::ChildStderr {
-    type Async = tokio::process::ChildStderr;
-    fn into_async(self) -> io::Result<Self::Async> {
-        tokio::process::ChildStderr::from_std(self)
-    }
 }
 
 /// `GET /_ping` on dockerd's socket: true when it answers 200 `OK`.

@@ -1,29 +1,28 @@
 //! The runner's processes as the lifecycle runs them: `config.sh` (config mode) and
-//! `bin/Runner.Listener run`, as the runner user in their own process group, through the reaper,
-//! with output forwarded to our log line by line and the markers turned into states.
+//! `bin/Runner.Listener run`, as the runner user in their own process group, through the life's
+//! [`Spawner`], with output forwarded to our log line by line and the markers turned into events.
 
 use super::machine::Event;
 use super::pristine::RunnerUser;
 use super::register::Start;
 use super::versions::Tracker;
-use crate::reaper::{ExitStatus, Reaper};
+use crate::process::{Handle, Spawner, Spec, User};
+use crate::reaper::ExitStatus;
 use crate::runner::{Marker, markers};
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Gid, Pid};
+use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// The listener process: its pid and its exit, watched. Cloning shares the same process.
+/// The listener process: a handle to signal it and its exit, watched. Cloning shares the same
+/// process.
 #[derive(Clone)]
 pub struct Listener {
-    pid: Pid,
+    handle: Handle,
     exit: watch::Receiver<Option<ExitStatus>>,
 }
 
@@ -44,49 +43,38 @@ impl Listener {
         if self.has_exited() {
             return;
         }
-        let _ = kill(self.pid, signal);
+        self.handle.signal(signal);
         if tokio::time::timeout(grace, self.exited()).await.is_err() {
             tracing::warn!(
                 "runner did not stop within {}s: killing its process group",
                 grace.as_secs()
             );
-            let _ = killpg(self.pid, Signal::SIGKILL);
+            self.handle.kill_group();
             self.exited().await;
         }
     }
 }
 
-/// A command that drops to the runner user in the child: supplementary groups (computed here, in
-/// the parent: the `docker` group grants the socket), gid, uid. std's own uid/gid would clear the
-/// supplementary groups, so the switch is done by hand before exec.
+/// What runs as the runner user: its supplementary groups computed here (the `docker` group
+/// grants the socket), the environment exactly `env`, in `cwd`.
 fn as_user(
     program: &Path,
     user: &RunnerUser,
     env: &BTreeMap<String, String>,
     cwd: &Path,
-) -> io::Result<Command> {
+) -> io::Result<Spec> {
     let name = std::ffi::CString::new(user.name.clone())
         .map_err(|_| io::Error::other("user name has a NUL"))?;
-    let groups: Vec<Gid> = nix::unistd::getgrouplist(&name, user.gid).map_err(io::Error::from)?;
-    let (uid, gid) = (user.uid, user.gid);
-    let mut cmd = Command::new(program);
-    cmd.env_clear()
-        .envs(env)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setgroups(&groups).map_err(io::Error::from)?;
-            nix::unistd::setgid(gid).map_err(io::Error::from)?;
-            nix::unistd::setuid(uid).map_err(io::Error::from)?;
-            Ok(())
-        });
-    }
-    Ok(cmd)
+    let groups = nix::unistd::getgrouplist(&name, user.gid).map_err(io::Error::from)?;
+    let mut spec = Spec::new(program);
+    spec.env = env.clone();
+    spec.cwd = Some(cwd.to_path_buf());
+    spec.user = Some(User {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups: groups.iter().map(|g| g.as_raw()).collect(),
+    });
+    Ok(spec)
 }
 
 /// Where the listener's output goes besides the log: its markers, as events of the life, and
@@ -128,22 +116,22 @@ const OUTPUT_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// as [`Event::ListenerExited`] once the output has been read to its end (the job's result line
 /// comes before the exit that follows it), or [`OUTPUT_AFTER_EXIT`] after the exit.
 fn spawn_forwarded(
-    reaper: &Reaper,
-    cmd: &mut Command,
+    spawner: &dyn Spawner,
+    spec: Spec,
     sinks: Option<Sinks>,
 ) -> io::Result<(Listener, oneshot::Receiver<ExitStatus>)> {
-    let child = reaper.spawn(cmd)?;
+    let child = spawner.spawn(spec)?;
     let mut readers = Vec::new();
     if let Some(out) = child.stdout {
         readers.push(forward(
-            tokio::process::ChildStdout::from_std(out)?,
+            crate::process::reader(out)?,
             "stdout",
             sinks.clone(),
         ));
     }
     if let Some(err) = child.stderr {
         readers.push(forward(
-            tokio::process::ChildStderr::from_std(err)?,
+            crate::process::reader(err)?,
             "stderr",
             sinks.clone(),
         ));
@@ -166,7 +154,7 @@ fn spawn_forwarded(
     });
     Ok((
         Listener {
-            pid: child.pid,
+            handle: child.handle,
             exit: rx,
         },
         done_rx,
@@ -175,7 +163,7 @@ fn spawn_forwarded(
 
 /// Runs `config.sh` with the registration token in its environment and waits for it.
 pub async fn configure(
-    reaper: &Reaper,
+    spawner: &dyn Spawner,
     runner_root: &Path,
     user: &RunnerUser,
     env: &BTreeMap<String, String>,
@@ -189,15 +177,15 @@ pub async fn configure(
         "ACTIONS_RUNNER_INPUT_TOKEN".into(),
         token.expose().to_string(),
     );
-    let mut cmd = as_user(&runner_root.join("config.sh"), user, &env, runner_root)?;
-    cmd.args(args);
-    let (_, exit) = spawn_forwarded(reaper, &mut cmd, None)?;
+    let mut spec = as_user(&runner_root.join("config.sh"), user, &env, runner_root)?;
+    spec.args = args.clone();
+    let (_, exit) = spawn_forwarded(spawner, spec, None)?;
     Ok(exit.await.ok())
 }
 
 /// Starts `bin/Runner.Listener run` directly, so its real exit code is seen (run.sh hides it).
 pub fn spawn_listener(
-    reaper: &Reaper,
+    spawner: &dyn Spawner,
     runner_root: &Path,
     user: &RunnerUser,
     env: &BTreeMap<String, String>,
@@ -211,14 +199,14 @@ pub fn spawn_listener(
             config.expose().to_string(),
         );
     }
-    let mut cmd = as_user(
+    let mut spec = as_user(
         &runner_root.join("bin/Runner.Listener"),
         user,
         &env,
         runner_root,
     )?;
-    cmd.arg("run");
-    Ok(spawn_forwarded(reaper, &mut cmd, Some(sinks))?.0)
+    spec.args = vec!["run".into()];
+    Ok(spawn_forwarded(spawner, spec, Some(sinks))?.0)
 }
 
 /// The runner id `config.sh` wrote into `.runner` (`agentId`).

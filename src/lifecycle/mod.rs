@@ -18,6 +18,7 @@ use crate::dockerd::{self, Dockerd, plan::SOCKET};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::github::{Deleted as ApiDeleted, RealTime};
+use crate::process::Spawner;
 use crate::reaper::{self, Reaper};
 use health::Published;
 use machine::{Action, Config, Deleted, Event, Health, Machine, Registration};
@@ -148,7 +149,7 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
     let mut host = RealHost {
         s: Arc::new(s.clone()),
         plan: Arc::new(plan),
-        reaper,
+        spawner: Arc::new(crate::process::Local { reaper }),
         registrar: registrar.clone(),
         known_id,
         layout: Arc::new(layout),
@@ -274,7 +275,8 @@ async fn sleep_until(at: Option<Instant>) {
 struct RealHost {
     s: Arc<RunSettings>,
     plan: Arc<crate::dockerd::Plan>,
-    reaper: Reaper,
+    /// Where the life's processes run: sysrunner's own children, or the life sandbox.
+    spawner: Arc<dyn Spawner>,
     registrar: Arc<dyn Registrar>,
     /// The runner an earlier life left, busy: registered under its id again.
     known_id: Option<u64>,
@@ -344,13 +346,13 @@ impl RealHost {
             self.s.docker.data,
             self.s.docker.ready_timeout,
         );
-        let (reaper, slot, events) = (
-            self.reaper.clone(),
+        let (spawner, slot, events) = (
+            self.spawner.clone(),
             self.dockerd.clone(),
             self.events.clone(),
         );
         tokio::spawn(async move {
-            match dockerd::launch(&plan, data, &reaper, timeout).await {
+            match dockerd::launch(&plan, data, spawner, timeout).await {
                 Ok(d) => {
                     let d = Arc::new(d);
                     *slot.lock().expect("dockerd slot") = Some(d.clone());
@@ -396,8 +398,8 @@ impl RealHost {
 
     fn configure(&self) {
         let start = self.start();
-        let (reaper, layout, user, env, events) = (
-            self.reaper.clone(),
+        let (spawner, layout, user, env, events) = (
+            self.spawner.clone(),
             self.layout.clone(),
             self.user.clone(),
             self.env.clone(),
@@ -406,7 +408,9 @@ impl RealHost {
         tokio::spawn(async move {
             let root = &layout.runner_root;
             let status = match start {
-                Some(start) => listener::configure(&reaper, root, &user, &env, &start).await,
+                Some(start) => {
+                    listener::configure(spawner.as_ref(), root, &user, &env, &start).await
+                }
                 None => Ok(None),
             };
             match status {
@@ -441,7 +445,7 @@ impl RealHost {
             versions: self.versions.clone(),
         };
         match listener::spawn_listener(
-            &self.reaper,
+            self.spawner.as_ref(),
             &self.layout.runner_root,
             &self.user,
             &self.env,
@@ -501,10 +505,10 @@ impl RealHost {
 
     fn stop_dockerd(&self, grace: Duration) {
         let d = self.dockerd.lock().expect("dockerd slot").clone();
-        let (reaper, events) = (self.reaper.clone(), self.events.clone());
+        let events = self.events.clone();
         tokio::spawn(async move {
             if let Some(d) = d {
-                let stop = d.stop(grace, &reaper).await;
+                let stop = d.stop(grace).await;
                 tracing::info!(
                     phase = "dockerd-stopped",
                     "dockerd stopped in {:.2}s ({}), {} orphans killed",
