@@ -185,6 +185,16 @@ fn inputs<'a>(flags: &'a BTreeMap<String, String>) -> Inputs<'a> {
 }
 
 pub fn main() -> ExitCode {
+    // The life sandbox's init (`sandbox::init`): not a command for people, so not in `--help`;
+    // it reads no setting and logs nothing, and its exit code is the life's, not an [`Exit`].
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "life-init") {
+        let code = match args.next() {
+            Some(a) if a == "--pid1" => crate::sandbox::init::pid1_main(),
+            _ => crate::sandbox::init::setup_main(),
+        };
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     run_with_args(std::env::args_os()).into()
 }
 

@@ -22,7 +22,7 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Whom a process runs as, its supplementary groups computed by the caller (the `docker` group
 /// grants the socket).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub uid: u32,
     pub gid: u32,
@@ -32,7 +32,7 @@ pub struct User {
 /// What to run. The environment is exactly `env` (nothing inherited); stdin is /dev/null, stdout
 /// and stderr are pipes; the process leads a process group of its own, so that its whole group
 /// can be killed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Spec {
     pub program: PathBuf,
     pub args: Vec<String>,

@@ -74,6 +74,8 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// An absolute path.
     AbsPath,
+    /// Comma-separated absolute paths.
+    AbsPathList,
     /// A path relative to the runner directory, or absolute.
     WorkPath,
     /// A Unix user name (not root).
@@ -106,6 +108,7 @@ impl Kind {
             Kind::Bool => "true/false, 1/0, yes/no".into(),
             Kind::Choice(words) => words.join(" or "),
             Kind::AbsPath => "absolute path".into(),
+            Kind::AbsPathList => "comma-separated absolute paths".into(),
             Kind::WorkPath => "path".into(),
             Kind::UserName => "user name".into(),
             Kind::Mtu => "`detect` or 68..65535".into(),
@@ -211,7 +214,7 @@ macro_rules! settings {
 
 use super::parse::{Parse, kind};
 use super::values::{Collector, Field};
-use super::{DataPolicy, ImageStore, LogFormat, Mode};
+use super::{DataPolicy, ImageStore, LifeSandbox, LogFormat, Mode};
 use DefaultValue::{Derived, None as Unset, Value};
 
 settings! {
@@ -257,6 +260,10 @@ settings! {
         "The user jobs run as; never root.";
     runner_sudo RUNNER_SUDO: Runner, kind::Bool, Value("true"),
         "Let jobs use passwordless sudo.";
+    life_sandbox LIFE_SANDBOX: Runner, kind::Choice<LifeSandbox>, Value("auto"),
+        "`auto`: each life in namespaces of its own on a fresh overlay root where the container allows it, else today's reset with a warning; `required`: exit 78 where it cannot; `off`: the reset only.";
+    life_binds LIFE_BINDS: Runner, kind::AbsPathList, Unset,
+        "Container paths bound read-write into every life at the same path (a cache volume); what a job writes there reaches the next life.";
     registration REGISTRATION: Runner, kind::Choice<Mode>, Value("jit"),
         "`jit`: one generate-jitconfig call; `config`: registration token and `config.sh --ephemeral`.";
     docker_registry_mirrors DOCKER_REGISTRY_MIRRORS: Docker, kind::UrlList, Unset,

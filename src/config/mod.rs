@@ -187,6 +187,19 @@ pub struct RunnerSettings {
     pub dir: PathBuf,
     pub user: String,
     pub sudo: bool,
+    /// LIFE_SANDBOX.
+    pub sandbox: LifeSandbox,
+    /// LIFE_BINDS.
+    pub life_binds: Vec<PathBuf>,
+}
+
+choice! {
+    /// LIFE_SANDBOX: whether each life runs in a sandbox of its own (`crate::sandbox`).
+    pub enum LifeSandbox {
+        Auto = "auto",
+        Required = "required",
+        Off = "off",
+    }
 }
 
 choice! {

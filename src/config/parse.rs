@@ -93,6 +93,10 @@ pub mod kind {
         RunnerGroup => String = |raw, _| group(raw);
         Bool => bool = |raw, _| boolean(raw);
         AbsPath => PathBuf = |raw, _| abs_path(raw).map(PathBuf::from);
+        AbsPathList => Vec<PathBuf> = |raw, _| list(raw, "path")?
+            .iter()
+            .map(|p| abs_path(p).map(PathBuf::from))
+            .collect();
         WorkPath => String = |raw, _| work_path(raw);
         UserName => String = |raw, _| user_name(raw);
         /// `None` is `detect`.

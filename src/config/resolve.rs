@@ -301,6 +301,12 @@ impl Resolver {
             dir: self.v.runner_dir.value.clone()?,
             user: self.v.runner_user.value.clone()?,
             sudo: self.v.runner_sudo.value == Some(true),
+            sandbox: self
+                .v
+                .life_sandbox
+                .or_default()
+                .expect("LIFE_SANDBOX has a default"),
+            life_binds: self.v.life_binds.value.clone().unwrap_or_default(),
         })
     }
 

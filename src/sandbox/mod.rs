@@ -11,4 +11,9 @@
 
 pub mod cgroup;
 pub mod dns;
+pub mod init;
+pub mod life;
+pub mod mounts;
 pub mod net;
+pub mod plan;
+pub mod protocol;
