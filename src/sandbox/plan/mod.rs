@@ -270,14 +270,11 @@ fn under(root: &Path, path: &Path) -> PathBuf {
 }
 
 pub fn plan(i: &Input) -> Result<Plan, Unavailable> {
-    match i.volume_fstype {
-        Some(fs @ ("overlay" | "aufs" | "shiftfs")) => {
-            return Err(Unavailable::VolumeOnOverlay {
-                volume: i.layout.volume.display().to_string(),
-                fstype: fs.to_string(),
-            });
-        }
-        _ => {}
+    if let Some(fs @ ("overlay" | "aufs" | "shiftfs")) = i.volume_fstype {
+        return Err(Unavailable::VolumeOnOverlay {
+            volume: i.layout.volume.display().to_string(),
+            fstype: fs.to_string(),
+        });
     }
     if let Some(fs @ "shiftfs") = i.root_fstype {
         return Err(Unavailable::RootTooDeep(fs.to_string()));
