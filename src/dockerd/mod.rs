@@ -44,9 +44,16 @@ pub async fn launch(
     ready_timeout: Duration,
 ) -> Result<Dockerd, LaunchError> {
     let owned = plan.clone();
-    let prepared =
-        tokio::task::spawn_blocking(move || effects::prepare(&owned, data, &effects::RealSystem))
-            .await;
+    // Where dockerd will run: this container's root, or a life sandbox's seen through its init.
+    let root = spawner.outside(std::path::Path::new("/"));
+    let prepared = tokio::task::spawn_blocking(move || {
+        if root == std::path::Path::new("/") {
+            effects::prepare(&owned, data, &effects::RealSystem)
+        } else {
+            effects::prepare(&owned, data, &effects::RootedSystem { root })
+        }
+    })
+    .await;
     let log = match prepared {
         Ok(log) => log?,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -302,6 +302,56 @@ impl System for RealSystem {
     }
 }
 
+/// The real system seen from sysrunner through another root: the life sandbox's, at
+/// `/proc/<its init>/root`, where dockerd runs. Paths are the life's; the files touched are the
+/// life's. Mounts are not made this way (the life's init makes them).
+pub struct RootedSystem {
+    pub root: PathBuf,
+}
+
+impl RootedSystem {
+    fn at(&self, path: &Path) -> PathBuf {
+        self.root.join(path.strip_prefix("/").unwrap_or(path))
+    }
+}
+
+impl System for RootedSystem {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        RealSystem.read(&self.at(path))
+    }
+    fn write(&self, path: &Path, contents: &str) -> io::Result<()> {
+        RealSystem.write(&self.at(path), contents)
+    }
+    fn mkdir_all(&self, path: &Path) -> io::Result<()> {
+        RealSystem.mkdir_all(&self.at(path))
+    }
+    fn exists(&self, path: &Path) -> bool {
+        RealSystem.exists(&self.at(path))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        RealSystem.remove_file(&self.at(path))
+    }
+    fn empty_dir(&self, dir: &Path, keep: &[&str]) -> io::Result<()> {
+        RealSystem.empty_dir(&self.at(dir), keep)
+    }
+    /// The link says the life's path; it is made in the life's tree.
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        RealSystem.symlink(target, &self.at(link))
+    }
+    fn mount_securityfs(&self) -> io::Result<()> {
+        Err(io::Error::other("mounts in the life are its init's"))
+    }
+    fn make_rshared_root(&self) -> io::Result<()> {
+        Err(io::Error::other("mounts in the life are its init's"))
+    }
+    fn process_name(&self, pid: i32) -> Option<String> {
+        RealSystem.process_name(pid)
+    }
+    fn sleep(&self, d: Duration) {
+        RealSystem.sleep(d)
+    }
+}
+
 /// Removes a directory tree without following symlinks and without crossing into mounts' contents
 /// being a problem: overlay2 leaves read-only or immutable-looking dirs only when in use.
 fn remove_tree(path: &Path) -> io::Result<()> {
