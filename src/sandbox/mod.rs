@@ -11,9 +11,11 @@
 
 pub mod cgroup;
 pub mod dns;
+pub mod env;
 pub mod init;
 pub mod life;
 pub mod mounts;
 pub mod net;
 pub mod plan;
 pub mod protocol;
+pub mod volume;
