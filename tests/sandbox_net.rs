@@ -6,7 +6,7 @@
 //! and the iptables backend; skips (or fails in CI) through the test kit's gate.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -35,8 +35,15 @@ const BLOCKED_WAIT: Duration = Duration::from_secs(3);
 struct Direct;
 
 impl Commands for Direct {
-    async fn output(&self, mut cmd: Command) -> io::Result<Output> {
-        let out = cmd.stdin(Stdio::null()).output()?;
+    async fn output(&self, mut cmd: Command, input: Vec<u8>) -> io::Result<Output> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // iptables-restore's input is a few lines: it fits the pipe before the child reads.
+        child.stdin.take().expect("piped").write_all(&input)?;
+        let out = child.wait_with_output()?;
         Ok(Output {
             status: match (out.status.code(), out.status.signal()) {
                 (Some(c), _) => ExitStatus::Code(c),
@@ -53,8 +60,16 @@ fn may_run(test: &str, backend: Iptables) -> bool {
     if !gate::require(test, &[Need::Root]) {
         return false;
     }
-    let iptables = format!("iptables-{}", backend.as_str());
-    let missing: Vec<String> = ["ip", "nsenter", "sleep", iptables.as_str()]
+    let b = backend.as_str();
+    let tools = [
+        "ip".to_owned(),
+        "nsenter".to_owned(),
+        "sleep".to_owned(),
+        format!("iptables-{b}"),
+        format!("iptables-{b}-save"),
+        format!("iptables-{b}-restore"),
+    ];
+    let missing: Vec<String> = tools
         .iter()
         .filter(|p| which::which(p).is_err())
         .map(|p| format!("needs {p} on PATH"))
@@ -63,7 +78,6 @@ fn may_run(test: &str, backend: Iptables) -> bool {
     match gate::verdict(&missing, ci) {
         Verdict::Run => true,
         Verdict::Skip(why) => {
-            use std::io::Write;
             let _ = writeln!(
                 io::stderr(),
                 "skipping {test}: {why} (CI=true would fail instead)"
@@ -100,15 +114,17 @@ fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'stati
     .unwrap()
 }
 
-/// Runs the future `f` makes on a tokio runtime inside the namespace at `path`, as sysrunner
-/// runs in the container's.
+/// Runs the future `f` makes on a multi-threaded tokio runtime inside the namespace at `path`,
+/// as sysrunner runs in the container's: its threads start from the one in the namespace, and
+/// are in it too.
 fn block_on_in<T, F>(path: &str, f: impl FnOnce() -> F + Send + 'static) -> T
 where
     T: Send + 'static,
     F: std::future::Future<Output = T>,
 {
     in_netns(path, move || {
-        tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .unwrap()
@@ -246,15 +262,20 @@ impl World {
 
     fn setup(&self, plan: &Plan, life: &Life) -> Guard<Direct> {
         let (plan, pid, backend) = (plan.clone(), life.pid(), self.backend);
-        block_on_in(&self.c(), move || async move {
+        let t = std::time::Instant::now();
+        let g = block_on_in(&self.c(), move || async move {
             net::setup(&plan, pid, backend, &Direct).await
         })
-        .unwrap_or_else(|e| panic!("setup: {e}"))
+        .unwrap_or_else(|e| panic!("setup: {e}"));
+        eprintln!("setup ({:?}) took {:?}", self.backend, t.elapsed());
+        g
     }
 
     fn teardown(&self, guard: Guard<Direct>) {
+        let t = std::time::Instant::now();
         block_on_in(&self.c(), move || guard.teardown())
             .unwrap_or_else(|e| panic!("teardown: {e}"));
+        eprintln!("teardown ({:?}) took {:?}", self.backend, t.elapsed());
     }
 
     fn sweep(&self) -> usize {
