@@ -538,6 +538,27 @@ fn life_and_its_network(backend: Iptables) {
     assert_eq!(w.rules_of(&a).len(), a.rules().len());
     reaches_outside_through_nat(&life_b, &outer);
 
+    // A setup of the first life's number again (a lead's bug, or a sysrunner before this one
+    // that left its link): refused before it adds anything, and its failure does not undo the
+    // first life's network.
+    let again = {
+        let (a, pid, backend) = (a.clone(), life_b.pid(), backend);
+        block_on_in(&w.c(), move || async move {
+            net::setup(&a, pid, backend, &Direct).await
+        })
+    };
+    match again {
+        Err(net::NetError::LinkExists { name }) => assert_eq!(name, a.host_if),
+        Err(e) => panic!("expected LinkExists, got {e}"),
+        Ok(g) => {
+            std::mem::forget(g);
+            panic!("a second setup of life {} went through", a.life)
+        }
+    }
+    assert!(w.link_exists(&a.host_if));
+    assert_eq!(w.rules_of(&a).len(), a.rules().len());
+    reaches_outside_through_nat(&life_a, &outer);
+
     // Neither life reaches the other.
     let in_b = in_netns(&life_b.ns(), || {
         TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], LIFE_PORT))).unwrap()
@@ -637,4 +658,67 @@ fn a_process_without_its_own_network_namespace_is_refused() {
         }
     }
     assert_eq!(w.tagged_rules(), Vec::<String>::new(), "nothing was added");
+}
+
+/// The reaper waits for every child of its process, so its test runs in a process of its own:
+/// this test binary again, running only [`reaper_in_a_process_of_its_own`].
+#[test]
+fn the_reaper_feeds_a_commands_input_and_reads_its_output() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "reaper_in_a_process_of_its_own",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(REAPER_CHILD, "1")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("1 passed"),
+        "the inner test did not run: {said}"
+    );
+}
+
+const REAPER_CHILD: &str = "SANDBOX_NET_REAPER_CHILD";
+
+/// What sysrunner runs iptables-save and iptables-restore through: the input reaches the child
+/// while its output is read (an input larger than a pipe holds would otherwise deadlock), and a
+/// child that exits without reading its input reports its own status, not a broken pipe.
+#[test]
+#[ignore = "run by the_reaper_feeds_a_commands_input_and_reads_its_output, in a process of its own"]
+fn reaper_in_a_process_of_its_own() {
+    // Run by hand (`--include-ignored`) among the other tests, the reaper would reap their
+    // children: the outer test runs it.
+    if std::env::var(REAPER_CHILD).as_deref() != Ok("1") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let reaper = sysrunner::reaper::Reaper::start().unwrap();
+            let input: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+            let out = reaper
+                .output(Command::new("cat"), input.clone())
+                .await
+                .unwrap();
+            assert_eq!(out.status, ExitStatus::Code(0));
+            assert!(out.stdout == input, "cat gave back other bytes");
+
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "echo refused >&2; exit 3"]);
+            let out = reaper.output(cmd, input).await.unwrap();
+            assert_eq!(out.status, ExitStatus::Code(3));
+            assert_eq!(String::from_utf8_lossy(&out.stderr), "refused\n");
+        });
 }
