@@ -35,7 +35,7 @@ use nix::unistd::{Pid, pipe2};
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -49,13 +49,15 @@ pub enum RestartMode {
     /// again); the writable layer and the volume are kept; dockerd writes the hostname, hosts and
     /// resolv.conf files anew (moby `initializeNetworking`, a new libnetwork sandbox).
     Docker,
-    /// A container restarted inside a Kubernetes pod: kubelet creates a new container from the
-    /// image in the same pod sandbox. The sandbox (the pause process) holds the network, IPC and
-    /// UTS namespaces, and under sysbox the user namespace they belong to; containerd binds the
-    /// sandbox's `/dev/shm`, hosts, hostname and resolv.conf into every container; volumes
-    /// (emptyDir) live as long as the pod. All of that is kept. The container's own root is not:
-    /// "kubelet restarts the container with a clean state" (Kubernetes docs, Volumes), so every
-    /// start begins with an empty upper layer.
+    /// A container restarted inside a Kubernetes pod: the pod sandbox (the pause process) holds
+    /// the network, IPC and UTS namespaces, and under sysbox the user namespace they belong to;
+    /// containerd binds the sandbox's `/dev/shm`, hosts, hostname and resolv.conf into every
+    /// container; volumes (emptyDir) live as long as the pod. All of that is kept, and so is the
+    /// writable layer, as in [`RestartMode::Docker`]. (A real kubelet makes a new container with
+    /// a clean layer, "kubelet restarts the container with a clean state", Kubernetes docs,
+    /// Volumes; keeping it here is the harder case for whatever runs inside: a life must not
+    /// depend on a clean layer in either mode, and a test of what a life leaves behind sees the
+    /// layer and the pod's namespaces together.)
     Pod,
 }
 
@@ -377,15 +379,8 @@ impl Container {
             }
         }
         self.end_start();
-        match self.mode {
-            RestartMode::Docker => self.write_files()?,
-            RestartMode::Pod if self.starts > 0 => {
-                // A new container of the pod: a clean writable layer.
-                for d in [&self.layer.upper, &self.layer.work] {
-                    empty_dir(d)?;
-                }
-            }
-            RestartMode::Pod => {}
+        if self.mode == RestartMode::Docker {
+            self.write_files()?;
         }
         let mut builder = TestBox::builder(self.kind)
             .exe(&self.exe)
@@ -585,24 +580,6 @@ impl Container {
         }
         Ok(())
     }
-}
-
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-
-/// Empties `dir`, keeping it (its owner and mode are the layer's).
-fn empty_dir(dir: &Path) -> Result<(), Error> {
-    let what = || format!("empty {}", dir.display());
-    for e in std::fs::read_dir(dir).map_err(io_err(what()))? {
-        let e = e.map_err(io_err(what()))?;
-        let p = e.path();
-        let r = if e.file_type().map_err(io_err(what()))?.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        r.map_err(io_err(format!("remove {}", p.display())))?;
-    }
-    Ok(())
 }
 
 impl Drop for Container {

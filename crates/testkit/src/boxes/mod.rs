@@ -22,6 +22,15 @@
 //! every overlay is mounted before any private path, so a private path is the box's whether or
 //! not the host has it (`mounts` checks that no step hides an earlier one).
 //!
+//! A box on an image's tree ([`Builder::rootfs`]) has a container's root as Docker and sysbox
+//! make it: an overlay whose lower layer is the unpacked image (never written) and whose upper
+//! and work directories are the box's on the host's disk, so `/` inside is overlayfs and the
+//! kernel refuses an overlay with its upper layer on it, as in every real container; the
+//! box's `/var/lib/docker` is a host-disk directory bound in, where such an upper layer mounts.
+//! A [`Container`] (see `container`) keeps that layer, its volume and Docker's files (`files`)
+//! across starts, each start a box of its own, in either [`RestartMode`], and attaches each
+//! network namespace it gets to a [`network::Network`] whose resolver is [`crate::dns`].
+//!
 //! How it starts: the host spawns the kit's own binary (`sysrunner-testkit`, see
 //! [`crate::binaries`]) as the hidden `box-init` (see `init`), which
 //! unshares its user namespace and waits on a pipe; the host writes its uid/gid maps (root may

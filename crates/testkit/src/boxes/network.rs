@@ -132,6 +132,18 @@ impl Network {
             peer_names: peer_names.iter().map(|s| s.to_string()).collect(),
         };
         ip(&["-n", &net.name, "link", "set", "lo", "up"])?;
+        // The peer's address is its own before any box is attached (a Docker container is
+        // attached only when it starts), so the fake can listen on it from the beginning; each
+        // veth end gets it again with the link's /30.
+        ip(&[
+            "-n",
+            &net.name,
+            "addr",
+            "add",
+            &format!("{}/32", net.peer_ip),
+            "dev",
+            "lo",
+        ])?;
         Ok(net)
     }
 
