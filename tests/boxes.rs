@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use sysrunner_testkit::boxes::{self, Layout, Version, signal, wait_within};
+use sysrunner_testkit::boxes::{
+    self, Container, Layout, RestartMode, Version, signal, wait_within,
+};
 use sysrunner_testkit::{self as testkit, BoxKind, Need, TestBox, docker, image};
 
 const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
@@ -818,5 +820,372 @@ fn a_docker_tmpfs_spec_with_an_unknown_option_is_refused_before_any_box_starts()
     assert!(
         err.to_string().contains("unknown option \"sized\""),
         "{err}"
+    );
+}
+
+/// A busybox image unpacked in a fresh directory (removed on drop): `<dir>/rootfs`, with an
+/// nsswitch.conf (busybox's static glibc reads /etc/hosts, then DNS) and nothing else of the host.
+fn busybox_tree() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("sysrunner-busybox-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    // tempdir is 0700: a mapped root must be able to enter it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tar = dir.path().join("busybox.tar");
+    image::write_busybox_rootfs(&tar).unwrap();
+    let tree = dir.path().join("rootfs");
+    image::unpack(&tar, &tree).unwrap();
+    std::fs::write(tree.join("etc/nsswitch.conf"), "hosts: files dns\n").unwrap();
+    (dir, tree)
+}
+
+fn csh(c: &Container, script: &str) -> String {
+    c.run_shell(script)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim()
+        .to_owned()
+}
+
+/// Whether `script` succeeds in the container, with its output for messages.
+fn csh_ok(c: &Container, script: &str) -> (bool, String) {
+    let out = c
+        .output(c.command("/bin/sh").unwrap().args(["-c", script]))
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const OVERLAYFS_MAGIC: &str = "794c7630";
+
+fn a_containers_root_is_an_overlay_of_the_image(kind: BoxKind) {
+    let (dir, tree) = busybox_tree();
+    let mut c = Container::builder(kind, &tree).idle().create().unwrap();
+    c.start(&dir.path().join("start.log")).unwrap();
+    // busybox's stat names no overlayfs: its magic number.
+    assert_eq!(csh(&c, "stat -f -c %t /"), OVERLAYFS_MAGIC, "{kind:?}");
+    assert!(
+        csh(&c, "cat /proc/self/mountinfo").lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(4) == Some(&"/") && l.contains(" - overlay ")
+        }),
+        "{kind:?}: / is not an overlay mount"
+    );
+    // What the container writes lands in its layer, never in the image's tree.
+    csh(&c, "echo written > /etc/written-in-the-container");
+    assert!(c.upper().join("etc/written-in-the-container").is_file());
+    assert!(!tree.join("etc/written-in-the-container").exists());
+    // The kernel refuses an overlay whose upper layer is on / (overlayfs), as in every real
+    // container; the same overlay with its layers on the /var/lib/docker volume mounts.
+    let userxattr = if kind == BoxKind::SysboxLike {
+        ",userxattr"
+    } else {
+        ""
+    };
+    let ovl = |base: &str| {
+        format!(
+            "mkdir -p {base}/u {base}/w /mnt/m && \
+             mount -t overlay overlay -o lowerdir=/etc,upperdir={base}/u,workdir={base}/w{userxattr} /mnt/m && \
+             umount /mnt/m"
+        )
+    };
+    let (ok, out) = csh_ok(&c, &ovl("/scratch"));
+    assert!(!ok, "{kind:?}: an upper layer on / was accepted: {out}");
+    let (ok, out) = csh_ok(&c, &ovl("/var/lib/docker/ovl"));
+    assert!(ok, "{kind:?}: an upper layer on the volume: {out}");
+    // What a per-life sandbox inside the container needs (sandbox-facts §1, §2): no mount under
+    // / is locked, so / binds non-recursively and is an overlay's lower layer (two levels of
+    // overlay, the kernel's maximum), in a mount namespace of the container's own.
+    let (ok, out) = csh_ok(
+        &c,
+        &format!(
+            "unshare -m sh -c 'mkdir -p /mnt/b /mnt/r /var/lib/docker/life/u /var/lib/docker/life/w && \
+             mount --bind / /mnt/b && \
+             mount -t overlay overlay -o lowerdir=/,upperdir=/var/lib/docker/life/u,workdir=/var/lib/docker/life/w{userxattr} /mnt/r && \
+             test -x /mnt/r/bin/busybox && test -f /mnt/r/etc/written-in-the-container && echo lower-is-root'"
+        ),
+    );
+    assert!(ok && out.contains("lower-is-root"), "{kind:?}: {out}");
+    assert_eq!(c.stop(Duration::from_secs(20)).unwrap().code(), Some(0));
+    let state = c.upper().parent().unwrap().to_owned();
+    c.remove().unwrap();
+    assert!(!state.exists(), "{} left behind", state.display());
+}
+
+#[test]
+fn a_sysbox_like_containers_root_is_an_overlay_of_the_image_with_its_layer_on_disk() {
+    let mut needs = BOX.to_vec();
+    needs.push(Need::Busybox);
+    if testkit::require("container root, sysbox-like", &needs) {
+        a_containers_root_is_an_overlay_of_the_image(BoxKind::SysboxLike);
+    }
+}
+
+#[test]
+fn a_privileged_like_containers_root_is_an_overlay_of_the_image_with_its_layer_on_disk() {
+    let mut needs = BOX.to_vec();
+    needs.push(Need::Busybox);
+    if testkit::require("container root, privileged-like", &needs) {
+        a_containers_root_is_an_overlay_of_the_image(BoxKind::PrivilegedLike);
+    }
+}
+
+/// Writes everywhere a start can, leaves a mark in its network and IPC namespaces, and names its
+/// namespaces.
+const FIRST_START: &str = "\
+    echo root > /etc/on-the-root && echo volume > /var/lib/docker/on-the-volume && \
+    echo tmpfs > /tmp/on-the-tmpfs && echo shm > /dev/shm/on-the-shm && \
+    ip addr add 10.99.99.99/32 dev lo && touch /dev/mqueue/on-the-ipc && \
+    for n in net ipc uts user; do echo $n=$(readlink /proc/self/ns/$n); done";
+
+/// What the next start finds.
+const NEXT_START: &str = "\
+    for f in /etc/on-the-root /var/lib/docker/on-the-volume /tmp/on-the-tmpfs /dev/shm/on-the-shm \
+      /dev/mqueue/on-the-ipc; do \
+      if [ -e $f ]; then echo $f=kept; else echo $f=gone; fi; done; \
+    if ip addr show dev lo | grep -q 10.99.99.99; then echo net=kept; else echo net=gone; fi; \
+    for n in net ipc uts user; do echo ns-$n=$(readlink /proc/self/ns/$n); done; \
+    echo hostname=$(hostname)";
+
+fn a_restart_keeps_what_its_mode_keeps(kind: BoxKind, mode: RestartMode) {
+    let (dir, tree) = busybox_tree();
+    let mut c = Container::builder(kind, &tree)
+        .idle()
+        .restart_mode(mode)
+        .tmpfs_docker("/tmp")
+        .unwrap()
+        .create()
+        .unwrap();
+    c.start(&dir.path().join("start-1.log")).unwrap();
+    let first = csh(&c, FIRST_START);
+    let get = |out: &str, key: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing: {out}"))
+            .to_owned()
+    };
+    // Held open across the restart, the first start's network namespace cannot be freed, so a
+    // new one cannot get its inode number.
+    let ns_file = |c: &Container| {
+        let pid = c.current().unwrap().pid();
+        std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap()
+    };
+    let held = ns_file(&c);
+    let first_net = held.metadata().unwrap().ino();
+    // `restart: always` after the entrypoint's exit; a pod's container after its own.
+    assert_eq!(c.stop(Duration::from_secs(20)).unwrap().code(), Some(0));
+    c.start(&dir.path().join("start-2.log")).unwrap();
+    assert_eq!(
+        ns_file(&c).metadata().unwrap().ino() == first_net,
+        mode == RestartMode::Pod,
+        "{kind:?} {mode:?}: the network namespace's inode"
+    );
+    drop(held);
+    let next = csh(&c, NEXT_START);
+    let what = format!("{kind:?} {mode:?}:\n{next}");
+    let pod = mode == RestartMode::Pod;
+    let keep = |kept: bool| if kept { "kept" } else { "gone" };
+    for (key, kept) in [
+        ("/etc/on-the-root", true),
+        ("/var/lib/docker/on-the-volume", true),
+        ("/tmp/on-the-tmpfs", false),
+        ("/dev/shm/on-the-shm", pod),
+        ("/dev/mqueue/on-the-ipc", pod),
+        ("net", pod),
+    ] {
+        assert_eq!(get(&next, key), keep(kept), "{key}: {what}");
+    }
+    // A namespace that is kept is the same inode. (A new one may well get the inode number of
+    // the one that went before it, which the kernel reuses: the marks above tell them apart.)
+    if pod {
+        let mut kept = vec!["net", "ipc", "uts"];
+        if kind == BoxKind::SysboxLike {
+            kept.push("user");
+        }
+        for n in kept {
+            assert_eq!(
+                get(&first, n),
+                get(&next, &format!("ns-{n}")),
+                "{n}: {what}"
+            );
+        }
+    }
+    assert_eq!(get(&next, "hostname"), c.hostname());
+    assert_eq!(c.starts(), 2);
+}
+
+#[test]
+fn a_docker_restart_keeps_the_root_and_the_volume_and_nothing_of_the_namespaces_or_tmpfs() {
+    let mut needs = BOX.to_vec();
+    needs.push(Need::Busybox);
+    if !testkit::require("docker restart", &needs) {
+        return;
+    }
+    for kind in [BoxKind::SysboxLike, BoxKind::PrivilegedLike] {
+        a_restart_keeps_what_its_mode_keeps(kind, RestartMode::Docker);
+    }
+}
+
+#[test]
+fn a_pod_restart_keeps_the_root_the_volume_the_network_ipc_and_dev_shm_but_not_tmpfs() {
+    let mut needs = BOX.to_vec();
+    needs.push(Need::Busybox);
+    if !testkit::require("pod restart", &needs) {
+        return;
+    }
+    for kind in [BoxKind::SysboxLike, BoxKind::PrivilegedLike] {
+        a_restart_keeps_what_its_mode_keeps(kind, RestartMode::Pod);
+    }
+}
+
+fn dockers_files_and_resolver(mode: RestartMode) {
+    let (dir, tree) = busybox_tree();
+    let mut c = Container::builder(BoxKind::SysboxLike, &tree)
+        .idle()
+        .restart_mode(mode)
+        .network(&["github.fake"])
+        .create()
+        .unwrap();
+    let (ip, peer) = {
+        let n = c.network().unwrap();
+        (n.box_ip, n.peer_ip)
+    };
+    for start in 1..=2 {
+        c.start(&dir.path().join(format!("start-{start}.log")))
+            .unwrap();
+        let what = format!("{mode:?}, start {start}");
+        let h = c.hostname().to_owned();
+        assert_eq!(h.len(), 12, "the id's first 12 hex digits: {h}");
+        assert!(c.id().starts_with(&h));
+        assert_eq!(csh(&c, "hostname"), h, "{what}");
+        assert_eq!(csh(&c, "cat /etc/hostname"), h, "{what}");
+        let edited = "10.9.9.9 edited-by-a-job\n";
+        let mut hosts = boxes::files::hosts(&h, Some(ip));
+        if start == 2 && mode == RestartMode::Pod {
+            // A job's edit: the pod's sandbox keeps the file, Docker writes it anew.
+            hosts.push_str(edited);
+        }
+        assert_eq!(csh(&c, "cat /etc/hosts") + "\n", hosts, "{what}");
+        assert_eq!(
+            csh(&c, "cat /etc/resolv.conf") + "\n",
+            boxes::files::resolv_conf(),
+            "{what}"
+        );
+        // Bind-mounted files, as Docker makes them.
+        let mounts = csh(&c, "cat /proc/self/mountinfo");
+        for f in ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"] {
+            assert!(
+                mounts
+                    .lines()
+                    .any(|l| l.split_whitespace().nth(4) == Some(f)),
+                "{what}: {f} is not a mount\n{mounts}"
+            );
+        }
+        // /etc/hosts resolves the hostname (NSS files; busybox's hostname -i asks the C library).
+        assert_eq!(csh(&c, "hostname -i"), ip.to_string(), "{what}");
+        // Names through the resolver at 127.0.0.11, and nothing else.
+        let out = csh(&c, "nslookup github.fake");
+        assert!(out.contains(&peer.to_string()), "{what}: {out}");
+        assert!(out.contains("127.0.0.11"), "{what}: {out}");
+        let out = csh(&c, &format!("nslookup {h}"));
+        assert!(out.contains(&ip.to_string()), "{what}: {out}");
+        let (ok, out) = csh_ok(&c, "nslookup github.com");
+        assert!(!ok, "{what}: a name that is not the rig's resolved: {out}");
+        // Only inside the container's own network namespace: from another one, made inside
+        // the container, 127.0.0.11 is that namespace's own loopback, where nothing answers.
+        let (ok, out) = csh_ok(
+            &c,
+            "unshare -n sh -c 'ip link set lo up && nslookup github.fake 127.0.0.11'",
+        );
+        assert!(
+            !ok,
+            "{what}: the resolver answered another namespace: {out}"
+        );
+        assert!(!out.contains(&peer.to_string()), "{what}: {out}");
+        if start == 1 {
+            csh(&c, &format!("printf '{edited}' >> /etc/hosts"));
+        }
+        assert_eq!(c.stop(Duration::from_secs(20)).unwrap().code(), Some(0));
+    }
+}
+
+#[test]
+fn a_containers_hosts_resolves_its_hostname_and_its_resolver_answers_only_inside_it() {
+    let mut needs = BOX.to_vec();
+    needs.push(Need::Busybox);
+    if !testkit::require("docker's files and resolver", &needs) {
+        return;
+    }
+    for mode in [RestartMode::Docker, RestartMode::Pod] {
+        dockers_files_and_resolver(mode);
+    }
+}
+
+#[test]
+fn a_container_start_that_exits_says_its_exit_code_and_a_second_start_runs_it_again() {
+    let mut needs = BOX.to_vec();
+    needs.push(Need::Busybox);
+    if !testkit::require("container exit code", &needs) {
+        return;
+    }
+    let (dir, tree) = busybox_tree();
+    // The entrypoint counts its starts in the container's layer and exits with the count.
+    let mut c = Container::builder(BoxKind::SysboxLike, &tree)
+        .entrypoint([
+            "sh",
+            "-c",
+            "test $$ = 1 && echo x >> /var/starts && exit $(wc -l < /var/starts)",
+        ])
+        .env("ONLY", "this")
+        .create()
+        .unwrap();
+    for n in 1..=2 {
+        let log = dir.path().join(format!("start-{n}.log"));
+        c.start(&log).unwrap();
+        let status = c
+            .wait(Duration::from_secs(60))
+            .unwrap()
+            .expect("PID 1 exits");
+        assert_eq!(
+            status.code(),
+            Some(n),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    // PID 1's environment is the container's, none of the test's.
+    let mut c = Container::builder(BoxKind::SysboxLike, &tree)
+        .entrypoint(["sh", "-c", "env | sort"])
+        .env("ONLY", "this")
+        .create()
+        .unwrap();
+    let log = dir.path().join("env.log");
+    c.start(&log).unwrap();
+    assert_eq!(
+        c.wait(Duration::from_secs(60)).unwrap().unwrap().code(),
+        Some(0)
+    );
+    let env = std::fs::read_to_string(&log).unwrap();
+    let names: BTreeSet<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    // sh adds PWD and SHLVL of its own; Docker's PATH, as the image has none.
+    let want: BTreeSet<&str> = ["HOME", "HOSTNAME", "ONLY", "PATH", "PWD", "SHLVL"].into();
+    assert_eq!(names, want, "{env}");
+    assert!(env.contains(&format!("HOSTNAME={}", c.hostname())), "{env}");
+    assert!(
+        env.contains(&format!("PATH={}\n", boxes::DEFAULT_PATH)),
+        "{env}"
     );
 }

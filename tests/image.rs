@@ -1,18 +1,21 @@
 //! The images `.ci/build-image` built (Dockerfile.sysbox and Dockerfile, Debian 13 base, the
 //! distribution's Docker, the fake runner and a prebuilt sysrunner through --build-context), run
-//! the way their runtimes run them: the image's own filesystem, unpacked and uid-shifted, is the
-//! root of a namespace box with the compose file's tmpfs mounts. The sysbox image's entrypoint,
-//! dockerd and runner run a job against the fake GitHub, twice in the same container; the
-//! privileged image's probe says `privileged` and its dockerd answers. Needs root and the exported
-//! images; skips (or fails in CI) through `testkit::require`.
+//! the way their runtimes run them: a container of the image (the testkit's `Container`) whose
+//! root is an overlay of the image's own filesystem, unpacked and uid-shifted, with its writable
+//! layer on disk, the compose file's tmpfs mounts, Docker's hosts, hostname and resolv.conf, and
+//! Docker's embedded resolver imitated at 127.0.0.11. The sysbox image's entrypoint is PID 1 and
+//! runs a job against the fake GitHub, which it reaches by name (`http://github.fake:8080`), in
+//! two starts of the same container, as `restart: always` makes them; the privileged image's
+//! probe says `privileged` and its dockerd answers. Needs root and the exported images; skips (or
+//! fails in CI) through `testkit::require`.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use sysrunner_testkit::boxes::TestBox;
+use sysrunner_testkit::boxes::{Container, RestartMode};
 use sysrunner_testkit::fake_github::{FakeConfig, JobResult, JobStatus};
-use sysrunner_testkit::rig::Rig;
+use sysrunner_testkit::rig::{GITHUB_NAME, ImageRig, ImageRigSpec};
 use sysrunner_testkit::{self as testkit, BoxKind, Need, image};
 
 /// The image's own sysrunner (release build, no test kit): its entrypoint.
@@ -106,8 +109,24 @@ test -x /usr/local/bin/sysrunner
 echo image-ok
 "#;
 
+/// In the running container (`docker exec`): what Docker and the runtime give it. `HOST`, `IP`
+/// and `PEER` are the container's hostname and address, and the fake GitHub's address.
+const CONTAINER_HOLDS: &str = r#"
+set -e
+test "$(stat -f -c %T /)" = overlayfs
+test "$(stat -f -c %T /var/lib/docker)" != overlayfs
+test "$(cat /proc/1/cmdline | tr '\0' ' ')" = "sysrunner run "
+test "$(hostname)" = "$HOST"
+getent hosts "$HOST" | grep -q "^$IP "
+grep -qx 'nameserver 127.0.0.11' /etc/resolv.conf
+getent hosts github.fake | grep -q "^$PEER "
+! getent hosts github.com
+echo container-ok
+"#;
+
 /// The first life's job: docker run and docker build on the inner dockerd, the container's MTU,
-/// then litter everywhere a job can write.
+/// then litter everywhere a job can write (as root too, through sudo, where the container's
+/// writable layer keeps it).
 const LITTER: &[&str] = &[
     "echo user=$(id -un)",
     "mkdir -p r/bin && cp /bin/busybox r/bin/ && for a in $(r/bin/busybox --list); do [ $a = busybox ] || ln -s busybox r/bin/$a; done && tar -C r -c . | docker import - job-base >/dev/null",
@@ -116,14 +135,22 @@ const LITTER: &[&str] = &[
     "! cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -q 'ghp_fak[e]'",
     // Jobs run what they put in /tmp (go test, JNI libraries, downloaded scripts).
     "cp /bin/true /tmp/job-binary && /tmp/job-binary && echo ran-a-binary-from-tmp",
+    // sudo finds the container's hostname in /etc/hosts (it warned "unable to resolve host"
+    // when the image's empty hosts file was all there was).
+    "sudo -n sh -c 'echo kept-by-the-layer > /var/tmp/written-by-life-one' 2>sudo.err; cat sudo.err; ! grep -q 'unable to resolve' sudo.err && echo sudo-resolves-its-host",
+    "getent hosts github.fake >/dev/null && echo the-job-resolves-github",
     "echo litter > \"$HOME/litter\" && echo litter > /tmp/litter && echo litter > litter-in-work && docker tag job-base left-by-life-one",
 ];
 
+/// The second life's job: what sysrunner resets is gone, and what a `restart: always` container
+/// keeps is there: the file root wrote outside every directory sysrunner resets stays in the
+/// container's writable layer (issue 13's life sandbox is to take that away).
 const CLEAN: &[&str] = &[
     "test ! -e \"$HOME/litter\"",
     "test ! -e /tmp/litter",
     "test ! -e litter-in-work",
     "test -z \"$(docker images -q left-by-life-one)\"",
+    "test \"$(cat /var/tmp/written-by-life-one)\" = kept-by-the-layer && echo the-layer-kept-var-tmp",
     "echo second-life-clean",
 ];
 
@@ -135,34 +162,57 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
         return;
     };
     let (dir, tree) = unpack("sysbox");
-    let r = Rig::start_image(
-        BoxKind::SysboxLike,
-        FakeConfig::default(),
-        &tree,
-        &compose_tmpfs("compose.sysbox.yml"),
-    )
+    let name = "sysrunner-image";
+    let mut env = ImageRig::settings(name);
+    env.insert("RUNNER_SUDO".into(), "true".into());
+    assert!(env["GITHUB_URL"].starts_with(&format!("http://{GITHUB_NAME}:")));
+    let image = image::exported_config("sysbox").unwrap();
+    let mut r = ImageRig::start(ImageRigSpec {
+        kind: BoxKind::SysboxLike,
+        fake: FakeConfig::default(),
+        tree: &tree,
+        image: &image,
+        tmpfs: &compose_tmpfs("compose.sysbox.yml"),
+        mode: RestartMode::Docker,
+        env: &env,
+    })
     .unwrap_or_else(|e| panic!("{e}"));
 
-    let holds = r.b.run_shell(IMAGE_HOLDS).unwrap();
+    // The first start: the entrypoint registers and waits for a job; meanwhile, `docker exec`.
+    let log_1 = dir.path().join("life-1.log");
+    let t = Instant::now();
+    r.start_life(&log_1).unwrap();
+    let online = r.until(LIFE, |r| {
+        r.runners()
+            .iter()
+            .any(|x| x.name == name && x.status == "online")
+    });
+    assert!(
+        online,
+        "the runner never came online:\n{}",
+        std::fs::read_to_string(&log_1).unwrap_or_default()
+    );
+    let holds = r.c.run_shell(IMAGE_HOLDS).unwrap();
     assert!(holds.contains("image-ok"), "{holds}");
+    let net = r.c.network().unwrap();
+    let script = format!(
+        "HOST={} IP={} PEER={}\n{CONTAINER_HOLDS}",
+        r.c.hostname(),
+        net.box_ip,
+        net.peer_ip
+    );
+    let holds = r.c.run_shell(&script).unwrap();
+    assert!(holds.contains("container-ok"), "{holds}");
     let probe =
-        r.b.output(r.b.command(ENTRYPOINT).args(["probe", "--json"]))
+        r.c.output(r.c.command(ENTRYPOINT).unwrap().args(["probe", "--json"]))
             .unwrap();
     let report: Value = serde_json::from_slice(&probe.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&probe.stdout)));
     // A sysbox-like box has a user namespace but no sysboxfs: the userns verdict.
     assert_eq!(report["runtime"], "userns", "{report}");
 
-    let name = "sysrunner-image";
-    let env = r.settings(name);
     let job = r.queue(name, "litter", LITTER);
-    let t = Instant::now();
-    let (code, log) = r.life(
-        Path::new(ENTRYPOINT),
-        &env,
-        &dir.path().join("life-1.log"),
-        LIFE,
-    );
+    let (code, log) = r.end_life(&log_1, LIFE);
     eprintln!("first life: {:.1?}", t.elapsed());
     let job = r.job(job.id);
     assert_eq!(code, Some(0), "{log}");
@@ -178,6 +228,8 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
         "hello-from-the-inner-docker mtu=1400",
         "built-by-the-inner-buildkit",
         "ran-a-binary-from-tmp",
+        "sudo-resolves-its-host",
+        "the-job-resolves-github",
     ] {
         assert!(
             job.output.contains(want),
@@ -195,15 +247,16 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
     }
     assert!(!log.contains("ghp_fake"), "the token reached the log");
     r.assert_ended_clean(&log);
+    assert!(
+        r.c.upper().join("var/tmp/written-by-life-one").is_file(),
+        "root's write is in the container's layer"
+    );
 
     // `restart: always`: the same container (its layer, its /var/lib/docker) starts again.
     let job = r.queue(name, "clean", CLEAN);
-    let (code, log) = r.life(
-        Path::new(ENTRYPOINT),
-        &env,
-        &dir.path().join("life-2.log"),
-        LIFE,
-    );
+    let t = Instant::now();
+    let (code, log) = r.life(&dir.path().join("life-2.log"), LIFE);
+    eprintln!("second life: {:.1?}", t.elapsed());
     let job = r.job(job.id);
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(
@@ -213,7 +266,13 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
         job.output
     );
     assert!(job.output.contains("second-life-clean"), "{}", job.output);
+    assert!(
+        job.output.contains("the-layer-kept-var-tmp"),
+        "{}",
+        job.output
+    );
     assert!(r.runners().is_empty());
+    assert_eq!(r.c.starts(), 2);
     drop(r);
     drop(dir);
 }
@@ -225,21 +284,28 @@ fn the_privileged_image_is_seen_as_privileged_and_its_dockerd_runs() {
     let Some(_serial) = ready("privileged image", &needs) else {
         return;
     };
-    let (_dir, tree) = unpack("privileged");
-    let mut builder = TestBox::builder(BoxKind::PrivilegedLike).rootfs(&tree);
+    let (dir, tree) = unpack("privileged");
+    // PID 1 is the kit's idle init, not the entrypoint: this test checks the probe and dockerd
+    // from `docker exec`, not a life.
+    let mut builder = Container::builder(BoxKind::PrivilegedLike, &tree)
+        .image(&image::exported_config("privileged").unwrap())
+        .idle();
     for spec in compose_tmpfs("compose.privileged.yml") {
         builder = builder.tmpfs_docker(&spec).unwrap();
     }
-    let b = builder.start().unwrap();
-    let probe = b
-        .output(b.command(ENTRYPOINT).args(["probe", "--json"]))
+    let mut c = builder.create().unwrap();
+    c.start(&dir.path().join("container.log")).unwrap();
+    assert_eq!(c.run_shell("stat -f -c %T /").unwrap().trim(), "overlayfs");
+    let probe = c
+        .output(c.command(ENTRYPOINT).unwrap().args(["probe", "--json"]))
         .unwrap();
     let report: Value = serde_json::from_slice(&probe.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&probe.stdout)));
     assert_eq!(report["runtime"], "privileged", "{report}");
-    let check = b
+    let check = c
         .output(
-            b.command(ENTRYPOINT)
+            c.command(ENTRYPOINT)
+                .unwrap()
                 .args([
                     "dockerd-check",
                     "docker",
@@ -258,5 +324,5 @@ fn the_privileged_image_is_seen_as_privileged_and_its_dockerd_runs() {
     );
     assert!(check.status.success(), "{out}");
     assert!(out.contains("server=26."), "{out}");
-    b.stop().unwrap();
+    c.remove().unwrap();
 }

@@ -144,14 +144,88 @@ impl<W: Write> Tar<'_, W> {
 /// Where `.ci/build-image` leaves the images it built (`sysbox.tar`, `sysbox.json`, and the same
 /// for `privileged`) unless this variable names another directory.
 pub const EXPORTED_DIR_ENV: &str = "SYSRUNNER_IMAGE_DIR";
-const EXPORTED_DIR: &str = "/var/tmp/sysrunner-image/out";
+/// `.ci/build-image`'s work directory; its images are in `out/` there (when
+/// [`EXPORTED_DIR_ENV`] is unset), as the script puts them.
+pub const WORK_DIR_ENV: &str = "SYSRUNNER_IMAGE_WORK";
+const WORK_DIR: &str = "/var/tmp/sysrunner-image";
 
 /// The directory the built images are exported to.
 pub fn exported_dir() -> std::path::PathBuf {
-    std::env::var_os(EXPORTED_DIR_ENV)
-        .filter(|v| !v.is_empty())
-        .map(Into::into)
-        .unwrap_or_else(|| EXPORTED_DIR.into())
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    exported_dir_from(var(EXPORTED_DIR_ENV), var(WORK_DIR_ENV))
+}
+
+fn exported_dir_from(
+    dir: Option<std::ffi::OsString>,
+    work: Option<std::ffi::OsString>,
+) -> std::path::PathBuf {
+    match (dir, work) {
+        (Some(d), _) => d.into(),
+        (None, Some(w)) => std::path::PathBuf::from(w).join("out"),
+        (None, None) => std::path::Path::new(WORK_DIR).join("out"),
+    }
+}
+
+/// What a container of an image starts with, from `docker image inspect`'s `Config`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=value`, in order.
+    pub env: Vec<String>,
+    /// Empty: `/`.
+    pub working_dir: String,
+    /// Empty: root. Containers here run as root only.
+    pub user: String,
+    pub stop_signal: Option<String>,
+}
+
+impl ImageConfig {
+    /// Reads `docker image inspect IMAGE` output (a one-element array) or one element of it.
+    pub fn from_inspect(json: &str) -> Result<ImageConfig, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("image inspect output: {e}"))?;
+        let image = if v.is_array() { &v[0] } else { &v };
+        let c = &image["Config"];
+        if !c.is_object() {
+            return Err("image inspect output has no Config".into());
+        }
+        let strings = |key: &str| -> Result<Vec<String>, String> {
+            match &c[key] {
+                serde_json::Value::Null => Ok(Vec::new()),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(String::from)
+                            .ok_or_else(|| format!("Config.{key}: {x} is not a string"))
+                    })
+                    .collect(),
+                other => Err(format!("Config.{key}: expected a list, got {other}")),
+            }
+        };
+        let string = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
+        Ok(ImageConfig {
+            entrypoint: strings("Entrypoint")?,
+            cmd: strings("Cmd")?,
+            env: strings("Env")?,
+            working_dir: string("WorkingDir"),
+            user: string("User"),
+            stop_signal: c["StopSignal"].as_str().map(String::from),
+        })
+    }
+
+    /// What PID 1 runs: `ENTRYPOINT` followed by `CMD`.
+    pub fn argv(&self) -> Vec<String> {
+        self.entrypoint.iter().chain(&self.cmd).cloned().collect()
+    }
+}
+
+/// The config of an image `.ci/build-image` exported (`sysbox`, `privileged`).
+pub fn exported_config(kind: &str) -> Result<ImageConfig, String> {
+    let path = exported_dir().join(format!("{kind}.json"));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    ImageConfig::from_inspect(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Unpacks an image's filesystem tar (`docker export`) into `dest` (created, mode 0755 so a
@@ -238,6 +312,44 @@ fn shift_dir(path: &Path, from: u32, to: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_images_are_in_the_named_dir_else_in_the_work_dirs_out() {
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            exported_dir_from(os("/x/out2"), os("/w")),
+            std::path::Path::new("/x/out2")
+        );
+        assert_eq!(
+            exported_dir_from(None, os("/var/tmp/sysrunner-image-box")),
+            std::path::Path::new("/var/tmp/sysrunner-image-box/out")
+        );
+        assert_eq!(
+            exported_dir_from(None, None),
+            std::path::Path::new("/var/tmp/sysrunner-image/out")
+        );
+    }
+
+    #[test]
+    fn an_images_config_is_read_from_docker_image_inspect() {
+        let json = r#"[{"Id":"sha256:x","Config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","LANG=C.UTF-8"],
+            "Entrypoint":["sysrunner","run"],"Cmd":null,"WorkingDir":"","User":"","StopSignal":"SIGTERM","Volumes":null}}]"#;
+        let c = ImageConfig::from_inspect(json).unwrap();
+        assert_eq!(c.argv(), ["sysrunner", "run"]);
+        assert_eq!(c.env[1], "LANG=C.UTF-8");
+        assert_eq!(c.stop_signal.as_deref(), Some("SIGTERM"));
+        assert_eq!((c.working_dir.as_str(), c.user.as_str()), ("", ""));
+        let c = ImageConfig::from_inspect(
+            r#"{"Config":{"Entrypoint":null,"Cmd":["sleep","1"],"WorkingDir":"/w"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.argv(), c.working_dir.as_str()),
+            (vec!["sleep".into(), "1".into()], "/w")
+        );
+        assert!(ImageConfig::from_inspect("[{}]").is_err());
+        assert!(ImageConfig::from_inspect(r#"{"Config":{"Env":"PATH=/bin"}}"#).is_err());
+    }
 
     #[test]
     fn ids_shift_between_offsets_and_foreign_ids_stay() {

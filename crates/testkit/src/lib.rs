@@ -12,11 +12,14 @@
 //! common ground, and the kit speaks to sysrunner only as a program: argv, environment, its log.
 //!
 //! Modules:
-//! - [`boxes`]: the namespace boxes (sysbox-like, privileged-like), and their hidden init.
+//! - [`boxes`]: the namespace boxes (sysbox-like, privileged-like), their hidden init, and the
+//!   containers made of an image that start as boxes on an overlay root, again and again.
+//! - [`dns`]: Docker's embedded resolver (`127.0.0.11`), imitated inside a box's network namespace.
 //! - [`fake_github`]: GitHub's runner REST API, the runner's side of it, a control API.
 //! - [`fake_runner`]: an actions/runner release whose listener speaks to the fake GitHub.
 //! - [`openapi`]: the fake's answers checked against GitHub's OpenAPI description.
-//! - [`rig`]: a runner container's stand-in (a box, the fake runner, the fake GitHub beside it).
+//! - [`rig`]: a runner container's stand-in (a box, the fake runner, the fake GitHub beside it),
+//!   and an image's container against the fake GitHub, reached by name.
 //! - [`demo`]: one whole life of `sysrunner run` in a box, followed by its log's `phase` fields.
 //! - [`image`], [`docker`], [`compose`]: a busybox image and image trees, dockerd in a box, the
 //!   compose files as Docker Compose reads them.
@@ -58,6 +61,7 @@ pub mod boxes;
 pub mod cli;
 pub mod compose;
 pub mod demo;
+pub mod dns;
 pub mod docker;
 pub mod exit;
 pub mod fake_github;

@@ -1,14 +1,21 @@
-//! A runner container's stand-in, for the lifecycle tests, the matrix and the demo: a box
-//! set up like the image (the fake actions/runner as the read-only release, a `runner` user in the
-//! `docker` group, private /var/lib/sysrunner), and the fake GitHub in a network namespace of its own,
-//! linked to the box by a veth pair that is the box's only link and default route (MTU 1400 on
-//! purpose). Nothing a box sends leaves these namespaces. Owns the network namespace, the veth pair
-//! and the fake; all go on drop.
+//! A runner container's stand-ins against the fake GitHub. [`Rig`], for the lifecycle tests, the
+//! matrix and the demo: a box set up like the image (the fake actions/runner as the read-only
+//! release, a `runner` user in the `docker` group, private /var/lib/sysrunner) that runs sysrunner
+//! from the host's root. [`ImageRig`], for the image tests: an image's own [`Container`], whose
+//! lives are its starts. Both have the fake GitHub in a network namespace of its own, linked to
+//! the box by a veth pair that is the box's only link and default route (MTU 1400 on purpose),
+//! Docker's files (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`) and Docker's embedded
+//! resolver at 127.0.0.11, which knows the fake GitHub as [`GITHUB_NAME`]. Nothing a box sends
+//! leaves these namespaces. Owns the network, the fake and (for the image) the container; all go
+//! on drop.
 
+use super::boxes::network::{Attached, Network};
 use super::fake_github::{
     ALL_GRANTS_PAT, ControlClient, FakeConfig, FakeGitHub, Job, JobSpec, RequestRecord, RunnerState,
 };
-use super::{BoxKind, TestBox, binaries, fake_runner, image};
+use super::image::ImageConfig;
+use super::{BoxKind, TestBox, binaries, boxes, fake_runner, image};
+use boxes::{Container, RestartMode};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,179 +23,142 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use super::boxes::network::{LINK_MTU, Netns};
+
 /// The PAT the rig's runners register with.
 pub const TOKEN: &str = ALL_GRANTS_PAT;
-/// The link MTU between the box and the fake GitHub: below 1500 on purpose, so the inner dockerd
-/// must detect and apply it.
-pub const LINK_MTU: u32 = 1400;
-
-/// A tokio runtime on a thread inside a network namespace: every socket its tasks open lives there.
-pub struct Netns {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Netns {
-    /// Enters the namespace at `path` (`/proc/PID/ns/net` or `/run/netns/NAME`).
-    pub fn enter(path: &Path) -> std::io::Result<Netns> {
-        let ns = std::fs::File::open(path)?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET) {
-                let _ = tx.send(Err(std::io::Error::from(e)));
-                return;
-            }
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let _ = tx.send(Ok((rt.handle().clone(), stop_tx)));
-            rt.block_on(async {
-                let _ = stop_rx.await;
-            });
-        });
-        let (handle, stop) = rx.recv().map_err(std::io::Error::other)??;
-        Ok(Netns {
-            handle,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    /// Runs `f` on the namespace's runtime and waits for it.
-    pub fn run<F>(&self, f: F) -> F::Output
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.handle.spawn(async move {
-            let _ = tx.send(f.await);
-        });
-        rx.recv().expect("the netns runtime answered")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// The fake GitHub's network namespace and the veth pair to one box.
-pub struct GitHubNet {
-    name: String,
-    pub github_ip: Ipv4Addr,
-    pub box_ip: Ipv4Addr,
-}
-
-impl GitHubNet {
-    /// `slot` keeps parallel boxes apart: namespace `sysrunner-gh-SLOT`, link 10.231.SLOT.0/30.
-    pub fn create(box_pid: i32, slot: u8) -> Result<GitHubNet, String> {
-        let name = format!("sysrunner-gh-{slot}");
-        let _ = ip(&["netns", "del", &name]);
-        ip(&["netns", "add", &name])?;
-        let net = GitHubNet {
-            name,
-            github_ip: Ipv4Addr::new(10, 231, slot, 1),
-            box_ip: Ipv4Addr::new(10, 231, slot, 2),
-        };
-        let (gh, bx) = (format!("sgh{slot}"), format!("sbx{slot}"));
-        let mtu = LINK_MTU.to_string();
-        let n = net.name.as_str();
-        let pid = box_pid.to_string();
-        ip(&[
-            "link", "add", &gh, "mtu", &mtu, "type", "veth", "peer", "name", &bx, "mtu", &mtu,
-        ])?;
-        ip(&["link", "set", &gh, "netns", n])?;
-        ip(&["link", "set", &bx, "netns", &pid])?;
-        ip(&[
-            "-n",
-            n,
-            "addr",
-            "add",
-            &format!("{}/30", net.github_ip),
-            "dev",
-            &gh,
-        ])?;
-        ip(&["-n", n, "link", "set", &gh, "up"])?;
-        ip(&["-n", n, "link", "set", "lo", "up"])?;
-        let in_box = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("nsenter")
-                .arg(format!("--net=/proc/{box_pid}/ns/net"))
-                .arg("ip")
-                .args(args)
-                .output()
-                .map_err(|e| format!("nsenter ip: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {} in the box: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        in_box(&["addr", "add", &format!("{}/30", net.box_ip), "dev", &bx])?;
-        in_box(&["link", "set", &bx, "up"])?;
-        in_box(&["route", "add", "default", "via", &net.github_ip.to_string()])?;
-        Ok(net)
-    }
-
-    pub fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
-    }
-}
-
-impl Drop for GitHubNet {
-    fn drop(&mut self) {
-        // Deleting the namespace destroys its veth end, and with it the box's.
-        let _ = ip(&["netns", "del", &self.name]);
-    }
-}
-
+/// The name the box's resolver gives the fake GitHub.
+pub const GITHUB_NAME: &str = "github.fake";
+/// Where [`ImageRig`]'s fake GitHub listens in its own namespace (nothing else listens there), so
+/// that its URL by name is known before anything starts: `http://github.fake:8080`.
+pub const GITHUB_PORT: u16 = 8080;
 /// The PATH a life gets unless its settings say otherwise.
-pub const BOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const BOX_PATH: &str = boxes::DEFAULT_PATH;
 
-/// The box, its network to the fake GitHub, and the fake. Fields drop in this order: the
-/// fake's namespace (named after the box's slot) goes before the box frees that slot.
-pub struct Rig {
+/// The fake GitHub on a runtime in its own network namespace, and a control client for it.
+struct Fake {
     ns: Netns,
     fake: Option<FakeGitHub>,
-    net: GitHubNet,
+    ctl: ControlClient,
+}
+
+impl Fake {
+    /// Starts `cfg` in the namespace at `netns`, listening on `listen`; the URL it hands out.
+    fn start(netns: &Path, cfg: FakeConfig, listen: SocketAddr) -> Result<(Fake, String), String> {
+        let ns = Netns::enter(netns).map_err(|e| format!("enter {}: {e}", netns.display()))?;
+        let cfg = FakeConfig { listen, ..cfg };
+        let fake = ns.run(FakeGitHub::start(cfg)).map_err(|e| e.to_string())?;
+        let url = fake.web_url().to_string();
+        // By address: the test's side resolves no name in the fake's namespace.
+        let ctl = ControlClient::new(&format!("http://{}", fake.addr()));
+        Ok((
+            Fake {
+                ns,
+                fake: Some(fake),
+                ctl,
+            },
+            url,
+        ))
+    }
+
+    fn call<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
+        &self,
+        f: impl FnOnce(ControlClient) -> F,
+    ) -> T {
+        self.ns.run(f(self.ctl.clone()))
+    }
+
+    fn queue(&self, runner: &str, name: &str, steps: &[&str]) -> Job {
+        let spec = JobSpec {
+            runner_name: runner.into(),
+            name: name.into(),
+            steps: steps.iter().map(|s| s.to_string()).collect(),
+            scope: None,
+        };
+        self.call(|c| async move { c.queue_job(&spec).await })
+            .expect("queue a job")
+    }
+
+    fn job(&self, id: u64) -> Job {
+        self.call(move |c| async move { c.job(id).await })
+            .expect("read a job")
+    }
+
+    fn runners(&self) -> Vec<RunnerState> {
+        self.call(|c| async move { c.runners().await })
+            .expect("list runners")
+    }
+
+    fn requests(&self) -> Vec<RequestRecord> {
+        self.call(|c| async move { c.requests().await })
+            .expect("list requests")
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        if let Some(f) = self.fake.take() {
+            self.ns.run(async move { f.stop().await });
+        }
+    }
+}
+
+/// The settings of a repository runner with a PAT, against the fake at `url`.
+fn settings_for(url: &str, name: &str) -> BTreeMap<String, String> {
+    [
+        ("REPO", "octo-org/octo-repo"),
+        ("ACCESS_TOKEN", TOKEN),
+        ("GITHUB_URL", url),
+        ("GITHUB_API_URL", url),
+        ("RUNNER_NAME", name),
+        ("RUNNER_SUDO", "false"),
+        ("STOP_TIMEOUT", "9s"),
+        ("API_DEADLINE", "30s"),
+        ("API_TIMEOUT", "5s"),
+        ("LOG_LEVEL", "info,dockerd=warn"),
+        ("NO_COLOR", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Polls `f` every 50 ms until it holds or `limit` passes.
+fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A box's processes once a life has ended: empty as soon as it is, else what is still there
+/// after 10 s. What sysrunner SIGKILLed at its end leaves the cgroup only once the kernel has
+/// reaped it, which on a loaded machine can come after sysrunner's own exit.
+fn pids_after_a_life(pids: impl Fn() -> Result<Vec<i32>, String>) -> Result<Vec<i32>, String> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = pids()?;
+        if p.is_empty() || Instant::now() >= end {
+            return Ok(p);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The box, its network to the fake GitHub, and the fake. Fields drop in this order: the fake
+/// and the network (whose namespace is named after the box's slot) go before the box frees that
+/// slot.
+pub struct Rig {
+    fake: Fake,
+    /// Held for its drop: the veth pair and the resolver in the box's namespace.
+    _attached: Attached,
+    net: Network,
     pub b: TestBox,
     pub url: String,
-    ctl: ControlClient,
     _files: tempfile::TempDir,
 }
 
@@ -250,7 +220,8 @@ fn chown_tree(path: &Path, uid: u32) {
 impl Rig {
     /// A box of `kind` holding `sysrunner` (a sysrunner binary, at [`TestBox::sysrunner_in_box`])
     /// and the fake runner (its listener built with this kit, see [`binaries`]), and the fake
-    /// GitHub (`cfg`, its address replaced by one in its own namespace).
+    /// GitHub (`cfg`, its address replaced by one in its own namespace). The box gets Docker's
+    /// files where the host has plain files at those paths, and the resolver at 127.0.0.11.
     pub fn start(kind: BoxKind, cfg: FakeConfig, sysrunner: &Path) -> Result<Rig, String> {
         let listener = binaries::locate_listener()?;
         let files = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -265,6 +236,18 @@ impl Rig {
         if Path::new("/etc/sudoers.d").is_dir() {
             builder = builder.tmpfs("/etc/sudoers.d");
         }
+        // Docker's files, filled in once the box has its name and address (the same inodes).
+        let mut docker_files = Vec::new();
+        for (name, _) in boxes::files::all("", None) {
+            let target = Path::new("/etc").join(name);
+            // A host whose file is a link (systemd-resolved's resolv.conf) keeps its own.
+            if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_file()) {
+                let source = files.path().join(name);
+                std::fs::write(&source, "").map_err(|e| format!("{name}: {e}"))?;
+                builder = builder.bind(&source, target);
+                docker_files.push(source);
+            }
+        }
         let b = builder.start().map_err(|e| format!("{kind:?} box: {e}"))?;
         let release = b.paths().runner.clone();
         fake_runner::install(&release, &listener).map_err(|e| format!("fake runner: {e}"))?;
@@ -272,57 +255,33 @@ impl Rig {
             .map_err(|e| format!("busybox image: {e}"))?;
         // The release as an image holds it: owned by the box's root.
         chown_tree(&release, b.id_map().outside);
-        Rig::around(b, cfg, files)
-    }
-
-    /// A box of `kind` on an image's own filesystem (`tree`, see `Builder::rootfs`) with a
-    /// compose file's tmpfs mounts (`tmpfs`: its entries, `/tmp:exec,size=2g`, mounted as Docker
-    /// mounts them), and the fake GitHub. The image brings its own sysrunner, runner user and
-    /// runner; the kit's binary only builds and enters the box.
-    pub fn start_image(
-        kind: BoxKind,
-        cfg: FakeConfig,
-        tree: &Path,
-        tmpfs: &[String],
-    ) -> Result<Rig, String> {
-        let files = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut builder = TestBox::builder(kind).rootfs(tree);
-        for spec in tmpfs {
-            builder = builder
-                .tmpfs_docker(spec)
-                .map_err(|e| format!("tmpfs {spec}: {e}"))?;
-        }
-        let b = builder
-            .start()
-            .map_err(|e| format!("{kind:?} box on {}: {e}", tree.display()))?;
-        Rig::around(b, cfg, files)
-    }
-
-    /// The fake GitHub in a namespace of its own, wired to the box.
-    fn around(b: TestBox, cfg: FakeConfig, files: tempfile::TempDir) -> Result<Rig, String> {
         let slot: u8 = b
             .name()
             .rsplit('-')
             .next()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let net = GitHubNet::create(b.pid().as_raw(), slot)?;
-        let ns = Netns::enter(&net.path())
-            .map_err(|e| format!("enter {}: {e}", net.path().display()))?;
-        let cfg = FakeConfig {
-            listen: SocketAddr::new(IpAddr::V4(net.github_ip), 0),
-            ..cfg
-        };
-        let fake = ns.run(FakeGitHub::start(cfg)).map_err(|e| e.to_string())?;
-        let url = fake.web_url().to_string();
-        let ctl = fake.control();
+        let net = Network::create(slot, &[GITHUB_NAME]).map_err(|e| e.to_string())?;
+        for (name, contents) in boxes::files::all(b.hostname(), Some(net.box_ip)) {
+            let source = files.path().join(name);
+            if docker_files.contains(&source) {
+                std::fs::write(&source, contents).map_err(|e| format!("{name}: {e}"))?;
+            }
+        }
+        let attached = net
+            .attach(b.pid().as_raw(), b.hostname())
+            .map_err(|e| e.to_string())?;
+        let (fake, url) = Fake::start(
+            &net.peer_path(),
+            cfg,
+            SocketAddr::new(IpAddr::V4(net.peer_ip), 0),
+        )?;
         Ok(Rig {
-            b,
-            ns,
-            fake: Some(fake),
+            fake,
+            _attached: attached,
             net,
+            b,
             url,
-            ctl,
             _files: files,
         })
     }
@@ -333,22 +292,7 @@ impl Rig {
 
     /// The settings of a repository runner with a PAT, against the fake.
     pub fn settings(&self, name: &str) -> BTreeMap<String, String> {
-        [
-            ("REPO", "octo-org/octo-repo"),
-            ("ACCESS_TOKEN", TOKEN),
-            ("GITHUB_URL", &self.url),
-            ("GITHUB_API_URL", &self.url),
-            ("RUNNER_NAME", name),
-            ("RUNNER_SUDO", "false"),
-            ("STOP_TIMEOUT", "9s"),
-            ("API_DEADLINE", "30s"),
-            ("API_TIMEOUT", "5s"),
-            ("LOG_LEVEL", "info,dockerd=warn"),
-            ("NO_COLOR", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        settings_for(&self.url, name)
     }
 
     /// `program args…` in the box with exactly `env` (and PATH), output to `log`.
@@ -395,37 +339,20 @@ impl Rig {
         )
     }
 
-    fn call<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
-        &self,
-        f: impl FnOnce(ControlClient) -> F,
-    ) -> T {
-        self.ns.run(f(self.ctl.clone()))
-    }
-
     pub fn queue(&self, runner: &str, name: &str, steps: &[&str]) -> Job {
-        let spec = JobSpec {
-            runner_name: runner.into(),
-            name: name.into(),
-            steps: steps.iter().map(|s| s.to_string()).collect(),
-            scope: None,
-        };
-        self.call(|c| async move { c.queue_job(&spec).await })
-            .expect("queue a job")
+        self.fake.queue(runner, name, steps)
     }
 
     pub fn job(&self, id: u64) -> Job {
-        self.call(move |c| async move { c.job(id).await })
-            .expect("read a job")
+        self.fake.job(id)
     }
 
     pub fn runners(&self) -> Vec<RunnerState> {
-        self.call(|c| async move { c.runners().await })
-            .expect("list runners")
+        self.fake.runners()
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.call(|c| async move { c.requests().await })
-            .expect("list requests")
+        self.fake.requests()
     }
 
     /// Runs `f` in the fake GitHub's namespace (a controller's own API call, say).
@@ -433,19 +360,12 @@ impl Rig {
         &self,
         f: impl Future<Output = T> + Send + 'static,
     ) -> T {
-        self.ns.run(f)
+        self.fake.ns.run(f)
     }
 
     /// Polls `f` every 50 ms until it holds or `limit` passes.
     pub fn until(&self, limit: Duration, mut f: impl FnMut(&Rig) -> bool) -> bool {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if f(self) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        poll_until(limit, || f(self))
     }
 
     /// After a life: GitHub lists no runner (it deregistered) and no process is left in the box.
@@ -464,14 +384,7 @@ impl Rig {
     /// there after 10 s. What sysrunner SIGKILLed at its end leaves the cgroup only once the
     /// kernel has reaped it, which on a loaded machine can come after sysrunner's own exit.
     pub fn pids_left(&self) -> Result<Vec<i32>, String> {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pids = self.b.pids().map_err(|e| e.to_string())?;
-            if pids.is_empty() || Instant::now() >= end {
-                return Ok(pids);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        pids_after_a_life(|| self.b.pids().map_err(|e| e.to_string()))
     }
 
     /// The host pid of a process in the box with this command name.
@@ -484,10 +397,128 @@ impl Rig {
     }
 }
 
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(f) = self.fake.take() {
-            self.ns.run(async move { f.stop().await });
+/// An image's container (`tree`, unpacked) against the fake GitHub, which its resolver knows as
+/// [`GITHUB_NAME`]: a life is one start of the container, its entrypoint (`sysrunner run`) PID 1.
+/// Fields drop in this order: the fake, then the container (its network, then its slot).
+pub struct ImageRig {
+    fake: Fake,
+    /// The fake's URL by name, as the container reaches it: `http://github.fake:8080`.
+    pub url: String,
+    pub c: Container,
+}
+
+/// What an [`ImageRig`] is made of.
+pub struct ImageRigSpec<'a> {
+    pub kind: BoxKind,
+    pub fake: FakeConfig,
+    /// The unpacked image.
+    pub tree: &'a Path,
+    pub image: &'a ImageConfig,
+    /// The compose file's `tmpfs:` entries.
+    pub tmpfs: &'a [String],
+    pub mode: RestartMode,
+    /// The container's environment besides the image's (compose's `environment:`), e.g.
+    /// [`ImageRig::settings`].
+    pub env: &'a BTreeMap<String, String>,
+}
+
+impl ImageRig {
+    /// The fake GitHub's URL by name (see [`GITHUB_PORT`]).
+    pub fn github_url() -> String {
+        format!("http://{GITHUB_NAME}:{GITHUB_PORT}")
+    }
+
+    /// The settings of a repository runner with a PAT, against the fake by name.
+    pub fn settings(name: &str) -> BTreeMap<String, String> {
+        settings_for(&Self::github_url(), name)
+    }
+
+    /// Creates the container (not started) and its network, and the fake GitHub in the network's
+    /// peer namespace, handing out URLs by name.
+    pub fn start(spec: ImageRigSpec<'_>) -> Result<ImageRig, String> {
+        let mut b = Container::builder(spec.kind, spec.tree)
+            .image(spec.image)
+            .restart_mode(spec.mode)
+            .network(&[GITHUB_NAME]);
+        for t in spec.tmpfs {
+            b = b.tmpfs_docker(t).map_err(|e| format!("tmpfs {t}: {e}"))?;
         }
+        for (k, v) in spec.env {
+            b = b.env(k, v);
+        }
+        let c = b
+            .create()
+            .map_err(|e| format!("{:?} container of {}: {e}", spec.kind, spec.tree.display()))?;
+        let net = c.network().expect("made with a network");
+        let url = Self::github_url();
+        let cfg = FakeConfig {
+            public_url: url.clone(),
+            ..spec.fake
+        };
+        let (fake, _) = Fake::start(
+            &net.peer_path(),
+            cfg,
+            SocketAddr::new(IpAddr::V4(net.peer_ip), GITHUB_PORT),
+        )?;
+        Ok(ImageRig { fake, url, c })
+    }
+
+    /// Starts a life: a start of the container, its output in `log`.
+    pub fn start_life(&mut self, log: &Path) -> Result<(), String> {
+        self.c.start(log).map_err(|e| e.to_string())
+    }
+
+    /// Waits for the life to end, at most `limit` (then stops it as `docker stop` would, 10 s
+    /// grace): its exit code (`None` when it had to be stopped) and its log.
+    pub fn end_life(&mut self, log: &Path, limit: Duration) -> (Option<i32>, String) {
+        let status = self.c.wait(limit).expect("wait for the life");
+        let code = match status {
+            Some(s) => s.code(),
+            None => {
+                let _ = self.c.stop(Duration::from_secs(10));
+                None
+            }
+        };
+        (code, std::fs::read_to_string(log).unwrap_or_default())
+    }
+
+    /// One whole life: [`ImageRig::start_life`] then [`ImageRig::end_life`].
+    pub fn life(&mut self, log: &Path, limit: Duration) -> (Option<i32>, String) {
+        self.start_life(log).expect("start the container");
+        self.end_life(log, limit)
+    }
+
+    pub fn queue(&self, runner: &str, name: &str, steps: &[&str]) -> Job {
+        self.fake.queue(runner, name, steps)
+    }
+
+    pub fn job(&self, id: u64) -> Job {
+        self.fake.job(id)
+    }
+
+    pub fn runners(&self) -> Vec<RunnerState> {
+        self.fake.runners()
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.fake.requests()
+    }
+
+    /// Polls `f` every 50 ms until it holds or `limit` passes.
+    pub fn until(&self, limit: Duration, mut f: impl FnMut(&ImageRig) -> bool) -> bool {
+        poll_until(limit, || f(self))
+    }
+
+    /// After a life: GitHub lists no runner and no process of the start is left (see
+    /// [`Rig::pids_left`]). `log` is the life's log, shown when either does not hold.
+    pub fn assert_ended_clean(&self, log: &str) {
+        let runners = self.runners();
+        assert!(runners.is_empty(), "still registered: {runners:?}\n{log}");
+        let pids = pids_after_a_life(|| self.c.pids().map_err(|e| e.to_string()))
+            .expect("list the container's processes");
+        assert!(
+            pids.is_empty(),
+            "processes left 10 s after the end: {pids:?}\n{log}"
+        );
     }
 }

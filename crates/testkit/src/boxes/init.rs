@@ -7,7 +7,7 @@
 use super::BoxKind;
 use super::cgroup::{self, HostFs};
 use super::mounts;
-use super::spec::{EXEC, GO, InitSpec, Status};
+use super::spec::{EXEC, GO, InitSpec, PodJoin, SandboxSpec, Status};
 use super::sys::{self, adopt, loopback_up, pidfd_open, read_byte};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, unshare};
@@ -17,7 +17,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, setgroups, sethostname, setresgid, setresuid};
 use std::ffi::CString;
+use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::exit;
 
 /// Exit code when box-init itself failed (before PID 1 ran anything of the caller's).
@@ -76,6 +79,12 @@ fn outer(spec: &InitSpec, ctl: OwnedFd, status: OwnedFd, life: OwnedFd) -> i32 {
         eprintln!("sysrunner box-init: {msg}");
         FAILED
     };
+    if let Some(sb) = &spec.sandbox {
+        return match sandbox(spec, sb, &ctl, &status, &life) {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        };
+    }
     if let Err(e) = make_namespaces(spec, &ctl, &status) {
         return fail(e);
     }
@@ -112,10 +121,13 @@ fn outer(spec: &InitSpec, ctl: OwnedFd, status: OwnedFd, life: OwnedFd) -> i32 {
     }
 }
 
-/// Everything before PID 1 exists: user namespace and handshake, cgroup namespace, the rest.
+/// Everything before PID 1 exists: user namespace and handshake, cgroup namespace, the rest (or
+/// a pod sandbox's namespaces, joined).
 fn make_namespaces(spec: &InitSpec, ctl: &OwnedFd, status: &OwnedFd) -> Result<(), String> {
     let sysbox = spec.kind == BoxKind::SysboxLike;
-    if sysbox {
+    // Opened first, while /proc is still the host's.
+    let pod = spec.pod.as_ref().map(open_pod).transpose()?;
+    if sysbox && pod.is_none() {
         unshare(CloneFlags::CLONE_NEWUSER).map_err(ctx("unshare user namespace"))?;
     }
     send(status, &Status::Unshared)?;
@@ -123,9 +135,13 @@ fn make_namespaces(spec: &InitSpec, ctl: &OwnedFd, status: &OwnedFd) -> Result<(
         Some(GO) => {}
         _ => return Err("the host went away before the box's cgroups were ready".into()),
     }
+    if let Some(ns) = &pod {
+        join(ns, &["user"])?;
+    }
     if sysbox {
-        // The host has written the maps: become the namespace's root. The host's supplementary
-        // groups are unmapped here (they would show as nogroup), so drop them first.
+        // The host has written the maps (or the pod's namespace has them): become the
+        // namespace's root. The host's supplementary groups are unmapped here (they would show
+        // as nogroup), so drop them first.
         setgroups(&[]).map_err(ctx("setgroups"))?;
         let root_g = Gid::from_raw(0);
         setresgid(root_g, root_g, root_g).map_err(ctx("setresgid 0"))?;
@@ -135,15 +151,110 @@ fn make_namespaces(spec: &InitSpec, ctl: &OwnedFd, status: &OwnedFd) -> Result<(
     // The host has moved this process into the box's cgroups: they become the namespace's root.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ctx("unshare cgroup namespace"))?;
     cgroup::join(&HostFs, &spec.join_after_unshare, 0).map_err(|e| e.to_string())?;
+    match &pod {
+        None => unshare(
+            CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWNET
+                | CloneFlags::CLONE_NEWUTS
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWPID,
+        )
+        .map_err(ctx("unshare mount, net, uts, ipc and pid namespaces"))?,
+        Some(ns) => {
+            // The pod's mount namespace is joined only to be copied: the start's own mount
+            // namespace begins as the sandbox's, with the pod's /dev/shm mounted in it.
+            join(ns, &["net", "ipc", "uts", "mnt"])?;
+            unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)
+                .map_err(ctx("unshare mount and pid namespaces"))?;
+        }
+    }
+    sethostname(&spec.hostname).map_err(ctx("sethostname"))
+}
+
+/// The sandbox's namespace files, checked against the inodes the host recorded.
+fn open_pod(p: &PodJoin) -> Result<Vec<(String, File)>, String> {
+    let mut out = Vec::new();
+    for (name, want) in &p.namespaces {
+        let path = format!("/proc/{}/ns/{name}", p.pid);
+        let f = File::open(&path)
+            .map_err(|e| format!("open {path}: {e} (is the pod's sandbox gone?)"))?;
+        let got = f.metadata().map_err(|e| format!("stat {path}: {e}"))?.ino();
+        if got != *want {
+            return Err(format!(
+                "{path} is namespace {got}, not the pod's {want}: the sandbox is gone"
+            ));
+        }
+        out.push((name.clone(), f));
+    }
+    Ok(out)
+}
+
+/// setns into each of `which` that the pod holds, in that order.
+fn join(ns: &[(String, File)], which: &[&str]) -> Result<(), String> {
+    for want in which {
+        let Some((_, f)) = ns.iter().find(|(n, _)| n == want) else {
+            continue;
+        };
+        let flag = match *want {
+            "user" => CloneFlags::CLONE_NEWUSER,
+            "net" => CloneFlags::CLONE_NEWNET,
+            "ipc" => CloneFlags::CLONE_NEWIPC,
+            "uts" => CloneFlags::CLONE_NEWUTS,
+            "mnt" => CloneFlags::CLONE_NEWNS,
+            other => return Err(format!("no such namespace to join: {other}")),
+        };
+        nix::sched::setns(f, flag).map_err(|e| format!("setns {want} of the pod: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A pod sandbox's whole life, Kubernetes' pause container: it makes the namespaces a pod's
+/// containers share (user when sysbox-like, network, IPC, UTS) and a mount namespace that holds
+/// the pod's `/dev/shm`, reports ready, and holds them until the host's end of the life pipe
+/// closes. It runs nothing and has no pid namespace of its own.
+fn sandbox(
+    spec: &InitSpec,
+    sb: &SandboxSpec,
+    ctl: &OwnedFd,
+    status: &OwnedFd,
+    life: &OwnedFd,
+) -> Result<(), String> {
+    let sysbox = spec.kind == BoxKind::SysboxLike;
+    if sysbox {
+        unshare(CloneFlags::CLONE_NEWUSER).map_err(ctx("unshare user namespace"))?;
+    }
+    send(status, &Status::Unshared)?;
+    match read_byte(ctl.as_fd()).map_err(ctx("wait for the host"))? {
+        Some(GO) => {}
+        _ => return Err("the host went away before the maps were written".into()),
+    }
+    if sysbox {
+        setgroups(&[]).map_err(ctx("setgroups"))?;
+        let root_g = Gid::from_raw(0);
+        setresgid(root_g, root_g, root_g).map_err(ctx("setresgid 0"))?;
+        let root_u = Uid::from_raw(0);
+        setresuid(root_u, root_u, root_u).map_err(ctx("setresuid 0"))?;
+    }
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWPID,
+            | CloneFlags::CLONE_NEWIPC,
     )
-    .map_err(ctx("unshare mount, net, uts, ipc and pid namespaces"))?;
-    sethostname(&spec.hostname).map_err(ctx("sethostname"))
+    .map_err(ctx("unshare mount, net, uts and ipc namespaces"))?;
+    sethostname(&spec.hostname).map_err(ctx("sethostname"))?;
+    mounts::apply(&[
+        mounts::MountStep::MakeRprivate,
+        mounts::MountStep::Tmpfs {
+            target: sb.shm.clone(),
+            options: sb.shm_options.clone(),
+        },
+    ])?;
+    loopback_up().map_err(ctx("lo up"))?;
+    send(status, &Status::Ready)?;
+    // Only end of file (the host is gone or let go) ends the pod.
+    while let Ok(Some(_)) = read_byte(life.as_fd()) {}
+    Ok(())
 }
 
 fn pid1(spec: &InitSpec, ctl: OwnedFd, status: OwnedFd, old_mask: SigSet) -> ! {
@@ -170,7 +281,10 @@ fn pid1(spec: &InitSpec, ctl: OwnedFd, status: OwnedFd, old_mask: SigSet) -> ! {
     match &spec.pid1 {
         Some(argv) => {
             let _ = old_mask.thread_set_mask();
-            let err = exec(argv);
+            let err = match &spec.env {
+                Some(env) => exec_as_entrypoint(argv, env, spec.cwd.as_deref()),
+                None => exec(argv),
+            };
             eprintln!("sysrunner box-init: exec {argv:?}: {err}");
             exit(if err == nix::errno::Errno::ENOENT {
                 127
@@ -191,6 +305,54 @@ pub(crate) fn exec<S: AsRef<[u8]>>(argv: &[S]) -> nix::errno::Errno {
             Ok(never) => match never {},
         },
         _ => nix::errno::Errno::EINVAL,
+    }
+}
+
+/// Execs `argv` with exactly `env`, in `cwd` (default `/`), as runc starts a container's
+/// entrypoint: a bare program name is looked up in the PATH of `env`, not in box-init's.
+/// Returns only on failure.
+fn exec_as_entrypoint(argv: &[String], env: &[String], cwd: Option<&Path>) -> nix::errno::Errno {
+    if let Err(e) = nix::unistd::chdir(cwd.unwrap_or(Path::new("/"))) {
+        return e;
+    }
+    let Some(program) = argv.first() else {
+        return nix::errno::Errno::EINVAL;
+    };
+    let path = if program.contains('/') {
+        program.clone()
+    } else {
+        let search = env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or(super::DEFAULT_PATH);
+        let found = search
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(program))
+            .find(|p| {
+                p.is_file()
+                    && nix::unistd::access(p.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+            });
+        match found {
+            Some(p) => p.to_string_lossy().into_owned(),
+            None => return nix::errno::Errno::ENOENT,
+        }
+    };
+    let c = |v: &[String]| -> Result<Vec<CString>, nix::errno::Errno> {
+        v.iter()
+            .map(|s| CString::new(s.as_bytes()).map_err(|_| nix::errno::Errno::EINVAL))
+            .collect()
+    };
+    let (Ok(path), Ok(args), Ok(envp)) = (
+        CString::new(path.into_bytes()).map_err(|_| nix::errno::Errno::EINVAL),
+        c(argv),
+        c(env),
+    ) else {
+        return nix::errno::Errno::EINVAL;
+    };
+    match nix::unistd::execve(&path, &args, &envp) {
+        Err(e) => e,
+        Ok(never) => match never {},
     }
 }
 

@@ -22,6 +22,15 @@
 //! every overlay is mounted before any private path, so a private path is the box's whether or
 //! not the host has it (`mounts` checks that no step hides an earlier one).
 //!
+//! A box on an image's tree ([`Builder::rootfs`]) has a container's root as Docker and sysbox
+//! make it: an overlay whose lower layer is the unpacked image (never written) and whose upper
+//! and work directories are the box's on the host's disk, so `/` inside is overlayfs and the
+//! kernel refuses an overlay with its upper layer on it, as in every real container; the
+//! box's `/var/lib/docker` is a host-disk directory bound in, where such an upper layer mounts.
+//! A [`Container`] (see `container`) keeps that layer, its volume and Docker's files (`files`)
+//! across starts, each start a box of its own, in either [`RestartMode`], and attaches each
+//! network namespace it gets to a [`network::Network`] whose resolver is [`crate::dns`].
+//!
 //! How it starts: the host spawns the kit's own binary (`sysrunner-testkit`, see
 //! [`crate::binaries`]) as the hidden `box-init` (see `init`), which
 //! unshares its user namespace and waits on a pipe; the host writes its uid/gid maps (root may
@@ -36,15 +45,19 @@
 
 mod cgroup;
 pub mod cli;
+mod container;
 mod error;
 mod exec;
+pub mod files;
 mod init;
 mod mounts;
+pub mod network;
 mod spec;
 mod sys;
 mod tmpfs;
 
 pub use cgroup::{CgroupParent, Hierarchy, Layout, Version, detect as detect_cgroups};
+pub use container::{Container, ContainerBuilder, RestartMode};
 pub use error::Error;
 
 use super::lock::{self, Lock};
@@ -81,6 +94,9 @@ pub enum BoxKind {
 pub const HOME: &str = "/home/runner";
 /// Where the runner directory is inside the box unless [`Builder::runner_dir`] says otherwise.
 pub const RUNNER_DIR: &str = "/opt/actions-runner";
+/// The PATH a container's entrypoint is looked up in when its environment has none (runc's and
+/// Docker's default), and the PATH the rig gives a life.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Where boxes keep their host-side directories unless [`Builder::state_root`] says otherwise.
 /// `/var/tmp` rather than `/tmp`: it is on disk on every common host, and dockerd's overlay2 needs
 /// a disk filesystem under `/var/lib/docker`.
@@ -146,6 +162,54 @@ pub struct Builder {
     start_timeout: Duration,
     command_timeout: Duration,
     rootfs: Option<PathBuf>,
+    /// What only a container's start sets (see `container`).
+    start: StartOptions,
+}
+
+/// A container start's part of a box: its layer, hostname, PID 1's environment and output, the
+/// pod it joins. All `None` for a plain box.
+#[derive(Default)]
+struct StartOptions {
+    /// The container's writable layer and root mount point, instead of the box's own.
+    layer: Option<Layer>,
+    hostname: Option<String>,
+    env: Option<Vec<String>>,
+    cwd: Option<PathBuf>,
+    log: Option<PathBuf>,
+    pod: Option<spec::PodJoin>,
+    /// The pod sandbox's `/dev/shm`, bound instead of a fresh tmpfs.
+    shm: Option<PathBuf>,
+}
+
+/// Host directories of an overlay root: the writable layer and the directory it is mounted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Layer {
+    upper: PathBuf,
+    work: PathBuf,
+    merged: PathBuf,
+}
+
+impl Layer {
+    fn under(dir: &Path) -> Layer {
+        Layer {
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("rootfs"),
+        }
+    }
+
+    /// Creates the three directories for an image tree: the upper layer's root takes the tree
+    /// root's mode (the root directory a container shows is its upper's), all owned by the box's
+    /// root, which mounts the overlay.
+    fn make(&self, tree: &Path, uid: u32, gid: u32) -> Result<(), Error> {
+        let mode = std::fs::metadata(tree)
+            .map_err(io_err(format!("stat {}", tree.display())))?
+            .mode()
+            & 0o7777;
+        mkdir(&self.upper, mode, uid, gid)?;
+        mkdir(&self.work, 0o700, uid, gid)?;
+        mkdir(&self.merged, 0o755, uid, gid)
+    }
 }
 
 impl Builder {
@@ -202,13 +266,15 @@ impl Builder {
         Ok(self)
     }
 
-    /// Runs the box on an image's own filesystem instead of the host's, as sysbox runs a
-    /// container: `tree` (an unpacked image, owned as in the image) becomes the box's root, with
-    /// a fresh proc and sysfs, the delegated cgroups, a minimal /dev, the box's disk directory on
-    /// `/var/lib/docker`, and the [`Builder::tmpfs`] / [`Builder::bind`] paths; nothing else of
-    /// the host. A sysbox-like box first shifts the tree's owners into its id range (recorded in
-    /// `<tree>.shift`, so a later box on the same tree shifts from there). The runner directory
-    /// and home are the image's own.
+    /// Runs the box on an image's own filesystem instead of the host's, as Docker and sysbox run
+    /// a container (`docker run --rm`; [`Container`] keeps one across starts): the box's root is
+    /// an overlay whose lower layer is `tree` (an unpacked image, owned as in the image, never
+    /// written) and whose upper layer is a directory of the box's on the host's disk, with a fresh
+    /// proc and sysfs, the delegated cgroups, a minimal /dev with Docker's `/dev/shm` and
+    /// `/dev/mqueue`, the box's disk directory on `/var/lib/docker`, and the [`Builder::tmpfs`] /
+    /// [`Builder::bind`] paths; nothing else of the host. A sysbox-like box first shifts the
+    /// tree's owners into its id range (recorded in `<tree>.shift`, so a later box on the same
+    /// tree shifts from there). The runner directory and home are the image's own.
     pub fn rootfs(mut self, tree: impl Into<PathBuf>) -> Self {
         self.rootfs = Some(tree.into());
         self
@@ -266,7 +332,22 @@ impl Builder {
     }
 
     /// Creates the box. On any error, whatever was already created is removed again.
-    pub fn start(self) -> Result<TestBox, Error> {
+    pub fn start(mut self) -> Result<TestBox, Error> {
+        let (slot, slot_lock) = acquire_slot()?;
+        let hook = self.before_start.take();
+        let mut b = self.launch(slot, Some(slot_lock), true)?;
+        if let Some(f) = hook {
+            f(&b)?;
+        }
+        b.release()?;
+        Ok(b)
+    }
+
+    /// Everything up to the moment PID 1 would exec the caller's program: the box in `slot`
+    /// with its namespaces, cgroups and mounts, waiting for [`TestBox::release`]. `owns_state`:
+    /// the slot's state directory is this box's, made now and removed with it (a plain box);
+    /// otherwise it is a container's, which made it and keeps it across starts.
+    fn launch(self, slot: u32, lock: Option<Lock>, owns_state: bool) -> Result<TestBox, Error> {
         if !nix::unistd::geteuid().is_root() {
             return Err(Error::Invalid("boxes need root".into()));
         }
@@ -274,15 +355,8 @@ impl Builder {
             Some(e) => e,
             None => crate::binaries::locate_testkit().map_err(Error::Invalid)?,
         };
-        let (slot, slot_lock) = acquire_slot()?;
-        let name = format!("sysrunner-box-{slot}");
-        let (uid, gid) = match self.kind {
-            BoxKind::SysboxLike => {
-                let base = UID_BASE + slot * UID_SPAN;
-                (base, base)
-            }
-            BoxKind::PrivilegedLike => (0, 0),
-        };
+        let name = slot_name(slot);
+        let (uid, gid) = slot_ids(self.kind, slot);
         let layout = match self.cgroup_layout {
             Some(l) => l,
             None => cgroup::detect(Path::new("/"))?,
@@ -298,9 +372,16 @@ impl Builder {
             },
             &|p| std::fs::read_to_string(p).ok(),
         )?;
+        let paths = Paths::under(self.state_root.join(&name));
+        let layer = match (&self.rootfs, self.start.layer) {
+            (Some(_), Some(l)) => Some(l),
+            (Some(_), None) => Some(Layer::under(&paths.state)),
+            (None, _) => None,
+        };
         let mut b = TestBox {
             kind: self.kind,
-            paths: Paths::under(self.state_root.join(&name)),
+            hostname: self.start.hostname.unwrap_or_else(|| name.clone()),
+            paths,
             name,
             uid,
             gid,
@@ -314,26 +395,70 @@ impl Builder {
             pid_ns: 0,
             reaper: self.pid1.is_none(),
             life: None,
+            ctl: None,
             command_timeout: self.command_timeout,
             torn_down: false,
             rootfs: self.rootfs,
-            _slot: Some(slot_lock),
+            layer,
+            shm: self.start.shm,
+            owns_state,
+            _slot: lock,
         };
-        // The slot's lock is ours, so anything under its name belongs to a box whose process
-        // died without cleaning up (SIGKILL): remove it before reusing the name.
+        // The slot's lock is held, so anything under its name belongs to a box whose process
+        // died without cleaning up (SIGKILL): remove it before reusing the name. A container's
+        // start finds only its last start's cgroups (the container cleaned its directory).
         b.remove_everything()?;
-        b.make_state_dirs()?;
-        if let Some(tree) = &b.rootfs {
-            super::image::shift_tree(tree, b.uid).map_err(io_err(format!(
-                "shift the owners of {} to {}",
-                tree.display(),
-                b.uid
-            )))?;
+        if owns_state {
+            b.make_state_dirs()?;
+            if let (Some(tree), Some(layer)) = (&b.rootfs, &b.layer) {
+                super::image::shift_tree(tree, b.uid).map_err(io_err(format!(
+                    "shift the owners of {} to {}",
+                    tree.display(),
+                    b.uid
+                )))?;
+                layer.make(tree, b.uid, b.gid)?;
+            }
         }
         cgroup::apply(&HostFs, &b.plan.prepare)?;
         let mounts = b.mount_plan()?;
-        b.spawn(mounts, self.pid1, self.before_start, self.start_timeout)?;
+        b.spawn(
+            mounts,
+            Pid1 {
+                argv: self.pid1,
+                env: self.start.env,
+                cwd: self.start.cwd,
+                log: self.start.log,
+                pod: self.start.pod,
+            },
+            self.start_timeout,
+        )?;
         Ok(b)
+    }
+}
+
+/// What the box's PID 1 runs, and how.
+struct Pid1 {
+    argv: Option<Vec<String>>,
+    env: Option<Vec<String>>,
+    cwd: Option<PathBuf>,
+    /// Where box-init's and PID 1's stdout and stderr go (a container's log); else inherited.
+    log: Option<PathBuf>,
+    pod: Option<spec::PodJoin>,
+}
+
+/// `sysrunner-box-<slot>`.
+fn slot_name(slot: u32) -> String {
+    format!("sysrunner-box-{slot}")
+}
+
+/// The host uid and gid of a box's root in `slot`: a 65536-wide range of its own when sysbox-like.
+fn slot_ids(kind: BoxKind, slot: u32) -> (u32, u32) {
+    match kind {
+        BoxKind::SysboxLike => {
+            let base = UID_BASE + slot * UID_SPAN;
+            (base, base)
+        }
+        BoxKind::PrivilegedLike => (0, 0),
     }
 }
 
@@ -358,11 +483,21 @@ pub struct TestBox {
     reaper: bool,
     /// Write end of the life pipe: closing it kills the box.
     life: Option<OwnedFd>,
+    /// Write end of box-init's control pipe until PID 1 is released.
+    ctl: Option<OwnedFd>,
     command_timeout: Duration,
     torn_down: bool,
-    /// Released last, after everything under the slot's name is gone.
-    /// The image tree the box runs on, if any (see [`Builder::rootfs`]).
+    /// The image tree the box runs on, if any (see [`Builder::rootfs`]), and its overlay root.
     rootfs: Option<PathBuf>,
+    layer: Option<Layer>,
+    /// A pod sandbox's `/dev/shm` (see `container`).
+    shm: Option<PathBuf>,
+    /// The hostname inside: the box's name, or a container's.
+    hostname: String,
+    /// The state directory is this box's (removed on teardown), not a container's.
+    owns_state: bool,
+    /// Released last, after everything under the slot's name is gone; a container's start holds
+    /// none (the container does).
     _slot: Option<Lock>,
 }
 
@@ -387,6 +522,7 @@ impl TestBox {
             start_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(180),
             rootfs: None,
+            start: StartOptions::default(),
         }
     }
 
@@ -394,9 +530,15 @@ impl TestBox {
         self.kind
     }
 
-    /// `sysrunner-box-<slot>`: the hostname inside, and the cgroup directories' name.
+    /// `sysrunner-box-<slot>`: the cgroup directories' name, and the hostname inside unless the
+    /// box is a container's start.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The hostname inside.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
     }
 
     /// Host pid of the box's PID 1 (its namespaces are at `/proc/<pid>/ns/`).
@@ -585,6 +727,7 @@ impl TestBox {
             return Ok(());
         }
         self.torn_down = true;
+        self.ctl = None;
         self.life = None;
         if let Some(mut c) = self.outer.take() {
             if !matches!(wait_within(&mut c, Duration::from_secs(20)), Ok(Some(_))) {
@@ -602,11 +745,13 @@ impl TestBox {
         if let Err(e) = cgroup::remove(&self.plan.dirs, Duration::from_secs(30)) {
             problems.push(e.to_string());
         }
-        match std::fs::remove_dir_all(&self.paths.state) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                problems.push(format!("remove {}: {e}", self.paths.state.display()))
+        if self.owns_state {
+            match std::fs::remove_dir_all(&self.paths.state) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    problems.push(format!("remove {}: {e}", self.paths.state.display()))
+                }
+                _ => {}
             }
-            _ => {}
         }
         // The shared state root stays, empty, after its last box: removing it raced with
         // another box creating its directory there (CI saw "statfs …: No such file").
@@ -659,7 +804,7 @@ impl TestBox {
     fn mount_plan(&self) -> Result<Vec<MountStep>, Error> {
         let p = &self.paths;
         let bind = |d: &PathBuf| Private::Bind { source: d.clone() };
-        if let Some(tree) = &self.rootfs {
+        if let (Some(tree), Some(layer)) = (&self.rootfs, &self.layer) {
             let private =
                 self.with_extra(vec![("/var/lib/docker".into(), bind(&p.var_lib_docker))]);
             let file_sources: Vec<PathBuf> = private
@@ -678,12 +823,22 @@ impl TestBox {
                 })
                 .unwrap_or_default();
             return mounts::rootfs_plan(&mounts::RootfsInputs {
-                rootfs: tree,
+                root: mounts::RootLayer {
+                    lower: tree,
+                    upper: &layer.upper,
+                    work: &layer.work,
+                    merged: &layer.merged,
+                    userxattr: self.kind == BoxKind::SysboxLike,
+                },
                 private: &private,
                 file_sources: &file_sources,
                 cgroup_binds: &self.plan.binds,
                 cgroup_links: &cgroup_links,
                 devices: &["null", "zero", "full", "random", "urandom", "tty"],
+                shm: match &self.shm {
+                    Some(pod) => mounts::Shm::Sandbox(pod.clone()),
+                    None => mounts::Shm::Fresh(TmpfsOptions::docker_shm()),
+                },
             });
         }
         let harness = || Private::Tmpfs(TmpfsOptions::harness(0o755));
@@ -721,23 +876,27 @@ impl TestBox {
     fn spawn(
         &mut self,
         mounts: Vec<MountStep>,
-        pid1: Option<Vec<String>>,
-        hook: Option<Hook>,
+        pid1: Pid1,
         timeout: Duration,
     ) -> Result<(), Error> {
         let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(nix_err("pipe"));
         let (ctl_r, ctl_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let (life_r, life_w) = pipe()?;
+        let fresh_userns = self.kind == BoxKind::SysboxLike && pid1.pod.is_none();
         let spec = InitSpec {
             kind: self.kind,
-            hostname: self.name.clone(),
+            hostname: self.hostname.clone(),
             ctl_fd: ctl_r.as_raw_fd(),
             status_fd: status_w.as_raw_fd(),
             life_fd: life_r.as_raw_fd(),
             join_after_unshare: self.plan.join_after_unshare.clone(),
             mounts,
-            pid1,
+            pid1: pid1.argv,
+            env: pid1.env,
+            cwd: pid1.cwd,
+            pod: pid1.pod,
+            sandbox: None,
         };
         let inherit = [spec.ctl_fd, spec.status_fd, spec.life_fd];
         let mut cmd = Command::new(&self.exe);
@@ -747,6 +906,18 @@ impl TestBox {
             // Not in the test's process group: a terminal's ^C reaches the test, whose exit
             // closes the life pipe, which tears the box down in order.
             .process_group(0);
+        if spec.env.is_some() {
+            // A container's PID 1 gets its own environment, and nothing of the test's.
+            cmd.env_clear();
+        }
+        if let Some(log) = &pid1.log {
+            let out = std::fs::File::create(log).map_err(io_err(format!(
+                "create the container's log {}",
+                log.display()
+            )))?;
+            let err = out.try_clone().map_err(io_err("dup the log"))?;
+            cmd.stdout(out).stderr(err);
+        }
         // SAFETY: the closure only calls fcntl, which is async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
@@ -772,15 +943,12 @@ impl TestBox {
             Status::Unshared => {}
             other => return Err(Error::Setup(format!("expected unshared, got {other:?}"))),
         }
-        if self.kind == BoxKind::SysboxLike {
-            let map = format!("0 {} {UID_SPAN}\n", self.uid);
-            for f in ["uid_map", "gid_map"] {
-                let path = format!("/proc/{outer}/{f}");
-                std::fs::write(&path, &map).map_err(io_err(format!("write {path}")))?;
-            }
+        if fresh_userns {
+            write_id_maps(outer, self.uid)?;
         }
         cgroup::join(&HostFs, &self.plan.join, outer)?;
         sys::write_all(ctl_w.as_fd(), &[spec::GO]).map_err(io_err("signal box-init"))?;
+        self.ctl = Some(ctl_w);
 
         let (mut pid1, mut ready) = (None, false);
         while pid1.is_none() || !ready {
@@ -796,12 +964,28 @@ impl TestBox {
         self.pid_ns = std::fs::metadata(&ns)
             .map_err(io_err(format!("stat {ns}")))?
             .ino();
-        if let Some(f) = hook {
-            f(self)?;
-        }
-        sys::write_all(ctl_w.as_fd(), &[spec::EXEC]).map_err(io_err("start the box's PID 1"))?;
         Ok(())
     }
+
+    /// Lets PID 1 exec the box's program (or become the built-in init): the box is complete.
+    fn release(&mut self) -> Result<(), Error> {
+        let ctl = self
+            .ctl
+            .take()
+            .ok_or_else(|| Error::Invalid("PID 1 was already released".into()))?;
+        sys::write_all(ctl.as_fd(), &[spec::EXEC]).map_err(io_err("start the box's PID 1"))
+    }
+}
+
+/// Writes a sysbox-like box's uid and gid maps into host process `pid`'s fresh user namespace
+/// (root may write another process's maps: no newuidmap, no /etc/subuid).
+fn write_id_maps(pid: i32, uid: u32) -> Result<(), Error> {
+    let map = format!("0 {uid} {UID_SPAN}\n");
+    for f in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{f}");
+        std::fs::write(&path, &map).map_err(io_err(format!("write {path}")))?;
+    }
+    Ok(())
 }
 
 impl Drop for TestBox {

@@ -69,6 +69,20 @@ pub enum MountStep {
     PivotRoot {
         root: PathBuf,
     },
+    /// A container's root: an overlay of the image's tree (`lower`, never written) with the
+    /// container's own writable layer (`upper` and `work`, host disk directories) on `target`.
+    RootOverlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        target: PathBuf,
+        /// As for [`MountStep::Overlay`].
+        userxattr: bool,
+    },
+    /// A POSIX message queue filesystem for the box's IPC namespace (Docker's `/dev/mqueue`).
+    Mqueue {
+        target: PathBuf,
+    },
 }
 
 /// What a private path of the box is.
@@ -284,11 +298,29 @@ pub fn check_order(steps: &[MountStep]) -> Result<(), Error> {
                 }
                 (target, false)
             }
+            MountStep::RootOverlay {
+                upper,
+                work,
+                target,
+                ..
+            } => {
+                for layer in [upper, work] {
+                    if let Some((m, _)) = holder(&mounted, layer) {
+                        return fail(format!(
+                            "{} is below {}, which the box mounted: the container's layer lives on the host's disk",
+                            layer.display(),
+                            m.display()
+                        ));
+                    }
+                }
+                (target, false)
+            }
             MountStep::Tmpfs { target, .. } => (target, true),
             MountStep::Proc => (Path::new("/proc"), false),
             MountStep::Sysfs { target }
             | MountStep::ProcAt { target }
-            | MountStep::Devpts { target } => (target, false),
+            | MountStep::Devpts { target }
+            | MountStep::Mqueue { target } => (target, false),
         };
         if let Some((m, _)) = mounted.iter().find(|(m, _)| m.starts_with(target)) {
             return fail(format!(
@@ -301,12 +333,35 @@ pub fn check_order(steps: &[MountStep]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Everything an image's tree needs to become a box's root, the way sysbox sets up a container.
+/// Where a container's root comes from: the image's tree as the overlay's lower layer, the
+/// container's writable layer (host disk directories that outlive a start), and the empty
+/// directory the overlay is mounted on before it becomes `/`.
+#[derive(Debug, Clone)]
+pub struct RootLayer<'a> {
+    /// The unpacked image (owners already shifted into the box's range).
+    pub lower: &'a Path,
+    pub upper: &'a Path,
+    pub work: &'a Path,
+    pub merged: &'a Path,
+    /// A user-namespace mount keeps overlay's metadata in `user.*` xattrs (sysbox-like boxes).
+    pub userxattr: bool,
+}
+
+/// What `/dev/shm` is: a fresh tmpfs (a Docker container's, new at every start), or a bind of
+/// the pod sandbox's, which outlives the container's starts as containerd's does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shm {
+    Fresh(TmpfsOptions),
+    Sandbox(PathBuf),
+}
+
+/// Everything an image's tree needs to become a box's root, the way Docker and sysbox set up a
+/// container.
 #[derive(Debug, Clone)]
 pub struct RootfsInputs<'a> {
-    /// The unpacked image (owners already shifted into the box's range).
-    pub rootfs: &'a Path,
-    /// (path inside the image, what it becomes): the compose file's tmpfs mounts, the data root.
+    pub root: RootLayer<'a>,
+    /// (path inside the image, what it becomes): the compose file's tmpfs mounts, the data root,
+    /// Docker's files.
     pub private: &'a [(PathBuf, Private)],
     /// Which private bind sources are files (bound onto a file, not a directory).
     pub file_sources: &'a [PathBuf],
@@ -316,19 +371,35 @@ pub struct RootfsInputs<'a> {
     pub cgroup_links: &'a [(PathBuf, PathBuf)],
     /// Device nodes bound from the host's /dev (names below /dev).
     pub devices: &'a [&'a str],
+    pub shm: Shm,
 }
 
-/// The mount steps that make an image's tree the box's root: a fresh proc and sysfs, a tmpfs
-/// cgroupfs with the box's delegated directories bound in, a tmpfs /dev with the usual nodes and a
-/// devpts of its own, the private paths, then `pivot_root`.
+/// The mount steps that make an image's tree the box's root: the overlay root, a fresh proc and
+/// sysfs, a tmpfs cgroupfs with the box's delegated directories bound in, a tmpfs /dev with the
+/// usual nodes, a devpts of its own, `/dev/shm` and `/dev/mqueue`, the private paths, then
+/// `pivot_root`. Every mount point the image lacks is made in the container's writable layer, as
+/// runc makes them.
 pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
-    check_path(inp.rootfs, "the image's tree")?;
-    let at = |p: &Path| inp.rootfs.join(p.strip_prefix("/").unwrap_or(p));
+    let r = &inp.root;
+    for (p, what) in [
+        (r.lower, "the image's tree"),
+        (r.upper, "the container's upper layer"),
+        (r.work, "the container's work directory"),
+        (r.merged, "the container's root mount point"),
+    ] {
+        check_path(p, what)?;
+        check_overlay_option(p)?;
+    }
+    let root = r.merged;
+    let at = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
     let mut steps = vec![
         MountStep::MakeRprivate,
-        MountStep::Bind {
-            source: inp.rootfs.to_owned(),
-            target: inp.rootfs.to_owned(),
+        MountStep::RootOverlay {
+            lower: r.lower.to_owned(),
+            upper: r.upper.to_owned(),
+            work: r.work.to_owned(),
+            target: root.to_owned(),
+            userxattr: r.userxattr,
         },
         MountStep::Mkdir {
             path: at(Path::new("/proc")),
@@ -390,9 +461,21 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
         MountStep::Mkdir {
             path: dev.join("shm"),
         },
-        MountStep::Tmpfs {
-            target: dev.join("shm"),
-            options: TmpfsOptions::harness(0o1777),
+        match &inp.shm {
+            Shm::Fresh(options) => MountStep::Tmpfs {
+                target: dev.join("shm"),
+                options: options.clone(),
+            },
+            Shm::Sandbox(source) => MountStep::Bind {
+                source: source.clone(),
+                target: dev.join("shm"),
+            },
+        },
+        MountStep::Mkdir {
+            path: dev.join("mqueue"),
+        },
+        MountStep::Mqueue {
+            target: dev.join("mqueue"),
         },
     ]);
     for (name, to) in [
@@ -423,7 +506,7 @@ pub fn rootfs_plan(inp: &RootfsInputs<'_>) -> Result<Vec<MountStep>, Error> {
         steps.push(private_mount(at(target), what));
     }
     steps.push(MountStep::PivotRoot {
-        root: inp.rootfs.to_owned(),
+        root: root.to_owned(),
     });
     check_order(&steps)?;
     Ok(steps)
@@ -542,17 +625,66 @@ fn apply_one(step: &MountStep) -> std::io::Result<()> {
             NONE,
         )?,
         MountStep::Touch { path } => {
-            if let Some(parent) = path.parent() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(parent)?;
+            // An existing file is left as it is: opened for writing, a file of an overlay's
+            // lower layer would be copied up for nothing.
+            if std::fs::symlink_metadata(path).is_err() {
+                if let Some(parent) = path.parent() {
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o755)
+                        .create(parent)?;
+                }
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
             }
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
         }
+        MountStep::RootOverlay {
+            lower,
+            upper,
+            work,
+            target,
+            userxattr,
+        } => {
+            let mut opts = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.display(),
+                upper.display(),
+                work.display()
+            );
+            if *userxattr {
+                opts.push_str(",userxattr");
+            }
+            // The last start's overlay on the same upper layer goes with that start's mount
+            // namespace; until the kernel has let go of it, the layer is "in use" (EBUSY).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                match mount(
+                    Some("overlay"),
+                    target,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(opts.as_str()),
+                ) {
+                    Err(nix::errno::Errno::EBUSY) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(50))
+                    }
+                    r => break r?,
+                }
+            }
+        }
+        MountStep::Mqueue { target } => mount(
+            Some("mqueue"),
+            target,
+            Some("mqueue"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            NONE,
+        )?,
         MountStep::Sysfs { target } => mount(
             Some("sysfs"),
             target,
@@ -905,6 +1037,29 @@ mod tests {
         .unwrap();
     }
 
+    /// The layer of a container in `/st/c`, for the image `/img`.
+    fn root() -> RootLayer<'static> {
+        RootLayer {
+            lower: Path::new("/img"),
+            upper: Path::new("/st/c/upper"),
+            work: Path::new("/st/c/work"),
+            merged: Path::new("/st/c/rootfs"),
+            userxattr: true,
+        }
+    }
+
+    fn image_inputs<'a>(private: &'a [(PathBuf, Private)]) -> RootfsInputs<'a> {
+        RootfsInputs {
+            root: root(),
+            private,
+            file_sources: &[],
+            cgroup_binds: &[],
+            cgroup_links: &[],
+            devices: &[],
+            shm: Shm::Fresh(TmpfsOptions::docker_shm()),
+        }
+    }
+
     #[test]
     fn an_image_box_refuses_a_private_path_given_twice() {
         // A compose tmpfs on the data root would have hidden the box's disk directory.
@@ -912,19 +1067,86 @@ mod tests {
             (p("/var/lib/docker"), host_bind("/st/b/var-lib-docker")),
             (p("/var/lib/docker"), harness(0o755)),
         ];
-        let err = rootfs_plan(&RootfsInputs {
-            rootfs: Path::new("/img"),
-            private: &private,
-            file_sources: &[],
-            cgroup_binds: &[],
-            cgroup_links: &[],
-            devices: &[],
-        })
-        .unwrap_err();
+        let err = rootfs_plan(&image_inputs(&private)).unwrap_err();
         assert!(
             err.to_string().contains("/var/lib/docker is given twice"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_containers_root_is_an_overlay_of_the_image_with_its_layer_on_the_hosts_disk() {
+        let steps = rootfs_plan(&image_inputs(&[])).unwrap();
+        assert_eq!(steps[0], MountStep::MakeRprivate);
+        assert_eq!(
+            steps[1],
+            MountStep::RootOverlay {
+                lower: p("/img"),
+                upper: p("/st/c/upper"),
+                work: p("/st/c/work"),
+                target: p("/st/c/rootfs"),
+                userxattr: true,
+            }
+        );
+        // Everything else goes into the overlay, never into the image's tree.
+        for s in &steps[2..] {
+            let json = serde_json::to_string(s).unwrap();
+            assert!(!json.contains("\"/img"), "{s:?} touches the image's tree");
+        }
+        assert_eq!(
+            steps.last(),
+            Some(&MountStep::PivotRoot {
+                root: p("/st/c/rootfs")
+            })
+        );
+        // Docker's /dev/shm and /dev/mqueue.
+        assert!(steps.contains(&MountStep::Tmpfs {
+            target: p("/st/c/rootfs/dev/shm"),
+            options: TmpfsOptions::docker_shm()
+        }));
+        assert!(steps.contains(&MountStep::Mqueue {
+            target: p("/st/c/rootfs/dev/mqueue")
+        }));
+        // An upper layer the box would have to mount first (on its own tmpfs, or in the
+        // overlay itself) is refused: overlayfs takes no upper layer on overlayfs, and the
+        // container's layer must outlive the start.
+        let err = check_order(&[
+            tmpfs_step("/st", 0o755),
+            MountStep::RootOverlay {
+                lower: p("/img"),
+                upper: p("/st/c/upper"),
+                work: p("/st/c/work"),
+                target: p("/st/c/rootfs"),
+                userxattr: true,
+            },
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("host's disk"), "{err}");
+        // Overlay options are split at commas.
+        let bad = RootLayer {
+            upper: Path::new("/st/c,x/upper"),
+            ..root()
+        };
+        let err = rootfs_plan(&RootfsInputs {
+            root: bad,
+            ..image_inputs(&[])
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("overlayfs options"), "{err}");
+    }
+
+    #[test]
+    fn a_pod_start_binds_the_sandboxs_dev_shm_instead_of_a_fresh_tmpfs() {
+        let steps = rootfs_plan(&RootfsInputs {
+            shm: Shm::Sandbox(p("/st/c/pod-shm")),
+            ..image_inputs(&[])
+        })
+        .unwrap();
+        assert!(steps.contains(&bind("/st/c/pod-shm", "/st/c/rootfs/dev/shm")));
+        assert!(!steps.iter().any(|s| matches!(
+            s,
+            MountStep::Tmpfs { target, .. } if target == Path::new("/st/c/rootfs/dev/shm")
+        )));
     }
 
     #[test]
@@ -1001,12 +1223,12 @@ mod tests {
         )];
         let links = vec![(p("/sys/fs/cgroup/cpu"), p("cpu,cpuacct"))];
         let steps = rootfs_plan(&RootfsInputs {
-            rootfs: Path::new("/img"),
             private: &private,
             file_sources: &[p("/st/hosts")],
             cgroup_binds: &binds,
             cgroup_links: &links,
             devices: &["null", "tty"],
+            ..image_inputs(&[])
         })
         .unwrap();
         let pos = |want: &MountStep| {
@@ -1020,48 +1242,41 @@ mod tests {
             target: p(t),
         };
         assert_eq!(steps[0], MountStep::MakeRprivate);
-        assert_eq!(steps[1], bind("/img", "/img"));
         let sysfs = pos(&MountStep::Sysfs {
-            target: p("/img/sys"),
+            target: p("/st/c/rootfs/sys"),
         });
-        let cg_tmpfs = pos(&tmpfs_step("/img/sys/fs/cgroup", 0o755));
+        let cg_tmpfs = pos(&tmpfs_step("/st/c/rootfs/sys/fs/cgroup", 0o755));
         let cg_bind = pos(&bind(
             "/sys/fs/cgroup/cpu,cpuacct/b",
-            "/img/sys/fs/cgroup/cpu,cpuacct",
+            "/st/c/rootfs/sys/fs/cgroup/cpu,cpuacct",
         ));
         let link = pos(&MountStep::Symlink {
             to: p("cpu,cpuacct"),
-            link: p("/img/sys/fs/cgroup/cpu"),
+            link: p("/st/c/rootfs/sys/fs/cgroup/cpu"),
         });
         assert!(sysfs < cg_tmpfs && cg_tmpfs < cg_bind && cg_tmpfs < link);
-        let dev = pos(&tmpfs_step("/img/dev", 0o755));
-        let null = pos(&bind("/dev/null", "/img/dev/null"));
+        let dev = pos(&tmpfs_step("/st/c/rootfs/dev", 0o755));
+        let null = pos(&bind("/dev/null", "/st/c/rootfs/dev/null"));
         assert!(dev < null);
         pos(&MountStep::Devpts {
-            target: p("/img/dev/pts"),
+            target: p("/st/c/rootfs/dev/pts"),
         });
         // Private paths in path order; a file source is bound onto a file.
         let hosts = pos(&MountStep::Touch {
-            path: p("/img/etc/hosts"),
+            path: p("/st/c/rootfs/etc/hosts"),
         });
-        let tmp = pos(&tmpfs_step("/img/tmp", 0o1777));
-        let data = pos(&bind("/st/b/var-lib-docker", "/img/var/lib/docker"));
+        let tmp = pos(&tmpfs_step("/st/c/rootfs/tmp", 0o1777));
+        let data = pos(&bind("/st/b/var-lib-docker", "/st/c/rootfs/var/lib/docker"));
         assert!(hosts < tmp && tmp < data);
         assert_eq!(
             steps.last(),
-            Some(&MountStep::PivotRoot { root: p("/img") })
+            Some(&MountStep::PivotRoot {
+                root: p("/st/c/rootfs")
+            })
         );
         // The box owns / , /proc, /sys and /dev.
         let private = vec![(p("/dev/x"), harness(0o755))];
-        let err = rootfs_plan(&RootfsInputs {
-            rootfs: Path::new("/img"),
-            private: &private,
-            file_sources: &[],
-            cgroup_binds: &[],
-            cgroup_links: &[],
-            devices: &[],
-        })
-        .unwrap_err();
+        let err = rootfs_plan(&image_inputs(&private)).unwrap_err();
         assert!(err.to_string().contains("set up by the box"), "{err}");
     }
 

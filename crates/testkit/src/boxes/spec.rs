@@ -3,6 +3,7 @@
 
 use super::BoxKind;
 use super::mounts::MountStep;
+use super::tmpfs::TmpfsOptions;
 use serde::{Deserialize, Serialize};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -24,6 +25,38 @@ pub struct InitSpec {
     pub mounts: Vec<MountStep>,
     /// What PID 1 execs once the box is set up; `None`: the built-in init that only reaps.
     pub pid1: Option<Vec<String>>,
+    /// PID 1's whole environment (`KEY=value`) and working directory, as a container's entrypoint
+    /// gets them; `None`: PID 1 inherits box-init's environment and starts in `/`.
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Join a pod sandbox's namespaces instead of making those.
+    #[serde(default)]
+    pub pod: Option<PodJoin>,
+    /// Be a pod sandbox, not a box: hold the namespaces, mount nothing else, run nothing.
+    #[serde(default)]
+    pub sandbox: Option<SandboxSpec>,
+}
+
+/// The namespaces of a pod sandbox a container start joins: the user namespace (sysbox-like),
+/// network, IPC and UTS, and its mount namespace, which the start copies (the copy holds the
+/// sandbox's `/dev/shm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodJoin {
+    /// Host pid of the sandbox.
+    pub pid: i32,
+    /// (`/proc/<pid>/ns/` name, inode it had when the sandbox started): a reused pid is refused.
+    pub namespaces: Vec<(String, u64)>,
+}
+
+/// What a pod sandbox holds besides its namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// The directory the sandbox mounts the pod's `/dev/shm` tmpfs on, in its own mount namespace
+    /// only (the host sees an empty directory).
+    pub shm: PathBuf,
+    pub shm_options: TmpfsOptions,
 }
 
 /// A command entering a running box.

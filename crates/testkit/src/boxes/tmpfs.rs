@@ -80,6 +80,16 @@ impl TmpfsOptions {
         }
     }
 
+    /// A container's `/dev/shm` as dockerd mounts it (`--shm-size` unset): `nosuid,nodev,noexec`,
+    /// mode 1777, 64 MiB (moby `daemon/container_operations_unix.go`, `config.DefaultShmSize`).
+    pub fn docker_shm() -> TmpfsOptions {
+        TmpfsOptions {
+            mode: Some(0o1777),
+            size: Some(Amount::Exactly(64 << 20)),
+            ..TmpfsOptions::docker_defaults()
+        }
+    }
+
     /// The filesystem data for mount(2), in a fixed order: `mode=1777,size=67108864`.
     pub fn data(&self) -> String {
         let mut d = Vec::new();
