@@ -36,6 +36,10 @@ pub enum Error {
     // This container cannot run dockerd.
     #[error(transparent)]
     Unsupported(#[from] Unsupported),
+    /// LIFE_SANDBOX=required where the container cannot sandbox a life, or building the sandbox
+    /// failed.
+    #[error("{0}")]
+    Sandbox(String),
 
     // GitHub.
     #[error(transparent)]

@@ -126,6 +126,7 @@ impl From<&Error> for Exit {
             Error::Settings(_) | Error::Flag { .. } | Error::CommandLine(_) => Exit::Usage,
             Error::RunnerUser(_) => Exit::Usage,
             Error::Unsupported(u) => Exit::from(u),
+            Error::Sandbox(_) => Exit::Unsupported,
             Error::Api(e) => Exit::from(e),
             Error::Register(e) => Exit::from(e),
             Error::Dockerd(e) => Exit::from(e),

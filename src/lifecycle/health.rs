@@ -19,6 +19,10 @@ pub struct Published {
     /// The image's runner against the newest GitHub offers (`outdated` once both are known).
     #[serde(default)]
     pub runner_version: crate::runner::version::RunnerVersions,
+    /// dockerd's socket as sysrunner's container reaches it: the life sandbox's
+    /// (`/proc/<pid>/root/run/docker.sock`), or `None` for the container's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_socket: Option<std::path::PathBuf>,
 }
 
 pub fn now_epoch() -> u64 {
@@ -70,7 +74,11 @@ pub async fn healthcheck(run_dir: &Path) -> Result<(), String> {
     let p: Option<Published> = std::fs::read(run_dir.join(STATE_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let pinged = crate::dockerd::ping(Path::new(crate::dockerd::plan::SOCKET)).await;
+    let socket = p
+        .as_ref()
+        .and_then(|p| p.docker_socket.clone())
+        .unwrap_or_else(|| crate::dockerd::plan::SOCKET.into());
+    let pinged = crate::dockerd::ping(&socket).await;
     judge(p.as_ref(), pinged, now_epoch())
 }
 
@@ -90,6 +98,7 @@ mod tests {
             startup_allowance_secs: 120,
             runner: None,
             runner_version: Default::default(),
+            docker_socket: None,
         }
     }
 

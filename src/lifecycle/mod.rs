@@ -13,13 +13,14 @@ pub mod versions;
 
 pub use crate::register;
 
-use crate::config::RunSettings;
+use crate::config::{LifeSandbox, RunSettings};
 use crate::dockerd::{self, Dockerd, plan::SOCKET};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::github::{Deleted as ApiDeleted, RealTime};
 use crate::process::Spawner;
 use crate::reaper::{self, Reaper};
+use crate::sandbox;
 use health::Published;
 use machine::{Action, Config, Deleted, Event, Health, Machine, Registration};
 use nix::sys::signal::Signal;
@@ -32,6 +33,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// The container's `/var/lib/docker`: the volume a sandboxed life lives on.
+const VOLUME: &str = "/var/lib/docker";
+
+/// How long the life's init may take to build a life (mounts, a pivot, one exec).
+const LIFE_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What an earlier life registered, kept until it is deleted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,26 +121,50 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
             .map_err(Error::Register)
             .map_err(logged)?,
     );
-    let layout = Layout::new(&s.runner.dir, &user.home, Path::new("/"));
+    let mut layout = Layout::new(&s.runner.dir, &user.home, Path::new("/"));
 
-    // Copies and empties directories: off the runtime's thread.
-    let restored = {
-        let (layout, user, sudo) = (layout.clone(), user.clone(), s.runner.sudo);
-        tokio::task::spawn_blocking(move || pristine::restore(&layout, &user, sudo))
-            .await
-            .map_err(|e| Error::Pristine(e.to_string()))
-            .and_then(|r| r.map_err(Error::Pristine))
-            .map_err(logged)?
+    let sandbox = sandboxed(s, &report, &plan, &user, &reaper)
+        .await
+        .map_err(logged)?;
+    let mut plan = plan;
+    let spawner: Arc<dyn Spawner> = match &sandbox {
+        Some(sb) => {
+            // The life's own root is fresh: the runner runs from its release there, and
+            // everything the container's reset does, the life's overlay does. dockerd's
+            // preparation of the container (securityfs, cgroup nesting, shared mounts) is the
+            // life's mount plan and cgroup's.
+            layout.runner_root = s.runner.dir.clone();
+            // The registration record lives on the volume, outside what the life gets.
+            layout.state = sb.layout().state.clone();
+            layout.record = layout.state.join("registration.json");
+            plan.pre_steps.clear();
+            sb.spawner()
+        }
+        None => {
+            // Copies and empties directories: off the runtime's thread.
+            let restored = {
+                let (layout, user, sudo) = (layout.clone(), user.clone(), s.runner.sudo);
+                tokio::task::spawn_blocking(move || pristine::restore(&layout, &user, sudo))
+                    .await
+                    .map_err(|e| Error::Pristine(e.to_string()))
+                    .and_then(|r| r.map_err(Error::Pristine))
+                    .map_err(logged)?
+            };
+            tracing::info!(
+                phase = "pristine",
+                "restored a pristine life in {:.2}s (runner directory: {:?})",
+                restored.took.as_secs_f64(),
+                restored.runner_dir
+            );
+            for n in restored.notes {
+                tracing::info!("{n}");
+            }
+            Arc::new(crate::process::Local {
+                reaper: reaper.clone(),
+            })
+        }
     };
-    tracing::info!(
-        phase = "pristine",
-        "restored a pristine life in {:.2}s (runner directory: {:?})",
-        restored.took.as_secs_f64(),
-        restored.runner_dir
-    );
-    for n in restored.notes {
-        tracing::info!("{n}");
-    }
+    let docker_socket = sandbox.as_ref().map(|_| spawner.outside(Path::new(SOCKET)));
 
     let known_id = delete_leftover(registrar.as_ref(), &layout).await;
     let versions = Arc::new(versions::Tracker::default());
@@ -149,7 +180,8 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
     let mut host = RealHost {
         s: Arc::new(s.clone()),
         plan: Arc::new(plan),
-        spawner: Arc::new(crate::process::Local { reaper }),
+        spawner,
+        docker_socket,
         registrar: registrar.clone(),
         known_id,
         layout: Arc::new(layout),
@@ -175,7 +207,79 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
         },
         Instant::now(),
     );
-    drive(machine, actions, &mut host, &mut events, signals).await
+    let result = drive(machine, actions, &mut host, &mut events, signals).await;
+    if let Some(sb) = sandbox {
+        let ended = sb.end(s.timeouts.stop).await;
+        tracing::info!(
+            phase = "sandbox-ended",
+            "ended the life's sandbox in {:.3}s",
+            ended.took.as_secs_f64()
+        );
+    }
+    result
+}
+
+/// The life's sandbox, as LIFE_SANDBOX and the container allow: `None` runs the life in the
+/// container itself.
+async fn sandboxed(
+    s: &RunSettings,
+    report: &crate::assess::Report,
+    plan: &crate::dockerd::Plan,
+    user: &RunnerUser,
+    reaper: &Reaper,
+) -> Result<Option<sandbox::Sandbox>, Error> {
+    let setting = s.runner.sandbox;
+    if setting == LifeSandbox::Off {
+        return Ok(None);
+    }
+    let kind = if report.runtime == crate::probe::Runtime::Privileged {
+        sandbox::plan::Kind::Privileged
+    } else {
+        sandbox::plan::Kind::Namespaced
+    };
+    let req = sandbox::Request {
+        kind,
+        volume: PathBuf::from(VOLUME),
+        volume_fstype: report.facts.data_root.fstype.clone(),
+        facts: report.facts.clone(),
+        binds: s.runner.life_binds.clone(),
+        data: s.docker.data,
+        sudoers: s
+            .runner
+            .sudo
+            .then(|| format!("{} ALL=(ALL) NOPASSWD:ALL\n", user.name)),
+        runner_dir: s.runner.dir.clone(),
+        runner_uid: user.uid.as_raw(),
+        runner_gid: user.gid.as_raw(),
+        mtu: plan.mtu.unwrap_or(1500),
+        iptables: plan.iptables,
+        timeout: LIFE_START_TIMEOUT,
+    };
+    let why = match sandbox::start(&req, reaper).await {
+        Ok(sb) => {
+            tracing::info!(
+                phase = "sandbox",
+                life = sb.number,
+                "built life {} in {:.3}s: its own namespaces, on a fresh overlay root, at {}",
+                sb.number,
+                sb.took.as_secs_f64(),
+                sb.address
+            );
+            return Ok(Some(sb));
+        }
+        Err(e @ sandbox::StartError::Failed(_)) => e.to_string(),
+        Err(sandbox::StartError::Unavailable(why)) => why,
+    };
+    match sandbox::decide(setting, Some(&why)) {
+        sandbox::Decision::Refuse(msg) => Err(Error::Sandbox(msg)),
+        sandbox::Decision::Reset { warning } => {
+            if let Some(w) = warning {
+                tracing::warn!(phase = "sandbox", "{w}");
+            }
+            Ok(None)
+        }
+        sandbox::Decision::Sandbox => unreachable!("decided with a reason against it"),
+    }
 }
 
 /// Deletes the runner an earlier life recorded and left registered (its container was killed,
@@ -277,6 +381,8 @@ struct RealHost {
     plan: Arc<crate::dockerd::Plan>,
     /// Where the life's processes run: sysrunner's own children, or the life sandbox.
     spawner: Arc<dyn Spawner>,
+    /// dockerd's socket as seen from here, when it is in a life sandbox.
+    docker_socket: Option<PathBuf>,
     registrar: Arc<dyn Registrar>,
     /// The runner an earlier life left, busy: registered under its id again.
     known_id: Option<u64>,
@@ -313,6 +419,7 @@ impl RealHost {
             startup_allowance_secs: health::allowance(self.s.docker.ready_timeout),
             runner: Some(self.s.runner.name.clone()),
             runner_version: self.versions.current(),
+            docker_socket: self.docker_socket.clone(),
         }
     }
 
@@ -417,7 +524,7 @@ impl RealHost {
                 Ok(Some(st)) if st.code() == Some(0) => Self::send(
                     &events,
                     Event::Configured {
-                        runner_id: listener::runner_id_from_dot_runner(root),
+                        runner_id: listener::runner_id_from_dot_runner(&spawner.outside(root)),
                     },
                 ),
                 other => Self::send(
@@ -478,7 +585,9 @@ impl RealHost {
     }
 
     fn watch_update(&mut self) {
-        let marker: PathBuf = self.layout.runner_root.join("update.finished");
+        let marker: PathBuf = self
+            .spawner
+            .outside(&self.layout.runner_root.join("update.finished"));
         let events = self.events.clone();
         self.update_watch = Some(tokio::spawn(async move {
             while !marker.exists() {

@@ -139,6 +139,19 @@ fn one(s: &Step) -> Result<(), String> {
             .map_err(|e| format!("bind {} on {}: {e}", source.display(), target.display()))
         }
         Step::Mkdir { path } => mkdir_p(path).map_err(|e| format!("mkdir {}: {e}", path.display())),
+        Step::RemountReadOnly { target } => mount(
+            None::<&str>,
+            target.as_path(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("remount {} read-only: {e}", target.display())),
         Step::Symlink { to, link } => {
             let _ = std::fs::remove_file(link);
             std::os::unix::fs::symlink(to, link)

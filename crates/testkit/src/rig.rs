@@ -290,9 +290,13 @@ impl Rig {
         self.net.box_ip
     }
 
-    /// The settings of a repository runner with a PAT, against the fake.
+    /// The settings of a repository runner with a PAT, against the fake. `LIFE_SANDBOX=off`: a
+    /// plain box's root is the host's, and sysrunner and the runner release are mounts in it,
+    /// which a life's overlay of that root would not hold (the image containers sandbox).
     pub fn settings(&self, name: &str) -> BTreeMap<String, String> {
-        settings_for(&self.url, name)
+        let mut s = settings_for(&self.url, name);
+        s.insert("LIFE_SANDBOX".into(), "off".into());
+        s
     }
 
     /// `program args…` in the box with exactly `env` (and PATH), output to `log`.
@@ -429,8 +433,11 @@ impl ImageRig {
     }
 
     /// The settings of a repository runner with a PAT, against the fake by name.
+    /// `LIFE_SANDBOX=required`: an image container is where each life is sandboxed.
     pub fn settings(name: &str) -> BTreeMap<String, String> {
-        settings_for(&Self::github_url(), name)
+        let mut s = settings_for(&Self::github_url(), name);
+        s.insert("LIFE_SANDBOX".into(), "required".into());
+        s
     }
 
     /// Creates the container (not started) and its network, and the fake GitHub in the network's

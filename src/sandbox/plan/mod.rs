@@ -202,6 +202,10 @@ pub enum Step {
     Mkdir {
         path: PathBuf,
     },
+    /// Makes the mount at `target` read-only (a bind remount: only this mount's flags change).
+    RemountReadOnly {
+        target: PathBuf,
+    },
     Symlink {
         to: PathBuf,
         link: PathBuf,
@@ -476,6 +480,9 @@ fn rebase(s: &Step, root: &Path) -> Step {
         },
         Step::Mkdir { path } => Step::Mkdir {
             path: under(root, path),
+        },
+        Step::RemountReadOnly { target } => Step::RemountReadOnly {
+            target: under(root, target),
         },
         Step::Symlink { to, link } => Step::Symlink {
             to: to.clone(),

@@ -1,0 +1,365 @@
+//! Putting one life's sandbox together, in order, and taking it apart in the reverse order. Every
+//! reading and every plan comes first, so that a container that cannot have a sandbox is known
+//! before anything is made ([`StartError::Unavailable`]); a failure after that undoes what was
+//! made. The parts' mechanics are their modules'.
+
+use super::plan::{self, Kind, Layout, Step};
+use super::{cgroup, dns, env, life::Life, net, protocol::Setup, volume};
+use crate::config::DataPolicy;
+use crate::dockerd::Iptables;
+use crate::probe::Facts;
+use crate::process::Spawner;
+use crate::reaper::Reaper;
+use ipnet::Ipv4Net;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the lifecycle knows that a life's sandbox is made from.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub kind: Kind,
+    /// The container's `/var/lib/docker` (a volume).
+    pub volume: PathBuf,
+    pub volume_fstype: Option<String>,
+    pub facts: Facts,
+    /// LIFE_BINDS.
+    pub binds: Vec<PathBuf>,
+    /// DOCKER_DATA.
+    pub data: DataPolicy,
+    /// The runner user's sudoers rule (RUNNER_SUDO), or none.
+    pub sudoers: Option<String>,
+    pub runner_dir: PathBuf,
+    pub runner_uid: u32,
+    pub runner_gid: u32,
+    /// The container's link MTU.
+    pub mtu: u32,
+    pub iptables: Iptables,
+    /// How long the life's init may take to build the life.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Known before anything was made: this container cannot sandbox a life.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A step failed; what it had made is undone.
+    #[error("cannot build the life's sandbox: {0}")]
+    Failed(String),
+}
+
+/// A life's sandbox, built: its processes start through [`Sandbox::spawner`].
+pub struct Sandbox {
+    life: Life,
+    net: Option<net::Guard>,
+    relay: Option<dns::Relay>,
+    cgroup: cgroup::Plan,
+    layout: Layout,
+    /// The life's number (its cgroup `life-<n>`, its link `vlife<n>`).
+    pub number: u32,
+    /// How long building it took.
+    pub took: Duration,
+    /// The life's address on its link.
+    pub address: std::net::Ipv4Addr,
+}
+
+/// The file on the volume that counts the container's lives.
+const COUNTER: &str = "lives";
+
+/// The next life's number: one more than the last one this volume saw.
+fn next_number(layout: &Layout) -> u32 {
+    let path = layout.state.join(COUNTER);
+    let last: u32 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let n = last.wrapping_add(1);
+    let _ =
+        std::fs::create_dir_all(&layout.state).and_then(|()| std::fs::write(&path, n.to_string()));
+    n
+}
+
+/// The cgroup's mounts in the life, as steps of the life's mount plan.
+fn cgroup_steps(inner: &[cgroup::InnerStep]) -> Result<Vec<Step>, String> {
+    use nix::mount::MsFlags;
+    let mut steps = Vec::new();
+    for s in inner {
+        steps.push(match s {
+            cgroup::InnerStep::Mkdir(p) => Step::Mkdir { path: p.clone() },
+            cgroup::InnerStep::Symlink { target, link } => Step::Symlink {
+                to: PathBuf::from(target),
+                link: link.clone(),
+            },
+            cgroup::InnerStep::Mount(m) if m.flags.contains(MsFlags::MS_REMOUNT) => {
+                Step::RemountReadOnly {
+                    target: m.target.clone(),
+                }
+            }
+            cgroup::InnerStep::Mount(m) => match m.fstype.as_deref() {
+                Some("cgroup2") => Step::Cgroup2 {
+                    target: m.target.clone(),
+                },
+                Some("cgroup") => Step::CgroupV1 {
+                    target: m.target.clone(),
+                    options: m.data.clone().unwrap_or_default(),
+                },
+                Some("tmpfs") => Step::Tmpfs {
+                    target: m.target.clone(),
+                    data: m.data.clone().unwrap_or_default(),
+                    nosuid: m.flags.contains(MsFlags::MS_NOSUID),
+                    nodev: m.flags.contains(MsFlags::MS_NODEV),
+                    noexec: m.flags.contains(MsFlags::MS_NOEXEC),
+                },
+                other => return Err(format!("unexpected cgroup mount {other:?}")),
+            },
+        });
+    }
+    Ok(steps)
+}
+
+/// Everything a life is made of, decided before anything is made. `sysrunner probe` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Planned {
+    pub number: u32,
+    pub mounts: plan::Plan,
+    pub cgroup: cgroup::Plan,
+    pub net: net::Plan,
+    #[serde(skip)]
+    layout: Layout,
+    #[serde(skip)]
+    upstreams: Vec<std::net::SocketAddr>,
+    #[serde(skip)]
+    exe: PathBuf,
+}
+
+/// Reads what the container is and plans life `number` in it. Changes nothing.
+pub async fn plan_life(req: &Request, number: u32) -> Result<Planned, StartError> {
+    let unavailable = |e: &dyn std::fmt::Display| StartError::Unavailable(e.to_string());
+    let env = env::read(Path::new("/"));
+    let layout = Layout::new(&req.volume);
+    let cg_layout = cgroup::read_layout(Path::new("/"));
+    let cg_plan = cgroup::plan(&req.facts, &cg_layout, number).map_err(|e| unavailable(&e))?;
+    let cgroup_mounts =
+        cgroup_steps(&cgroup::inner_mounts(&cg_plan)).map_err(|e| unavailable(&e))?;
+    let upstreams = dns::upstreams(&env.resolv_conf);
+    if upstreams.is_empty() {
+        return Err(StartError::Unavailable(
+            "the container's /etc/resolv.conf names no nameserver for the life's DNS relay".into(),
+        ));
+    }
+    let mut taken = net::container_networks()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    taken.extend(upstreams.iter().filter_map(|u| match u.ip() {
+        IpAddr::V4(a) => Ipv4Net::new(a, 32).ok(),
+        IpAddr::V6(_) => None,
+    }));
+    let net_plan = net::plan(number, req.mtu, &taken).map_err(|e| unavailable(&e))?;
+    let resolv_conf = dns::life_resolv_conf(&env.resolv_conf, net_plan.host_addr.into());
+    let mounts = plan::plan(&plan::Input {
+        kind: req.kind,
+        layout: &layout,
+        volume_fstype: req.volume_fstype.as_deref(),
+        root_fstype: env.root_fstype.as_deref(),
+        tmp: env.tmp.clone(),
+        devices: &env.devices,
+        binds: &req.binds,
+        hostname: plan::HOSTNAME,
+        address: net_plan.life_addr,
+        resolv_conf: &resolv_conf,
+        sudoers: req.sudoers.as_deref(),
+        cgroup_mounts,
+        runner_dir: &req.runner_dir,
+        runner_uid: req.runner_uid,
+        runner_gid: req.runner_gid,
+    })
+    .map_err(|e| unavailable(&e))?;
+    Ok(Planned {
+        number,
+        mounts,
+        cgroup: cg_plan,
+        net: net_plan,
+        layout,
+        upstreams,
+        exe: env.exe,
+    })
+}
+
+/// The number the next life of this volume gets, without counting it.
+pub fn peek_number(volume: &Path) -> u32 {
+    let path = Layout::new(volume).state.join(COUNTER);
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+        .wrapping_add(1)
+}
+
+/// Builds a life's sandbox. Reads and plans everything first: [`StartError::Unavailable`] means
+/// nothing was made.
+pub async fn start(req: &Request, reaper: &Reaper) -> Result<Sandbox, StartError> {
+    let begun = Instant::now();
+    let number = next_number(&Layout::new(&req.volume));
+    let Planned {
+        number,
+        mounts: mount_plan,
+        cgroup: cg_plan,
+        net: net_plan,
+        layout,
+        upstreams,
+        exe,
+    } = plan_life(req, number).await?;
+
+    // Effects, in order; each failure undoes what came before it.
+    let failed = |what: &str, e: &dyn std::fmt::Display| StartError::Failed(format!("{what}: {e}"));
+    if let Ok(n) = net::sweep(req.iptables, reaper).await {
+        if n > 0 {
+            tracing::info!("removed {n} network leftovers of earlier lives");
+        }
+    }
+    {
+        let (layout, mount_plan, data) = (layout.clone(), mount_plan.clone(), req.data);
+        tokio::task::spawn_blocking(move || volume::prepare(&layout, &mount_plan, data))
+            .await
+            .map_err(|e| failed("prepare the volume", &e))?
+            .map_err(|e| failed("prepare the volume", &e))?;
+    }
+    let cg_fs = cgroup::HostFs::new("/");
+    cgroup::prepare(&cg_plan, &cg_fs).map_err(|e| failed("prepare the life's cgroup", &e))?;
+    let (join, leaf) = cgroup_paths(&cg_plan);
+    let setup = Setup {
+        steps: mount_plan.steps.clone(),
+        hostname: mount_plan.hostname.clone(),
+        cgroup_join: join,
+        cgroup_leaf: leaf,
+        exe: exe.clone(),
+    };
+    let life = match Life::start(&exe, &setup, reaper, req.timeout).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = cgroup::remove(&cg_plan, &cg_fs);
+            return Err(failed("start the life", &e));
+        }
+    };
+    let mut sandbox = Sandbox {
+        life,
+        net: None,
+        relay: None,
+        cgroup: cg_plan,
+        layout,
+        number,
+        took: Duration::ZERO,
+        address: net_plan.life_addr,
+    };
+    if let Err(e) = cgroup::enable(&sandbox.cgroup, &cg_fs) {
+        sandbox.end(Duration::from_secs(5)).await;
+        return Err(failed("enable the life's cgroup controllers", &e));
+    }
+    match net::setup(&net_plan, sandbox.life.pid(), req.iptables, reaper).await {
+        Ok(g) => sandbox.net = Some(g),
+        Err(e) => {
+            sandbox.end(Duration::from_secs(5)).await;
+            return Err(failed("make the life's network", &e));
+        }
+    }
+    match dns::start(net_plan.dns, upstreams, dns::Limits::default()).await {
+        Ok(r) => sandbox.relay = Some(r),
+        Err(e) => {
+            sandbox.end(Duration::from_secs(5)).await;
+            return Err(failed("start the life's DNS relay", &e));
+        }
+    }
+    sandbox.took = begun.elapsed();
+    Ok(sandbox)
+}
+
+/// The `cgroup.procs` files the life's setup process writes itself into before and after it
+/// unshares its cgroup namespace.
+fn cgroup_paths(p: &cgroup::Plan) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let join = p
+        .life_dirs()
+        .into_iter()
+        .map(|d| d.join("cgroup.procs"))
+        .collect();
+    let leaf = match &p.tree {
+        cgroup::Tree::V2(t) => vec![t.leaf.join("cgroup.procs")],
+        cgroup::Tree::V1(_) => Vec::new(),
+    };
+    (join, leaf)
+}
+
+/// What ending a life took.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub took: Duration,
+    /// What could not be undone (it is retried at the next life's start).
+    pub problems: Vec<String>,
+}
+
+impl Sandbox {
+    /// Where the life's processes start.
+    pub fn spawner(&self) -> Arc<dyn Spawner> {
+        self.life.spawner()
+    }
+
+    /// The life's PID 1, in the container's PID namespace.
+    pub fn pid(&self) -> i32 {
+        self.life.pid()
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Ends the life (every process of it, within `grace`), then removes its network, relay,
+    /// cgroups and overlay, in that order.
+    pub async fn end(self, grace: Duration) -> Ended {
+        let begun = Instant::now();
+        let mut problems = Vec::new();
+        self.life.end(grace).await;
+        if let Some(r) = self.relay {
+            r.stop().await;
+        }
+        if let Some(g) = self.net {
+            if let Err(e) = g.teardown().await {
+                problems.push(format!("the life's network: {e}"));
+            }
+        }
+        let cg_fs = cgroup::HostFs::new("/");
+        if let Err(e) = cgroup::remove(&self.cgroup, &cg_fs) {
+            problems.push(format!("the life's cgroups: {e}"));
+        }
+        let layout = self.layout.clone();
+        match tokio::task::spawn_blocking(move || volume::clear(&layout)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("the life's overlay: {e}")),
+            Err(e) => problems.push(format!("the life's overlay: {e}")),
+        }
+        for p in &problems {
+            tracing::warn!("ending the life's sandbox: {p}");
+        }
+        Ended {
+            took: begun.elapsed(),
+            problems,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn life_numbers_count_up_on_the_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        assert_eq!(next_number(&layout), 1);
+        assert_eq!(next_number(&layout), 2);
+        std::fs::write(layout.state.join(COUNTER), "41\n").unwrap();
+        assert_eq!(next_number(&layout), 42);
+        std::fs::write(layout.state.join(COUNTER), "garbage").unwrap();
+        assert_eq!(next_number(&layout), 1);
+    }
+}
