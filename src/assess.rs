@@ -31,6 +31,9 @@ pub struct Report {
     /// does: the release's `--version`, and what a running life learnt from GitHub).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner_version: Option<RunnerVersions>,
+    /// The life sandbox the next life would get (`probe` on a live container looks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::sandbox::Report>,
 }
 
 /// Assesses the container below `root` (`/` in production; a captured tree skips the live
@@ -79,6 +82,7 @@ pub fn report(
         dockerd_version: version,
         dockerd,
         runner_version: None,
+        sandbox: None,
     }
 }
 
@@ -149,6 +153,28 @@ impl Report {
                 (None, _) => "GitHub's newest not known (a running life asks it)".into(),
             };
             let _ = writeln!(s, "runner: actions/runner {image} ({offered})");
+        }
+        if let Some(sb) = &self.sandbox {
+            match (&sb.plan, &sb.unavailable) {
+                (Some(p), _) => {
+                    let _ = writeln!(
+                        s,
+                        "life sandbox: available (life {}: overlay root, upper layer on {}, link {} with MTU {}, cgroup {})",
+                        p.number,
+                        crate::sandbox::VOLUME,
+                        p.net.net,
+                        p.net.mtu,
+                        p.cgroup
+                            .life_dirs()
+                            .first()
+                            .map_or("none".into(), |d| d.display().to_string())
+                    );
+                }
+                (None, Some(why)) => {
+                    let _ = writeln!(s, "life sandbox: unavailable: {why}");
+                }
+                (None, None) => {}
+            }
         }
         if let Some(l) = &self.live {
             if let Some(r) = &l.default_route {

@@ -426,6 +426,11 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Result<(),
     let mut report = block_on(crate::assess::assess(&root, &settings.docker));
     if root == std::path::Path::new("/") {
         report.runner_version = Some(runner_versions(settings));
+        report.sandbox = report
+            .plan()
+            .ok()
+            .map(|plan| sandbox_request(&report, plan, settings))
+            .map(|req| block_on(crate::sandbox::report(&req)));
     }
     if m.get_flag("json") {
         match serde_json::to_string_pretty(&report) {
@@ -441,6 +446,30 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Result<(),
     // The report said why; the error only carries the cause to the exit code.
     report.plan()?;
     Ok(())
+}
+
+/// The life sandbox request `run` would make here, with the runner user's ids (root's where it
+/// does not exist) and no LIFE_BINDS.
+fn sandbox_request(
+    report: &crate::assess::Report,
+    plan: &crate::dockerd::Plan,
+    settings: &config::ProbeSettings,
+) -> crate::sandbox::Request {
+    let user = nix::unistd::User::from_name(&settings.runner_user)
+        .ok()
+        .flatten();
+    crate::sandbox::Request::for_container(
+        report,
+        plan,
+        crate::sandbox::Runner {
+            dir: settings.runner_dir.clone(),
+            uid: user.as_ref().map_or(0, |u| u.uid.as_raw()),
+            gid: user.as_ref().map_or(0, |u| u.gid.as_raw()),
+            sudoers: None,
+        },
+        Vec::new(),
+        settings.docker.data,
+    )
 }
 
 /// The runner versions for `probe`: what a running life published (it asked GitHub and heard

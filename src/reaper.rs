@@ -181,13 +181,19 @@ pub async fn kill_orphans(reaper: &Reaper, limit: std::time::Duration) -> usize 
 
 /// Every child we have, owned or not: the last resort when a stop runs out of time.
 pub fn kill_all_children() -> usize {
+    kill_all_children_but(&[])
+}
+
+/// [`kill_all_children`] but the processes `keep` (the life sandbox's, which ends in its own
+/// order).
+pub fn kill_all_children_but(keep: &[i32]) -> usize {
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
     let mut n = 0;
     for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        if parent_of(pid) == Some(me) {
+        if parent_of(pid) == Some(me) && !keep.contains(&pid) {
             let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
             if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
                 n += 1;

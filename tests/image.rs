@@ -125,8 +125,8 @@ echo container-ok
 "#;
 
 /// The first life's job: docker run and docker build on the inner dockerd, the container's MTU,
-/// then litter everywhere a job can write (as root too, through sudo, where the container's
-/// writable layer keeps it).
+/// then litter everywhere a job can write (as root too, through sudo, outside every directory a
+/// reset would know of: only the life sandbox's fresh root takes it away).
 const LITTER: &[&str] = &[
     "echo user=$(id -un)",
     "mkdir -p r/bin && cp /bin/busybox r/bin/ && for a in $(r/bin/busybox --list); do [ $a = busybox ] || ln -s busybox r/bin/$a; done && tar -C r -c . | docker import - job-base >/dev/null",
@@ -137,20 +137,20 @@ const LITTER: &[&str] = &[
     "cp /bin/true /tmp/job-binary && /tmp/job-binary && echo ran-a-binary-from-tmp",
     // sudo finds the container's hostname in /etc/hosts (it warned "unable to resolve host"
     // when the image's empty hosts file was all there was).
-    "sudo -n sh -c 'echo kept-by-the-layer > /var/tmp/written-by-life-one' 2>sudo.err; cat sudo.err; ! grep -q 'unable to resolve' sudo.err && echo sudo-resolves-its-host",
+    "sudo -n sh -c 'echo root-was-here > /var/tmp/written-by-life-one' 2>sudo.err; cat sudo.err; ! grep -q 'unable to resolve' sudo.err && echo sudo-resolves-its-host",
     "getent hosts github.fake >/dev/null && echo the-job-resolves-github",
     "echo litter > \"$HOME/litter\" && echo litter > /tmp/litter && echo litter > litter-in-work && docker tag job-base left-by-life-one",
 ];
 
-/// The second life's job: what sysrunner resets is gone, and what a `restart: always` container
-/// keeps is there: the file root wrote outside every directory sysrunner resets stays in the
-/// container's writable layer (issue 13's life sandbox is to take that away).
+/// The second life's job: nothing of the first is there, not even what root wrote outside every
+/// directory a reset knows of (the container's writable layer would keep it; the life sandbox's
+/// root is dropped with the life).
 const CLEAN: &[&str] = &[
     "test ! -e \"$HOME/litter\"",
     "test ! -e /tmp/litter",
     "test ! -e litter-in-work",
     "test -z \"$(docker images -q left-by-life-one)\"",
-    "test \"$(cat /var/tmp/written-by-life-one)\" = kept-by-the-layer && echo the-layer-kept-var-tmp",
+    "test ! -e /var/tmp/written-by-life-one && echo root-left-nothing-in-var-tmp",
     "echo second-life-clean",
 ];
 
@@ -248,8 +248,12 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
     assert!(!log.contains("ghp_fake"), "the token reached the log");
     r.assert_ended_clean(&log);
     assert!(
-        r.c.upper().join("var/tmp/written-by-life-one").is_file(),
-        "root's write is in the container's layer"
+        log.contains("phase=\"sandbox\""),
+        "the life was not sandboxed:\n{log}"
+    );
+    assert!(
+        !r.c.upper().join("var/tmp/written-by-life-one").exists(),
+        "root's write reached the container's layer"
     );
 
     // `restart: always`: the same container (its layer, its /var/lib/docker) starts again.
@@ -267,7 +271,7 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
     );
     assert!(job.output.contains("second-life-clean"), "{}", job.output);
     assert!(
-        job.output.contains("the-layer-kept-var-tmp"),
+        job.output.contains("root-left-nothing-in-var-tmp"),
         "{}",
         job.output
     );

@@ -34,12 +34,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// The container's `/var/lib/docker`: the volume a sandboxed life lives on.
-const VOLUME: &str = "/var/lib/docker";
-
-/// How long the life's init may take to build a life (mounts, a pivot, one exec).
-const LIFE_START_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// What an earlier life registered, kept until it is deleted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
@@ -138,6 +132,9 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
             layout.state = sb.layout().state.clone();
             layout.record = layout.state.join("registration.json");
             plan.pre_steps.clear();
+            if let Err(e) = std::fs::create_dir_all(&layout.run_dir) {
+                tracing::warn!("cannot create {}: {e}", layout.run_dir.display());
+            }
             sb.spawner()
         }
         None => {
@@ -182,6 +179,7 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
         plan: Arc::new(plan),
         spawner,
         docker_socket,
+        keep_pids: sandbox.iter().map(|sb| sb.setup_pid()).collect(),
         registrar: registrar.clone(),
         known_id,
         layout: Arc::new(layout),
@@ -232,29 +230,21 @@ async fn sandboxed(
     if setting == LifeSandbox::Off {
         return Ok(None);
     }
-    let kind = if report.runtime == crate::probe::Runtime::Privileged {
-        sandbox::plan::Kind::Privileged
-    } else {
-        sandbox::plan::Kind::Namespaced
-    };
-    let req = sandbox::Request {
-        kind,
-        volume: PathBuf::from(VOLUME),
-        volume_fstype: report.facts.data_root.fstype.clone(),
-        facts: report.facts.clone(),
-        binds: s.runner.life_binds.clone(),
-        data: s.docker.data,
-        sudoers: s
-            .runner
-            .sudo
-            .then(|| format!("{} ALL=(ALL) NOPASSWD:ALL\n", user.name)),
-        runner_dir: s.runner.dir.clone(),
-        runner_uid: user.uid.as_raw(),
-        runner_gid: user.gid.as_raw(),
-        mtu: plan.mtu.unwrap_or(1500),
-        iptables: plan.iptables,
-        timeout: LIFE_START_TIMEOUT,
-    };
+    let req = sandbox::Request::for_container(
+        report,
+        plan,
+        sandbox::Runner {
+            dir: s.runner.dir.clone(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            sudoers: s
+                .runner
+                .sudo
+                .then(|| format!("{} ALL=(ALL) NOPASSWD:ALL\n", user.name)),
+        },
+        s.runner.life_binds.clone(),
+        s.docker.data,
+    );
     let why = match sandbox::start(&req, reaper).await {
         Ok(sb) => {
             tracing::info!(
@@ -383,6 +373,8 @@ struct RealHost {
     spawner: Arc<dyn Spawner>,
     /// dockerd's socket as seen from here, when it is in a life sandbox.
     docker_socket: Option<PathBuf>,
+    /// Children the last-resort kill leaves alone: the life sandbox's setup process.
+    keep_pids: Vec<i32>,
     registrar: Arc<dyn Registrar>,
     /// The runner an earlier life left, busy: registered under its id again.
     known_id: Option<u64>,
@@ -648,7 +640,7 @@ impl Host for RealHost {
             Action::Deregister { runner_id, within } => self.deregister(runner_id, within),
             Action::StopDockerd { grace } => self.stop_dockerd(grace),
             Action::KillAll => {
-                let left = reaper::kill_all_children();
+                let left = reaper::kill_all_children_but(&self.keep_pids);
                 if left > 0 {
                     tracing::warn!("killed {left} processes left behind");
                 }

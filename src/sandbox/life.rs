@@ -75,6 +75,7 @@ pub struct Life {
     /// The setup process's exit: the life has ended.
     ended: watch::Receiver<bool>,
     setup_handle: Handle,
+    setup_pid: i32,
 }
 
 async fn recv(sock: &AsyncFd<OwnedFd>) -> io::Result<Option<FromLife>> {
@@ -191,12 +192,18 @@ impl Life {
             inner,
             ended,
             setup_handle: Handle::new(ByPid(child.pid)),
+            setup_pid: child.pid.as_raw(),
         })
     }
 
     /// The life's PID 1, in the container's pid namespace.
     pub fn pid(&self) -> i32 {
         self.inner.pid
+    }
+
+    /// The setup process: sysrunner's child, waiting for the life's PID 1 to end.
+    pub fn setup_pid(&self) -> i32 {
+        self.setup_pid
     }
 
     /// The life's root, as sysrunner reaches it.
@@ -344,7 +351,92 @@ impl Spawner for LifeSpawner {
     }
 
     fn outside(&self, inside: &Path) -> PathBuf {
-        Path::new(&format!("/proc/{}/root", self.0.pid))
-            .join(inside.strip_prefix("/").unwrap_or(inside))
+        in_root(
+            Path::new(&format!("/proc/{}/root", self.0.pid)),
+            inside,
+            &|p| std::fs::read_link(p).ok(),
+        )
+    }
+}
+
+/// Where `path` of a tree whose root is `root` lies, seen from here: its symbolic links resolved
+/// inside the tree (the life's `/var/run` is a link to `/run`, which read through
+/// `/proc/<pid>/root` would lead to the container's own `/run`). A component that does not exist
+/// yet is kept as it is; a link that loops ends the resolution where it is.
+pub fn in_root(root: &Path, path: &Path, read_link: &dyn Fn(&Path) -> Option<PathBuf>) -> PathBuf {
+    use std::path::Component;
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut done: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        done.push(name);
+        let here: PathBuf = done.iter().fold(root.to_path_buf(), |p, c| p.join(c));
+        let Some(target) = read_link(&here) else {
+            continue;
+        };
+        links += 1;
+        if links > 40 {
+            break;
+        }
+        done.pop();
+        if target.is_absolute() {
+            done.clear();
+        }
+        todo.extend(target.components().rev().filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        }));
+    }
+    done.iter().fold(root.to_path_buf(), |p, c| p.join(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_root;
+    use std::path::{Path, PathBuf};
+
+    fn links(p: &Path) -> Option<PathBuf> {
+        match p.to_str()? {
+            "/r/var/run" => Some("/run".into()),
+            "/r/etc/alt" => Some("../opt/x".into()),
+            "/r/loop" => Some("loop".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn links_resolve_inside_the_root_never_out_of_it() {
+        let r = Path::new("/r");
+        assert_eq!(
+            in_root(r, Path::new("/var/run/docker.sock"), &links),
+            Path::new("/r/run/docker.sock")
+        );
+        assert_eq!(
+            in_root(r, Path::new("/etc/alt/f"), &links),
+            Path::new("/r/opt/x/f")
+        );
+        assert_eq!(
+            in_root(r, Path::new("/../../etc/passwd"), &links),
+            Path::new("/r/etc/passwd")
+        );
+        assert_eq!(
+            in_root(r, Path::new("/plain/path"), &links),
+            Path::new("/r/plain/path")
+        );
+        // A loop stops instead of spinning.
+        let _ = in_root(r, Path::new("/loop/x"), &links);
     }
 }

@@ -31,7 +31,10 @@ pub mod volume;
 
 mod start;
 
-pub use start::{Ended, Planned, Request, Sandbox, StartError, peek_number, plan_life, start};
+pub use start::{
+    Ended, Planned, Report, Request, Runner, START_TIMEOUT, Sandbox, StartError, VOLUME,
+    peek_number, plan_life, report, start,
+};
 
 use crate::config::LifeSandbox;
 

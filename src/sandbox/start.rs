@@ -40,6 +40,80 @@ pub struct Request {
     pub timeout: Duration,
 }
 
+/// The runner user and release, as a life's plan needs them.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub dir: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// The sudoers rule RUNNER_SUDO asks for, or none.
+    pub sudoers: Option<String>,
+}
+
+/// The container's `/var/lib/docker`: the volume a sandboxed life lives on.
+pub const VOLUME: &str = "/var/lib/docker";
+
+/// How long the life's init may take to build a life (mounts, a pivot, one exec).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Request {
+    /// The request for this container, from its assessment and dockerd's plan: `run` and
+    /// `probe` make it the same way.
+    pub fn for_container(
+        report: &crate::assess::Report,
+        dockerd: &crate::dockerd::Plan,
+        runner: Runner,
+        binds: Vec<PathBuf>,
+        data: DataPolicy,
+    ) -> Request {
+        Request {
+            kind: if report.runtime == crate::probe::Runtime::Privileged {
+                Kind::Privileged
+            } else {
+                Kind::Namespaced
+            },
+            volume: PathBuf::from(VOLUME),
+            volume_fstype: report.facts.data_root.fstype.clone(),
+            facts: report.facts.clone(),
+            binds,
+            data,
+            sudoers: runner.sudoers,
+            runner_dir: runner.dir,
+            runner_uid: runner.uid,
+            runner_gid: runner.gid,
+            mtu: dockerd.mtu.unwrap_or(1500),
+            iptables: dockerd.iptables,
+            timeout: START_TIMEOUT,
+        }
+    }
+}
+
+/// What `sysrunner probe` says of the sandbox: whether the next life gets one, and its plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Planned>,
+}
+
+/// Plans the next life without making anything.
+pub async fn report(req: &Request) -> Report {
+    match plan_life(req, peek_number(&req.volume)).await {
+        Ok(p) => Report {
+            available: true,
+            unavailable: None,
+            plan: Some(p),
+        },
+        Err(e) => Report {
+            available: false,
+            unavailable: Some(e.to_string()),
+            plan: None,
+        },
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Known before anything was made: this container cannot sandbox a life.
@@ -307,6 +381,12 @@ impl Sandbox {
     /// The life's PID 1, in the container's PID namespace.
     pub fn pid(&self) -> i32 {
         self.life.pid()
+    }
+
+    /// sysrunner's own child that holds the life: ended by [`Sandbox::end`], never by a blanket
+    /// kill of sysrunner's children.
+    pub fn setup_pid(&self) -> i32 {
+        self.life.setup_pid()
     }
 
     pub fn layout(&self) -> &Layout {
