@@ -255,13 +255,13 @@ settings! {
     runner_workdir RUNNER_WORKDIR: Runner, kind::WorkPath, Value("_work"),
         "Job work directory, relative to the runner directory or absolute.";
     runner_dir RUNNER_DIR: Runner, kind::AbsPath, Value("/opt/actions-runner"),
-        "The actions/runner release (read-only; each life runs on a fresh copy of it).";
+        "The actions/runner release (read-only; each life runs it from its fresh root, or from a fresh overlay or copy of it without the sandbox).";
     runner_user RUNNER_USER: Runner, kind::UserName, Value("runner"),
         "The user jobs run as; never root.";
     runner_sudo RUNNER_SUDO: Runner, kind::Bool, Value("true"),
         "Let jobs use passwordless sudo.";
     life_sandbox LIFE_SANDBOX: Runner, kind::Choice<LifeSandbox>, Value("auto"),
-        "`auto`: each life in namespaces of its own on a fresh overlay root where the container allows it, else today's reset with a warning; `required`: exit 78 where it cannot; `off`: the reset only.";
+        "`auto`: each life in a sandbox of its own (namespaces, cgroup, network, a fresh overlay root; see Security) where the container allows it, else the pristine reset with a warning; `required`: exit 78 where it cannot; `off`: the pristine reset only.";
     life_binds LIFE_BINDS: Runner, kind::AbsPathList, Unset,
         "Container paths bound read-write into every life at the same path (a cache volume); what a job writes there reaches the next life.";
     registration REGISTRATION: Runner, kind::Choice<Mode>, Value("jit"),
