@@ -210,8 +210,11 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
         let ended = sb.end(s.timeouts.stop).await;
         tracing::info!(
             phase = "sandbox-ended",
-            "ended the life's sandbox in {:.3}s",
-            ended.took.as_secs_f64()
+            "ended the life's sandbox in {:.3}s (processes {:.3}s, then network {:.3}s beside cgroups and overlay {:.3}s)",
+            ended.took.as_secs_f64(),
+            ended.life.as_secs_f64(),
+            ended.network.as_secs_f64(),
+            ended.files.as_secs_f64()
         );
     }
     result
@@ -250,9 +253,14 @@ async fn sandboxed(
             tracing::info!(
                 phase = "sandbox",
                 life = sb.number,
-                "built life {} in {:.3}s: its own namespaces, on a fresh overlay root, at {}",
+                "built life {} in {:.3}s ({}): its own namespaces, on a fresh overlay root, at {}",
                 sb.number,
                 sb.took.as_secs_f64(),
+                sb.steps
+                    .iter()
+                    .map(|(n, d)| format!("{n} {:.1} ms", d.as_secs_f64() * 1000.0))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 sb.address
             );
             return Ok(Some(sb));

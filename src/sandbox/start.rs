@@ -133,14 +133,19 @@ pub struct Sandbox {
     layout: Layout,
     /// The life's number (its cgroup `life-<n>`, its link `vlife<n>`).
     pub number: u32,
-    /// How long building it took.
+    /// How long building it took, and each step of it (plan, volume, cgroup, init, network,
+    /// relay).
     pub took: Duration,
+    pub steps: Vec<(&'static str, Duration)>,
     /// The life's address on its link.
     pub address: std::net::Ipv4Addr,
 }
 
 /// The file on the volume that counts the container's lives.
 const COUNTER: &str = "lives";
+
+/// The file on the volume that says a life's network was set up and not yet taken apart.
+const NETWORK_MARK: &str = "network";
 
 /// The next life's number: one more than the last one this volume saw.
 fn next_number(layout: &Layout) -> u32 {
@@ -285,14 +290,27 @@ pub async fn start(req: &Request, reaper: &Reaper) -> Result<Sandbox, StartError
         upstreams,
         exe,
     } = plan_life(req, number).await?;
+    let mut steps = vec![("plan", begun.elapsed())];
+    let mut lap = Instant::now();
+    let mut mark = |name: &'static str, steps: &mut Vec<(&'static str, Duration)>| {
+        steps.push((name, lap.elapsed()));
+        lap = Instant::now();
+    };
 
     // Effects, in order; each failure undoes what came before it.
     let failed = |what: &str, e: &dyn std::fmt::Display| StartError::Failed(format!("{what}: {e}"));
-    if let Ok(n) = net::sweep(req.iptables, reaper).await {
-        if n > 0 {
-            tracing::info!("removed {n} network leftovers of earlier lives");
+    // A life whose network was not taken apart (sysrunner was killed) may have left rules in a
+    // network namespace that outlives the container start (a pod's). Sweeping costs an
+    // iptables-save per backend, so only where the last life left its mark.
+    let marker = layout.state.join(NETWORK_MARK);
+    if marker.exists() {
+        match net::sweep(req.iptables, reaper).await {
+            Ok(n) if n > 0 => tracing::info!("removed {n} network leftovers of earlier lives"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot sweep the network leftovers of earlier lives: {e}"),
         }
     }
+    mark("sweep", &mut steps);
     {
         let (layout, mount_plan, data) = (layout.clone(), mount_plan.clone(), req.data);
         tokio::task::spawn_blocking(move || volume::prepare(&layout, &mount_plan, data))
@@ -301,7 +319,9 @@ pub async fn start(req: &Request, reaper: &Reaper) -> Result<Sandbox, StartError
             .map_err(|e| failed("prepare the volume", &e))?;
     }
     let cg_fs = cgroup::HostFs::new("/");
+    mark("volume", &mut steps);
     cgroup::prepare(&cg_plan, &cg_fs).map_err(|e| failed("prepare the life's cgroup", &e))?;
+    mark("cgroup", &mut steps);
     let (join, leaf) = cgroup_paths(&cg_plan);
     let setup = Setup {
         steps: mount_plan.steps.clone(),
@@ -325,11 +345,19 @@ pub async fn start(req: &Request, reaper: &Reaper) -> Result<Sandbox, StartError
         layout,
         number,
         took: Duration::ZERO,
+        steps: Vec::new(),
         address: net_plan.life_addr,
     };
     if let Err(e) = cgroup::enable(&sandbox.cgroup, &cg_fs) {
         sandbox.end(Duration::from_secs(5)).await;
         return Err(failed("enable the life's cgroup controllers", &e));
+    }
+    mark("init", &mut steps);
+    if let Err(e) = std::fs::write(&marker, number.to_string()) {
+        tracing::warn!(
+            "cannot record the life's network in {}: {e}",
+            marker.display()
+        );
     }
     match net::setup(&net_plan, sandbox.life.pid(), req.iptables, reaper).await {
         Ok(g) => sandbox.net = Some(g),
@@ -338,6 +366,7 @@ pub async fn start(req: &Request, reaper: &Reaper) -> Result<Sandbox, StartError
             return Err(failed("make the life's network", &e));
         }
     }
+    mark("network", &mut steps);
     match dns::start(net_plan.dns, upstreams, dns::Limits::default()).await {
         Ok(r) => sandbox.relay = Some(r),
         Err(e) => {
@@ -345,7 +374,9 @@ pub async fn start(req: &Request, reaper: &Reaper) -> Result<Sandbox, StartError
             return Err(failed("start the life's DNS relay", &e));
         }
     }
+    mark("relay", &mut steps);
     sandbox.took = begun.elapsed();
+    sandbox.steps = steps;
     Ok(sandbox)
 }
 
@@ -368,6 +399,12 @@ fn cgroup_paths(p: &cgroup::Plan) -> (Vec<PathBuf>, Vec<PathBuf>) {
 #[derive(Debug, Clone)]
 pub struct Ended {
     pub took: Duration,
+    /// Ending the life's processes (the init kills what is left, the PID namespace goes).
+    pub life: Duration,
+    /// The relay stopped, the veth pair and the life's rules removed.
+    pub network: Duration,
+    /// The cgroups and the overlay's directories removed (at the same time as the network).
+    pub files: Duration,
     /// What could not be undone (it is retried at the next life's start).
     pub problems: Vec<String>,
 }
@@ -399,29 +436,58 @@ impl Sandbox {
         let begun = Instant::now();
         let mut problems = Vec::new();
         self.life.end(grace).await;
-        if let Some(r) = self.relay {
-            r.stop().await;
-        }
-        if let Some(g) = self.net {
-            if let Err(e) = g.teardown().await {
-                problems.push(format!("the life's network: {e}"));
+        let life = begun.elapsed();
+        let mark = self.layout.state.join(NETWORK_MARK);
+        // Every process of the life is gone: the rest comes apart at once.
+        let net = async move {
+            let t = Instant::now();
+            if let Some(r) = self.relay {
+                r.stop().await;
             }
-        }
-        let cg_fs = cgroup::HostFs::new("/");
-        if let Err(e) = cgroup::remove(&self.cgroup, &cg_fs) {
-            problems.push(format!("the life's cgroups: {e}"));
-        }
-        let layout = self.layout.clone();
-        match tokio::task::spawn_blocking(move || volume::clear(&layout)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => problems.push(format!("the life's overlay: {e}")),
-            Err(e) => problems.push(format!("the life's overlay: {e}")),
-        }
+            let done = match self.net {
+                Some(g) => g
+                    .teardown()
+                    .await
+                    .map_err(|e| format!("the life's network: {e}")),
+                None => Ok(()),
+            };
+            if done.is_ok() {
+                let _ = std::fs::remove_file(&mark);
+            }
+            (done, t.elapsed())
+        };
+        let (cgroup, layout) = (self.cgroup, self.layout);
+        let files = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let mut problems = Vec::new();
+            if let Err(e) = cgroup::remove(&cgroup, &cgroup::HostFs::new("/")) {
+                problems.push(format!("the life's cgroups: {e}"));
+            }
+            if let Err(e) = volume::clear(&layout) {
+                problems.push(format!("the life's overlay: {e}"));
+            }
+            (problems, t.elapsed())
+        });
+        let ((net_done, net_took), files) = tokio::join!(net, files);
+        problems.extend(net_done.err());
+        let files_took = match files {
+            Ok((p, took)) => {
+                problems.extend(p);
+                took
+            }
+            Err(e) => {
+                problems.push(format!("the life's cgroups and overlay: {e}"));
+                Duration::ZERO
+            }
+        };
         for p in &problems {
             tracing::warn!("ending the life's sandbox: {p}");
         }
         Ended {
             took: begun.elapsed(),
+            life,
+            network: net_took,
+            files: files_took,
             problems,
         }
     }
