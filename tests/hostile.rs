@@ -4,7 +4,8 @@
 //! the credentials everywhere it can look; the next life's job looks for every canary. With the
 //! life sandbox on, in both restart modes (a Docker `restart: always` and a container restarted
 //! inside a Kubernetes pod, whose network namespace outlives the start), nothing is found and
-//! nothing is left. Each check proves it can fail: the first life runs it right after planting
+//! nothing is left; in the privileged image's container, the same through the container's paths.
+//! Each check proves it can fail: the first life runs it right after planting
 //! and must find every canary, and the hunt must find a decoy credential planted for it. With
 //! `LIFE_SANDBOX=off` the next life finds exactly what a container's own writable layer keeps.
 //! Needs root, the exported images and dockerd; skips (or fails in CI) through `testkit::require`.
@@ -184,7 +185,11 @@ struct Suite {
     logs: PathBuf,
 }
 
-fn start(mode: RestartMode, sandbox: &str) -> Suite {
+fn start(kind: BoxKind, mode: RestartMode, sandbox: &str) -> Suite {
+    let (image_name, compose) = match kind {
+        BoxKind::SysboxLike => ("sysbox", "compose.sysbox.yml"),
+        BoxKind::PrivilegedLike => ("privileged", "compose.privileged.yml"),
+    };
     let dir = tempfile::Builder::new()
         .prefix("sysrunner-hostile-")
         .tempdir_in("/var/tmp")
@@ -195,20 +200,20 @@ fn start(mode: RestartMode, sandbox: &str) -> Suite {
     )
     .unwrap();
     let tree = dir.path().join("rootfs");
-    image::unpack(&image::exported_dir().join("sysbox.tar"), &tree).unwrap();
+    image::unpack(
+        &image::exported_dir().join(format!("{image_name}.tar")),
+        &tree,
+    )
+    .unwrap();
     let mut env: BTreeMap<String, String> = ImageRig::settings(NAME);
     env.insert("RUNNER_SUDO".into(), "true".into());
     env.insert("LIFE_SANDBOX".into(), sandbox.into());
     let tmpfs = testkit::compose::tmpfs_entries(
-        &testkit::compose::runner_service(
-            Path::new(env!("CARGO_MANIFEST_DIR")),
-            "compose.sysbox.yml",
-        )
-        .unwrap(),
+        &testkit::compose::runner_service(Path::new(env!("CARGO_MANIFEST_DIR")), compose).unwrap(),
     );
-    let image = image::exported_config("sysbox").unwrap();
+    let image = image::exported_config(image_name).unwrap();
     let r = ImageRig::start(ImageRigSpec {
-        kind: BoxKind::SysboxLike,
+        kind,
         fake: FakeConfig::default(),
         tree: &tree,
         image: &image,
@@ -244,8 +249,8 @@ impl Suite {
     }
 }
 
-fn sandboxed_suite(mode: RestartMode) {
-    let mut s = start(mode, "required");
+fn sandboxed_suite(kind: BoxKind, mode: RestartMode) {
+    let mut s = start(kind, mode, "required");
     let (first, log) = s.life(1, &[BASE, PLANT, CHECK, DECOY, HUNT, UNDECOY, HUNT]);
     assert!(log.contains("phase=\"sandbox\""), "{log}");
     assert!(first.contains("planted"), "{first}");
@@ -315,7 +320,7 @@ fn a_hostile_root_job_leaves_nothing_and_finds_no_credential_docker_restart() {
     let Some(_serial) = ready("hostile suite (docker restart)") else {
         return;
     };
-    sandboxed_suite(RestartMode::Docker);
+    sandboxed_suite(BoxKind::SysboxLike, RestartMode::Docker);
 }
 
 #[test]
@@ -323,7 +328,18 @@ fn a_hostile_root_job_leaves_nothing_and_finds_no_credential_pod_restart() {
     let Some(_serial) = ready("hostile suite (pod restart)") else {
         return;
     };
-    sandboxed_suite(RestartMode::Pod);
+    sandboxed_suite(BoxKind::SysboxLike, RestartMode::Pod);
+}
+
+/// Under `privileged: true` the sandbox gives the same through the container's paths (README's
+/// Security table); what a job can do as root on the host is outside any container's reach, and
+/// the suite does not try it on this machine.
+#[test]
+fn a_hostile_root_job_in_a_privileged_container_leaves_nothing_through_its_paths() {
+    let Some(_serial) = ready("hostile suite (privileged)") else {
+        return;
+    };
+    sandboxed_suite(BoxKind::PrivilegedLike, RestartMode::Docker);
 }
 
 /// Without the sandbox, what a container start resets by itself (its namespaces: processes,
@@ -336,7 +352,7 @@ fn without_the_sandbox_the_next_life_finds_what_the_containers_layer_keeps() {
     let Some(_serial) = ready("hostile suite (LIFE_SANDBOX=off)") else {
         return;
     };
-    let mut s = start(RestartMode::Docker, "off");
+    let mut s = start(BoxKind::SysboxLike, RestartMode::Docker, "off");
     let (first, _) = s.life(1, &[BASE, PLANT, CHECK]);
     assert!(first.contains("planted"), "{first}");
     let (second, _) = s.life(2, &[BASE, CHECK]);

@@ -203,6 +203,16 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
     );
     let holds = r.c.run_shell(&script).unwrap();
     assert!(holds.contains("container-ok"), "{holds}");
+    // The image's HEALTHCHECK, from the container: it pings the life's dockerd.
+    let health =
+        r.c.output(r.c.command(ENTRYPOINT).unwrap().arg("healthcheck"))
+            .unwrap();
+    assert!(
+        health.status.success(),
+        "healthcheck while listening: {}{}",
+        String::from_utf8_lossy(&health.stdout),
+        String::from_utf8_lossy(&health.stderr)
+    );
     let probe =
         r.c.output(r.c.command(ENTRYPOINT).unwrap().args(["probe", "--json"]))
             .unwrap();
@@ -251,6 +261,8 @@ fn the_sysbox_image_runs_a_job_with_docker_and_its_second_life_finds_nothing_of_
         log.contains("phase=\"sandbox\""),
         "the life was not sandboxed:\n{log}"
     );
+    // The runner ran from its release in the life's root: nothing restored, nothing copied.
+    assert!(!log.contains("pristine"), "{log}");
     assert!(
         !r.c.upper().join("var/tmp/written-by-life-one").exists(),
         "root's write reached the container's layer"

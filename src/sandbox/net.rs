@@ -301,6 +301,19 @@ fn insert_script(rules: &[Rule]) -> String {
     restore_script(by_table)
 }
 
+/// The deletions of exactly `rules`, as [`insert_script`] put them in: one iptables-restore and no
+/// iptables-save, for a teardown that knows what it inserted.
+fn delete_script(rules: &[Rule]) -> String {
+    let mut by_table: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in rules {
+        by_table
+            .entry(r.table)
+            .or_default()
+            .push(format!("-D {} {}", r.chain, r.spec.join(" ")));
+    }
+    restore_script(by_table)
+}
+
 fn restore_script<T: AsRef<str>>(by_table: BTreeMap<T, Vec<String>>) -> String {
     let mut script = String::new();
     for (table, lines) in by_table {
@@ -517,6 +530,19 @@ impl<C: Commands> Firewall<C> {
         self.apply(insert_script(rules)).await
     }
 
+    /// Deletes exactly `rules`; where that fails (one is gone already: iptables-restore applies
+    /// all of a table or nothing), every rule whose comment `select` picks.
+    async fn remove_exactly(
+        &self,
+        rules: &[Rule],
+        select: impl Fn(&str) -> bool,
+    ) -> Result<usize, NetError> {
+        match self.apply(delete_script(rules)).await {
+            Ok(()) => Ok(rules.len()),
+            Err(_) => self.remove(select).await,
+        }
+    }
+
     /// Deletes every rule whose comment `select` picks; returns how many went.
     async fn remove(&self, select: impl Fn(&str) -> bool) -> Result<usize, NetError> {
         let save = self.save.clone();
@@ -595,6 +621,8 @@ pub async fn container_networks() -> Result<Vec<Ipv4Net>, NetError> {
 pub struct Guard<C: Commands = Reaper> {
     life: u32,
     host_if: String,
+    /// The rules setup inserted.
+    rules: Vec<Rule>,
     firewall: Firewall<C>,
     armed: bool,
 }
@@ -611,7 +639,7 @@ impl<C: Commands> Guard<C> {
     /// the next start. Otherwise tries both, and returns the first failure.
     pub async fn teardown(mut self) -> Result<(), NetError> {
         self.armed = false;
-        remove_life(self.life, &self.host_if, &self.firewall).await
+        remove_life(self.life, &self.host_if, &self.rules, &self.firewall).await
     }
 }
 
@@ -631,6 +659,7 @@ impl<C: Commands> Drop for Guard<C> {
 async fn remove_life<C: Commands>(
     life: u32,
     host_if: &str,
+    rules: &[Rule],
     firewall: &Firewall<C>,
 ) -> Result<(), NetError> {
     // The container end goes down first, which cuts the life off at once (a veth drops what
@@ -661,7 +690,7 @@ async fn remove_life<C: Commands>(
             None => Ok(false),
         }
     };
-    let (link, rules) = tokio::join!(delete, firewall.remove(|c| c == own));
+    let (link, rules) = tokio::join!(delete, firewall.remove_exactly(rules, |c| c == own));
     link.and(rules).map(|_| ())
 }
 
@@ -737,6 +766,7 @@ pub async fn setup<C: Commands>(
     let guard = Guard {
         life: plan.life,
         host_if: plan.host_if.clone(),
+        rules: plan.rules(),
         firewall,
         armed: true,
     };

@@ -434,3 +434,27 @@ fn only_what_the_container_lacks_or_bad_numbers_are_permanent() {
         .permanent()
     );
 }
+
+#[test]
+fn teardown_deletes_exactly_what_setup_inserted() {
+    let p = plan(7, 1500, &[]).unwrap();
+    let inserted = insert_script(&p.rules());
+    let deleted = delete_script(&p.rules());
+    // Line for line the same rules, `-I CHAIN n` become `-D CHAIN`, tables and COMMITs kept.
+    let as_deleted: Vec<String> = inserted
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.first() == Some(&"-I") {
+                let mut w = w.clone();
+                w[0] = "-D";
+                w.remove(2);
+                w.join(" ")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(deleted.lines().collect::<Vec<_>>(), as_deleted);
+    assert!(deleted.contains("-D INPUT -i vlife7 -m comment --comment sysrunner-life-7 -j DROP"));
+}
