@@ -459,7 +459,8 @@ fn sandbox_request(
         .ok()
         .flatten();
     crate::sandbox::Request::for_container(
-        report,
+        report.runtime,
+        &report.facts,
         plan,
         crate::sandbox::Runner {
             dir: settings.runner_dir.clone(),

@@ -234,7 +234,8 @@ async fn sandboxed(
         return Ok(None);
     }
     let req = sandbox::Request::for_container(
-        report,
+        report.runtime,
+        &report.facts,
         plan,
         sandbox::Runner {
             dir: s.runner.dir.clone(),

@@ -57,24 +57,25 @@ pub const VOLUME: &str = "/var/lib/docker";
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Request {
-    /// The request for this container, from its assessment and dockerd's plan: `run` and
-    /// `probe` make it the same way.
+    /// The request for this container, from its runtime, the probe's facts and dockerd's plan:
+    /// `run` and `probe` make it the same way.
     pub fn for_container(
-        report: &crate::assess::Report,
+        runtime: crate::probe::Runtime,
+        facts: &Facts,
         dockerd: &crate::dockerd::Plan,
         runner: Runner,
         binds: Vec<PathBuf>,
         data: DataPolicy,
     ) -> Request {
         Request {
-            kind: if report.runtime == crate::probe::Runtime::Privileged {
+            kind: if runtime == crate::probe::Runtime::Privileged {
                 Kind::Privileged
             } else {
                 Kind::Namespaced
             },
             volume: PathBuf::from(VOLUME),
-            volume_fstype: report.facts.data_root.fstype.clone(),
-            facts: report.facts.clone(),
+            volume_fstype: facts.data_root.fstype.clone(),
+            facts: facts.clone(),
             binds,
             data,
             sudoers: runner.sudoers,

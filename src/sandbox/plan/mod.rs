@@ -34,7 +34,7 @@
 //! Files written into the upper layer: `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` (copies,
 //! never the container's own files, which Docker and Kubernetes keep across restarts and
 //! sysrunner itself resolves names with; the resolver is the life's relay), the sudoers rule
-//! `RUNNER_SUDO` asks for. Opaque directories: every path sysbox backs on the host (at a container
+//! `RUNNER_SUDO` asks for (an empty one without sudo, over any rule the container's layer holds). Opaque directories: every path sysbox backs on the host (at a container
 //! stop sysbox copies them back into the container's layer, which is the life's lower layer) and
 //! sysrunner's own old state directory; so a job that unmounts `/var/lib/docker` finds an empty
 //! directory, not sysrunner's state or an earlier life's images.
@@ -437,13 +437,15 @@ pub fn plan(i: &Input) -> Result<Plan, Unavailable> {
             mode: 0o644,
         },
     ];
-    if let Some(rule) = i.sudoers {
-        files.push(File {
-            path: p("/etc/sudoers.d/sysrunner"),
-            contents: rule.to_string(),
-            mode: 0o440,
-        });
-    }
+    // Always written: without sudo, a rule an earlier, unsandboxed life left in the container's
+    // layer (the life's lower layer) must not show through.
+    files.push(File {
+        path: p("/etc/sudoers.d/sysrunner"),
+        contents: i
+            .sudoers
+            .map_or_else(|| "# RUNNER_SUDO=false\n".to_string(), str::to_string),
+        mode: 0o440,
+    });
     let mut opaque: Vec<PathBuf> = vec![p("/var/lib/docker"), p(OLD_STATE)];
     opaque.extend(SPECIAL_DIRS.iter().map(|(path, _)| p(path)));
     Ok(Plan {
