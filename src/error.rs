@@ -36,8 +36,7 @@ pub enum Error {
     // This container cannot run dockerd.
     #[error(transparent)]
     Unsupported(#[from] Unsupported),
-    /// LIFE_SANDBOX=required where the container cannot sandbox a life, or building the sandbox
-    /// failed.
+    /// LIFE_SANDBOX=required where the container cannot sandbox a life.
     #[error("{0}")]
     Sandbox(String),
 
@@ -53,6 +52,9 @@ pub enum Error {
     /// `pristine::restore` failed (its errors are text).
     #[error("cannot restore a pristine life: {0}")]
     Pristine(String),
+    /// The life's sandbox was planned but could not be built.
+    #[error("{0}")]
+    SandboxBuild(String),
     /// `config.sh` did not succeed (REGISTRATION=config).
     #[error("config.sh failed: {0}")]
     Configure(String),

@@ -132,6 +132,7 @@ impl From<&Error> for Exit {
             Error::Dockerd(e) => Exit::from(e),
             Error::Runner(f) => Exit::from(f),
             Error::Pristine(_)
+            | Error::SandboxBuild(_)
             | Error::Configure(_)
             | Error::ListenerStart(_)
             | Error::DockerdDied { .. }

@@ -1,5 +1,6 @@
 //! One life of the container, from validated settings to exit. The order and the budgets are the
-//! pure state machine's ([`machine`]); this module sets a life up (reaper, probe, pristine state, a
+//! pure state machine's ([`machine`]); this module sets a life up (reaper, probe, the life's
+//! sandbox planned and built beside the registration ([`sandboxed`]) or the pristine state, a
 //! leftover registration), then drives the machine: it turns processes, HTTP calls, timers and
 //! signals into events, and performs the machine's actions through one small [`Host`]. Each
 //! step's mechanics belong to its module (probe, dockerd, github, runner); the files of a life
@@ -9,18 +10,18 @@ pub mod health;
 pub mod listener;
 pub mod machine;
 pub mod pristine;
+pub mod sandboxed;
 pub mod versions;
 
 pub use crate::register;
 
-use crate::config::{LifeSandbox, RunSettings};
+use crate::config::RunSettings;
 use crate::dockerd::{self, Dockerd, plan::SOCKET};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::github::{Deleted as ApiDeleted, RealTime};
 use crate::process::Spawner;
 use crate::reaper::{self, Reaper};
-use crate::sandbox;
 use health::Published;
 use machine::{Action, Config, Deleted, Event, Health, Machine, Registration};
 use nix::sys::signal::Signal;
@@ -117,10 +118,20 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
     );
     let mut layout = Layout::new(&s.runner.dir, &user.home, Path::new("/"));
 
-    let sandbox = sandboxed(s, &report, &plan, &user, &reaper)
+    let planned = sandboxed::plan(s, &report, &plan, &user)
         .await
         .map_err(logged)?;
     let mut plan = plan;
+    let sandbox = match planned {
+        Some((req, planned)) => {
+            // The registration record lives on the volume, outside what the life gets.
+            layout.state = planned.state_dir().to_path_buf();
+            layout.record = layout.state.join("registration.json");
+            // Built beside the registration; dockerd's start waits for it.
+            Some(sandboxed::build(req, planned, reaper.clone()))
+        }
+        None => None,
+    };
     let spawner: Arc<dyn Spawner> = match &sandbox {
         Some(sb) => {
             // The life's own root is fresh: the runner runs from its release there, and
@@ -128,9 +139,6 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
             // preparation of the container (securityfs, cgroup nesting, shared mounts) is the
             // life's mount plan and cgroup's.
             layout.runner_root = s.runner.dir.clone();
-            // The registration record lives on the volume, outside what the life gets.
-            layout.state = sb.layout().state.clone();
-            layout.record = layout.state.join("registration.json");
             plan.pre_steps.clear();
             if let Err(e) = std::fs::create_dir_all(&layout.run_dir) {
                 tracing::warn!("cannot create {}: {e}", layout.run_dir.display());
@@ -161,7 +169,6 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
             })
         }
     };
-    let docker_socket = sandbox.as_ref().map(|_| spawner.outside(Path::new(SOCKET)));
 
     let known_id = delete_leftover(registrar.as_ref(), &layout).await;
     let versions = Arc::new(versions::Tracker::default());
@@ -178,8 +185,7 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
         s: Arc::new(s.clone()),
         plan: Arc::new(plan),
         spawner,
-        docker_socket,
-        keep_pids: sandbox.iter().map(|sb| sb.setup_pid()).collect(),
+        life: sandbox.as_ref().map(sandboxed::Slot::state),
         registrar: registrar.clone(),
         known_id,
         layout: Arc::new(layout),
@@ -207,78 +213,9 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
     );
     let result = drive(machine, actions, &mut host, &mut events, signals).await;
     if let Some(sb) = sandbox {
-        let ended = sb.end(s.timeouts.stop).await;
-        tracing::info!(
-            phase = "sandbox-ended",
-            "ended the life's sandbox in {:.3}s (processes {:.3}s, then network {:.3}s beside cgroups and overlay {:.3}s)",
-            ended.took.as_secs_f64(),
-            ended.life.as_secs_f64(),
-            ended.network.as_secs_f64(),
-            ended.files.as_secs_f64()
-        );
+        sb.end(s.timeouts.stop).await;
     }
     result
-}
-
-/// The life's sandbox, as LIFE_SANDBOX and the container allow: `None` runs the life in the
-/// container itself.
-async fn sandboxed(
-    s: &RunSettings,
-    report: &crate::assess::Report,
-    plan: &crate::dockerd::Plan,
-    user: &RunnerUser,
-    reaper: &Reaper,
-) -> Result<Option<sandbox::Sandbox>, Error> {
-    let setting = s.runner.sandbox;
-    if setting == LifeSandbox::Off {
-        return Ok(None);
-    }
-    let req = sandbox::Request::for_container(
-        report.runtime,
-        &report.facts,
-        plan,
-        sandbox::Runner {
-            dir: s.runner.dir.clone(),
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            sudoers: s
-                .runner
-                .sudo
-                .then(|| format!("{} ALL=(ALL) NOPASSWD:ALL\n", user.name)),
-        },
-        s.runner.life_binds.clone(),
-        s.docker.data,
-    );
-    let why = match sandbox::start(&req, reaper).await {
-        Ok(sb) => {
-            tracing::info!(
-                phase = "sandbox",
-                life = sb.number,
-                "built life {} in {:.3}s ({}): its own namespaces, on a fresh overlay root, at {}",
-                sb.number,
-                sb.took.as_secs_f64(),
-                sb.steps
-                    .iter()
-                    .map(|(n, d)| format!("{n} {:.1} ms", d.as_secs_f64() * 1000.0))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                sb.address
-            );
-            return Ok(Some(sb));
-        }
-        Err(e @ sandbox::StartError::Failed(_)) => e.to_string(),
-        Err(sandbox::StartError::Unavailable(why)) => why,
-    };
-    match sandbox::decide(setting, Some(&why)) {
-        sandbox::Decision::Refuse(msg) => Err(Error::Sandbox(msg)),
-        sandbox::Decision::Reset { warning } => {
-            if let Some(w) = warning {
-                tracing::warn!(phase = "sandbox", "{w}");
-            }
-            Ok(None)
-        }
-        sandbox::Decision::Sandbox => unreachable!("decided with a reason against it"),
-    }
 }
 
 /// Deletes the runner an earlier life recorded and left registered (its container was killed,
@@ -380,10 +317,9 @@ struct RealHost {
     plan: Arc<crate::dockerd::Plan>,
     /// Where the life's processes run: sysrunner's own children, or the life sandbox.
     spawner: Arc<dyn Spawner>,
-    /// dockerd's socket as seen from here, when it is in a life sandbox.
-    docker_socket: Option<PathBuf>,
-    /// Children the last-resort kill leaves alone: the life sandbox's setup process.
-    keep_pids: Vec<i32>,
+    /// The life sandbox, when the life has one: dockerd waits for it, health publishes its
+    /// dockerd's socket, the last-resort kill leaves its setup process alone.
+    life: Option<tokio::sync::watch::Receiver<sandboxed::State>>,
     registrar: Arc<dyn Registrar>,
     /// The runner an earlier life left, busy: registered under its id again.
     known_id: Option<u64>,
@@ -420,7 +356,10 @@ impl RealHost {
             startup_allowance_secs: health::allowance(self.s.docker.ready_timeout),
             runner: Some(self.s.runner.name.clone()),
             runner_version: self.versions.current(),
-            docker_socket: self.docker_socket.clone(),
+            docker_socket: self
+                .life
+                .as_ref()
+                .and_then(|l| sandboxed::outside(l, Path::new(SOCKET))),
         }
     }
 
@@ -454,12 +393,18 @@ impl RealHost {
             self.s.docker.data,
             self.s.docker.ready_timeout,
         );
-        let (spawner, slot, events) = (
+        let (spawner, slot, events, life) = (
             self.spawner.clone(),
             self.dockerd.clone(),
             self.events.clone(),
+            self.life.clone(),
         );
         tokio::spawn(async move {
+            if let Some(mut life) = life {
+                if let Err(why) = sandboxed::ready(&mut life).await {
+                    return Self::send(&events, Event::DockerdFailed(Error::SandboxBuild(why)));
+                }
+            }
             match dockerd::launch(&plan, data, spawner, timeout).await {
                 Ok(d) => {
                     let d = Arc::new(d);
@@ -649,7 +594,8 @@ impl Host for RealHost {
             Action::Deregister { runner_id, within } => self.deregister(runner_id, within),
             Action::StopDockerd { grace } => self.stop_dockerd(grace),
             Action::KillAll => {
-                let left = reaper::kill_all_children_but(&self.keep_pids);
+                let keep: Vec<i32> = self.life.iter().filter_map(sandboxed::setup_pid).collect();
+                let left = reaper::kill_all_children_but(&keep);
                 if left > 0 {
                     tracing::warn!("killed {left} processes left behind");
                 }

@@ -32,8 +32,8 @@ pub mod volume;
 mod start;
 
 pub use start::{
-    Ended, Planned, Report, Request, Runner, START_TIMEOUT, Sandbox, StartError, VOLUME,
-    peek_number, plan_life, report, start,
+    Ended, Planned, Report, Request, Runner, START_TIMEOUT, Sandbox, StartError, VOLUME, build,
+    peek_number, plan_life, plan_next, report, start,
 };
 
 use crate::config::LifeSandbox;

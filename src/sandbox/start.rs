@@ -212,6 +212,16 @@ pub struct Planned {
     upstreams: Vec<std::net::SocketAddr>,
     #[serde(skip)]
     exe: PathBuf,
+    /// How long planning took.
+    #[serde(skip)]
+    took: Duration,
+}
+
+impl Planned {
+    /// sysrunner's own state directory on the volume, outside what the life gets.
+    pub fn state_dir(&self) -> &Path {
+        &self.layout.state
+    }
 }
 
 /// Reads what the container is and plans life `number` in it. Changes nothing.
@@ -264,6 +274,7 @@ pub async fn plan_life(req: &Request, number: u32) -> Result<Planned, StartError
         layout,
         upstreams,
         exe: env.exe,
+        took: Duration::ZERO,
     })
 }
 
@@ -280,8 +291,26 @@ pub fn peek_number(volume: &Path) -> u32 {
 /// Builds a life's sandbox. Reads and plans everything first: [`StartError::Unavailable`] means
 /// nothing was made.
 pub async fn start(req: &Request, reaper: &Reaper) -> Result<Sandbox, StartError> {
-    let begun = Instant::now();
-    let number = next_number(&Layout::new(&req.volume));
+    let planned = plan_next(req).await?;
+    build(req, planned, reaper).await
+}
+
+/// Plans the next life, counting it: [`StartError::Unavailable`] means this container cannot
+/// sandbox a life. Changes nothing but the counter.
+pub async fn plan_next(req: &Request) -> Result<Planned, StartError> {
+    let t = Instant::now();
+    let mut planned = plan_life(req, next_number(&Layout::new(&req.volume))).await?;
+    planned.took = t.elapsed();
+    Ok(planned)
+}
+
+/// Builds the life `planned` describes; what it made is undone when it fails.
+pub async fn build(
+    req: &Request,
+    planned: Planned,
+    reaper: &Reaper,
+) -> Result<Sandbox, StartError> {
+    let begun = Instant::now() - planned.took;
     let Planned {
         number,
         mounts: mount_plan,
@@ -290,8 +319,9 @@ pub async fn start(req: &Request, reaper: &Reaper) -> Result<Sandbox, StartError
         layout,
         upstreams,
         exe,
-    } = plan_life(req, number).await?;
-    let mut steps = vec![("plan", begun.elapsed())];
+        took: plan_took,
+    } = planned;
+    let mut steps = vec![("plan", plan_took)];
     let mut lap = Instant::now();
     let mut mark = |name: &'static str, steps: &mut Vec<(&'static str, Duration)>| {
         steps.push((name, lap.elapsed()));
