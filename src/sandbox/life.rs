@@ -100,8 +100,8 @@ async fn recv(sock: &AsyncFd<OwnedFd>) -> io::Result<Option<FromLife>> {
 
 impl Life {
     /// Starts the life's init from `exe` (sysrunner's own binary), gives it `setup` and waits
-    /// until the life is built. `on_forked` runs with the life's PID 1 (its pid here) before the
-    /// life is ready: the network goes in then.
+    /// until the life is built. Its network namespace exists from then on, empty but for `lo`:
+    /// `super::net` joins it to the container's before anything of the life starts.
     pub async fn start(
         exe: &Path,
         setup: &Setup,
