@@ -22,6 +22,7 @@ use crate::exit::Exit;
 use crate::github::{Deleted as ApiDeleted, RealTime};
 use crate::process::Spawner;
 use crate::reaper::{self, Reaper};
+use crate::sandbox;
 use health::Published;
 use machine::{Action, Config, Deleted, Event, Health, Machine, Registration};
 use nix::sys::signal::Signal;
@@ -124,11 +125,33 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
     let mut plan = plan;
     let sandbox = match planned {
         Some((req, planned)) => {
-            // The registration record lives on the volume, outside what the life gets.
-            layout.state = planned.state_dir().to_path_buf();
-            layout.record = layout.state.join("registration.json");
-            // Built beside the registration; dockerd's start waits for it.
-            Some(sandboxed::build(req, planned, reaper.clone()))
+            let state_dir = planned.state_dir().to_path_buf();
+            let slot = sandboxed::build(req, planned, reaper.clone());
+            // LIFE_SANDBOX=required: built beside the registration, dockerd's start waits for
+            // it, and a failure ends the life. auto: waited for here, so that a sandbox that
+            // cannot be built still leaves the pristine reset.
+            let slot = if s.runner.sandbox == crate::config::LifeSandbox::Auto {
+                match sandboxed::ready(&mut slot.state()).await {
+                    Ok(()) => Some(slot),
+                    Err(why) => {
+                        if let sandbox::Decision::Reset { warning: Some(w) } =
+                            sandbox::decide(s.runner.sandbox, Some(&why))
+                        {
+                            tracing::warn!(phase = "sandbox", "{w}");
+                        }
+                        slot.end(s.timeouts.stop).await;
+                        None
+                    }
+                }
+            } else {
+                Some(slot)
+            };
+            if slot.is_some() {
+                // The registration record lives on the volume, outside what the life gets.
+                layout.state = state_dir;
+                layout.record = layout.state.join("registration.json");
+            }
+            slot
         }
         None => None,
     };

@@ -1,6 +1,7 @@
 //! The life's sandbox as a life holds it: decided and planned before the life starts (so that a
 //! container that cannot have one is known at once, and `LIFE_SANDBOX` says what then), built
-//! beside the registration instead of before it, and ended after the life. Until it is built, a
+//! (beside the registration with `required`; before the life with `auto`, so that a build that
+//! fails still leaves the pristine reset), and ended after the life. Until it is built, a
 //! spawner that knows it is not there yet stands in; dockerd's start waits for it. The sandbox's
 //! own parts are `crate::sandbox`'s; this module owns only that timing.
 
