@@ -278,6 +278,25 @@ impl World {
         eprintln!("teardown ({:?}) took {:?}", self.backend, t.elapsed());
     }
 
+    fn release(&self, guard: Guard<Direct>) {
+        let t = std::time::Instant::now();
+        block_on_in(&self.c(), move || guard.release()).unwrap_or_else(|e| panic!("release: {e}"));
+        eprintln!("release ({:?}) took {:?}", self.backend, t.elapsed());
+    }
+
+    /// True when the link `name` is gone within `limit` (the kernel frees a namespace, and the
+    /// veth pairs with an end in it, in a work queue of its own).
+    fn link_goes(&self, name: &str, limit: Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            if !self.link_exists(name) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     fn sweep(&self) -> usize {
         let backend = self.backend;
         block_on_in(&self.c(), move || async move {
@@ -583,12 +602,40 @@ fn life_and_its_network(backend: Iptables) {
     );
     reaches_outside_through_nat(&life_b, &outer);
 
-    // --- The second life ends first, then its teardown: what the life's end took already is
-    // no error.
+    // --- The second life's end, as a sandbox ends one: its network released while its process
+    // is still being killed. The link is cut off before the rules go (the life reaches nothing
+    // from then on), and the pair goes with the life's namespace, not by a delete.
     let mut life_b = life_b;
+    w.release(guard_b);
+    assert_eq!(w.tagged_rules(), Vec::<String>::new());
+    assert!(
+        ip(&["-n", &w.container, "-o", "link", "show", &b.host_if]).contains("state DOWN"),
+        "{} is still up after the release",
+        b.host_if
+    );
+    all_blocked(
+        &life_b,
+        &[addr(OUTER_ADDR, OUTER_PORT), addr(FAR_ADDR, OUTER_PORT)],
+    );
+    assert!(
+        w.link_exists(&b.host_if),
+        "released, not deleted, while the life runs"
+    );
     life_b.kill();
-    w.teardown(guard_b);
-    assert!(!w.link_exists(&b.host_if), "{} is left", b.host_if);
+    assert!(
+        w.link_goes(&b.host_if, Duration::from_secs(30)),
+        "{} outlived the life's namespace",
+        b.host_if
+    );
+    assert_eq!(w.sweep(), 0, "the life's end left something to sweep");
+
+    // --- A life that ended before its teardown: what the life's end took already is no error.
+    let mut life_d = Life::start();
+    let d = net::plan(3, MTU, &w.networks()).unwrap();
+    let guard_d = w.setup(&d, &life_d);
+    life_d.kill();
+    w.teardown(guard_d);
+    assert!(!w.link_exists(&d.host_if), "{} is left", d.host_if);
     assert_eq!(w.tagged_rules(), Vec::<String>::new());
     assert_eq!(w.sweep(), 0, "teardown left something to sweep");
 

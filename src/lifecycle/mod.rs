@@ -609,7 +609,17 @@ impl Host for RealHost {
                 write_record(&self.layout, &Record { runner_id, name })
             }
             Action::ForgetRecord => forget_record(&self.layout),
-            Action::Publish(h) => self.publish(h),
+            Action::Publish(h) => {
+                // The machine says Stopping once, when the life ends, after the runner's end:
+                // nothing of the life needs its network any more, which goes while sysrunner
+                // deregisters and dockerd stops.
+                if h == Health::Stopping {
+                    if let Some(life) = &self.life {
+                        sandboxed::end_network(life);
+                    }
+                }
+                self.publish(h)
+            }
             Action::Configure => self.configure(),
             Action::StartListener => self.start_listener(),
             Action::StopListener { grace } => self.stop_listener(grace),

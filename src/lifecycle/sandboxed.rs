@@ -25,6 +25,8 @@ pub enum State {
         spawner: Arc<dyn Spawner>,
         /// The sandbox's setup process: sysrunner's child, ended with the sandbox.
         setup_pid: i32,
+        /// The life's network, ended as the life ends.
+        network: sandbox::Network,
     },
     Failed(String),
 }
@@ -88,6 +90,7 @@ pub fn build(req: Request, planned: Planned, reaper: Reaper) -> Slot {
                 tracing::info!(
                     phase = "sandbox",
                     life = sb.number,
+                    took_ms = sb.took.as_millis() as u64,
                     "built life {} in {:.3}s ({}): its own namespaces, on a fresh overlay root, at {}",
                     sb.number,
                     sb.took.as_secs_f64(),
@@ -101,6 +104,7 @@ pub fn build(req: Request, planned: Planned, reaper: Reaper) -> Slot {
                 let _ = tx.send(State::Ready {
                     spawner: sb.spawner(),
                     setup_pid: sb.setup_pid(),
+                    network: sb.network(),
                 });
                 Some(sb)
             }
@@ -144,12 +148,21 @@ impl Slot {
         let ended = sb.end(grace).await;
         tracing::info!(
             phase = "sandbox-ended",
-            "ended the life's sandbox in {:.3}s (processes {:.3}s, then network {:.3}s beside cgroups and overlay {:.3}s)",
+            took_ms = ended.took.as_millis() as u64,
+            "ended the life's sandbox in {:.3}s (processes {:.3}s, then cgroups and overlay {:.3}s; beside them, waiting for the network's end begun as the life ended, {:.3}s)",
             ended.took.as_secs_f64(),
             ended.life.as_secs_f64(),
-            ended.network.as_secs_f64(),
-            ended.files.as_secs_f64()
+            ended.files.as_secs_f64(),
+            ended.network.as_secs_f64()
         );
+    }
+}
+
+/// Begins ending the life's network, if the sandbox was built: nothing of the life needs it once
+/// the runner has ended and the life ends (deregistration, dockerd's stop).
+pub fn end_network(state: &watch::Receiver<State>) {
+    if let State::Ready { network, .. } = &*state.borrow() {
+        network.end();
     }
 }
 

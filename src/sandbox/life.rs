@@ -98,16 +98,27 @@ async fn recv(sock: &AsyncFd<OwnedFd>) -> io::Result<Option<FromLife>> {
     }
 }
 
+/// A life's init started but not yet built: [`Starting::setup`] gives it its [`Setup`],
+/// [`Starting::forked`] waits until its namespaces exist, [`Starting::ready`] until it is built.
+/// Dropped before it is ready, it closes the control socket and kills the setup process: the
+/// init, if it was forked, ends the life when it sees the socket close.
+pub struct Starting {
+    inner: Option<Inner>,
+    ended: watch::Receiver<bool>,
+    child: nix::unistd::Pid,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    /// The life's PID 1 once forked, else 0.
+    pid: i32,
+    /// The init said the life is built.
+    built: bool,
+}
+
 impl Life {
-    /// Starts the life's init from `exe` (sysrunner's own binary), gives it `setup` and waits
-    /// until the life is built. Its network namespace exists from then on, empty but for `lo`:
-    /// `super::net` joins it to the container's before anything of the life starts.
-    pub async fn start(
-        exe: &Path,
-        setup: &Setup,
-        reaper: &Reaper,
-        timeout: Duration,
-    ) -> Result<Life, StartError> {
+    /// Starts the life's init from `exe` (sysrunner's own binary). It waits for its setup;
+    /// whatever the setup needs may be prepared meanwhile, while the new process loads.
+    pub fn spawn(exe: &Path, reaper: &Reaper, timeout: Duration) -> Result<Starting, StartError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -147,53 +158,45 @@ impl Life {
             let _ = exit.await;
             let _ = ended_tx.send(true);
         });
+        let starting = |inner| Starting {
+            inner,
+            ended,
+            child: child.pid,
+            deadline,
+            timeout,
+            pid: 0,
+            built: false,
+        };
         // SAFETY: an OwnedFd keeps its descriptor open and the same for as long as it lives.
-        let sock = unsafe { AsyncFd::register(ours) }
-            .map_err(|e| StartError::Spawn(io::Error::other(e.to_string())))?;
-        let mut inner = Inner {
+        let sock = match unsafe { AsyncFd::register(ours) } {
+            Ok(s) => s,
+            Err(e) => {
+                child_kill(child.pid);
+                return Err(StartError::Spawn(io::Error::other(e.to_string())));
+            }
+        };
+        Ok(starting(Some(Inner {
             sock,
             next: AtomicU64::new(1),
             exits: Mutex::new(HashMap::new()),
             orphans: Mutex::new(None),
             pid: 0,
-        };
-        inner
-            .send(&ToLife::Setup(setup.clone()), &[])
-            .map_err(StartError::Spawn)?;
-        let built = async {
-            let mut pid = None;
-            loop {
-                match recv(&inner.sock).await {
-                    Ok(Some(FromLife::Forked { pid: p })) => pid = Some(p),
-                    Ok(Some(FromLife::Ready)) => return pid.ok_or(StartError::Ended),
-                    Ok(Some(FromLife::Failed { step, error })) => {
-                        return Err(StartError::Failed { step, error });
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => return Err(StartError::Ended),
-                }
-            }
-        };
-        let pid = match tokio::time::timeout(timeout, built).await {
-            Ok(Ok(pid)) => pid,
-            Ok(Err(e)) => {
-                child_kill(child.pid);
-                return Err(e);
-            }
-            Err(_) => {
-                child_kill(child.pid);
-                return Err(StartError::Timeout(timeout));
-            }
-        };
-        inner.pid = pid;
-        let inner = Arc::new(inner);
-        tokio::spawn(serve(inner.clone()));
-        Ok(Life {
-            inner,
-            ended,
-            setup_handle: Handle::new(ByPid(child.pid)),
-            setup_pid: child.pid.as_raw(),
-        })
+        })))
+    }
+
+    /// Starts the life's init from `exe`, gives it `setup` and waits until the life is built:
+    /// [`Life::spawn`], [`Starting::setup`], [`Starting::ready`]. Its network namespace exists
+    /// from then on, empty but for `lo`: `super::net` joins it to the container's before
+    /// anything of the life starts.
+    pub async fn start(
+        exe: &Path,
+        setup: &Setup,
+        reaper: &Reaper,
+        timeout: Duration,
+    ) -> Result<Life, StartError> {
+        let mut starting = Life::spawn(exe, reaper, timeout)?;
+        starting.setup(setup)?;
+        starting.ready().await
     }
 
     /// The life's PID 1, in the container's pid namespace.
@@ -236,6 +239,77 @@ impl Life {
         // Whatever still waits for an exit gets one: the life is gone.
         for (_, tx) in self.inner.exits.lock().expect("exits").drain() {
             let _ = tx.send(ExitStatus::Signal(Signal::SIGKILL as i32));
+        }
+    }
+}
+
+impl Starting {
+    /// Sends the init its setup: it joins the cgroups, unshares the namespaces and forks.
+    pub fn setup(&mut self, setup: &Setup) -> Result<(), StartError> {
+        let inner = self.inner.as_ref().ok_or(StartError::Ended)?;
+        inner
+            .send(&ToLife::Setup(setup.clone()), &[])
+            .map_err(StartError::Spawn)
+    }
+
+    /// Waits until the life's PID 1 is forked, and returns its pid (in the container's PID
+    /// namespace): the life's namespaces exist from then on, while its init still builds the
+    /// mount table.
+    pub async fn forked(&mut self) -> Result<i32, StartError> {
+        while self.pid == 0 {
+            self.next().await?;
+        }
+        Ok(self.pid)
+    }
+
+    /// Waits until the life is built (mounted, pivoted, its init serving), then serves it.
+    pub async fn ready(mut self) -> Result<Life, StartError> {
+        while self.pid == 0 || !self.built {
+            self.next().await?;
+        }
+        let mut inner = self.inner.take().ok_or(StartError::Ended)?;
+        inner.pid = self.pid;
+        let inner = Arc::new(inner);
+        tokio::spawn(serve(inner.clone()));
+        Ok(Life {
+            inner,
+            ended: self.ended.clone(),
+            setup_handle: Handle::new(ByPid(self.child)),
+            setup_pid: self.child.as_raw(),
+        })
+    }
+
+    /// Takes the next message of the init before the deadline: the pid it forked, or that the
+    /// life is built (the two come from two processes: either may be read first). A failure it
+    /// reports, its end or the deadline are errors.
+    async fn next(&mut self) -> Result<(), StartError> {
+        let inner = self.inner.as_ref().ok_or(StartError::Ended)?;
+        let next = async {
+            loop {
+                match recv(&inner.sock).await {
+                    Ok(Some(FromLife::Failed { step, error })) => {
+                        return Err(StartError::Failed { step, error });
+                    }
+                    Ok(Some(m @ (FromLife::Forked { .. } | FromLife::Ready))) => return Ok(m),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return Err(StartError::Ended),
+                }
+            }
+        };
+        match tokio::time::timeout_at(self.deadline, next).await {
+            Ok(Ok(FromLife::Forked { pid })) => self.pid = pid,
+            Ok(Ok(_)) => self.built = true,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(StartError::Timeout(self.timeout)),
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if self.inner.take().is_some() {
+            child_kill(self.child);
         }
     }
 }

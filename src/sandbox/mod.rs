@@ -15,6 +15,15 @@
 //! - [`net`]: the life's network namespace joined to the container's by a veth pair, with NAT;
 //! - [`dns`]: the relay that answers the life's DNS queries from the container's own resolver.
 //!
+//! **Order and cost.** A build runs its parts at once where nothing orders them: the init loads
+//! (a fresh exec) while the volume and the cgroup are prepared and the life's rules go in; then
+//! it unshares and forks; then it mounts and executes itself again while the network joins the
+//! life's namespace. An end cuts the network off as soon as the life ends (nothing of the life
+//! needs it once the runner has ended; removing iptables-nft rules alone takes 20–40 ms here),
+//! ends the processes, removes the cgroups and renames the overlay into the volume's trash, which
+//! a thread empties beside the next life. Measured over 15 lives in the sysbox-like image box on a
+//! 2-core machine: build 25–61 ms (median 30), end 3–17 ms (median 4).
+//!
 //! Owns the order of the steps and the life's number; never holds a credential (the life's init is
 //! a fresh exec of sysrunner's binary, and nothing here passes it a secret).
 
@@ -32,8 +41,8 @@ pub mod volume;
 mod start;
 
 pub use start::{
-    Ended, Planned, Report, Request, Runner, START_TIMEOUT, Sandbox, StartError, VOLUME, build,
-    peek_number, plan_life, plan_next, report, start,
+    Ended, Network, Planned, Report, Request, Runner, START_TIMEOUT, Sandbox, StartError, VOLUME,
+    build, peek_number, plan_life, plan_next, report, start,
 };
 
 use crate::config::LifeSandbox;

@@ -2,7 +2,8 @@
 //! with NAT towards whatever the container reaches, and firewall rules in the container's namespace
 //! that let the life reach only the DNS relay there. Owns the choice of addresses and names (the
 //! pure [`plan`]), the pair, the life side's addresses, links and routes, and the rules it tags in
-//! the container's namespace ([`setup`], [`Guard::teardown`], [`sweep`]). Leaves to others:
+//! the container's namespace ([`prepare`] and [`Rules::connect`], [`Guard::release`],
+//! [`Guard::teardown`], [`sweep`]). Leaves to others:
 //! unsharing the life's namespace (the life's init), the relay that answers on [`Plan::dns`]
 //! (`sandbox::dns`), the life's `resolv.conf` (the mount plan), which iptables backend the
 //! container uses (the dockerd plan), and waiting for children (the reaper).
@@ -56,9 +57,11 @@
 //! **What ends with the life.** Links, addresses, routes and rules a job makes inside the life's
 //! namespace are freed with it, and freeing it destroys the veth pair (network_namespaces(7)).
 //! What sysrunner adds in the container's namespace does not end by itself, and that namespace may
-//! outlive a container start (a Kubernetes pod keeps it across restarts): [`Guard::teardown`]
-//! removes every rule tagged with the life and the container end, and [`sweep`] removes every
-//! rule and link a crashed sysrunner left behind. `ip_forward` stays on once set: it is a property
+//! outlive a container start (a Kubernetes pod keeps it across restarts): at a life's end
+//! [`Guard::release`] cuts the container end off and removes every rule tagged with the life,
+//! leaving the pair to go with the life's namespace ([`Guard::teardown`], for a life that may
+//! still run, deletes the pair too), and [`sweep`] removes every rule and link a crashed
+//! sysrunner left behind. `ip_forward` stays on once set: it is a property
 //! of the namespace, not of a life, and writing it resets other per-interface settings
 //! (ip-sysctl.rst), so it is written only when it is off.
 
@@ -639,7 +642,19 @@ impl<C: Commands> Guard<C> {
     /// the next start. Otherwise tries both, and returns the first failure.
     pub async fn teardown(mut self) -> Result<(), NetError> {
         self.armed = false;
-        remove_life(self.life, &self.host_if, &self.rules, &self.firewall).await
+        remove_life(self.life, &self.host_if, &self.rules, &self.firewall, true).await
+    }
+
+    /// The end of a life: cuts the container end off (down) and removes the life's rules, but
+    /// leaves the pair to the kernel, which destroys it with the life's network namespace once
+    /// the life's last process has ended (deleting a veth waits ≈20 ms for RCU readers; the
+    /// kernel does it in its own time). May run while the life's processes are being killed:
+    /// the link is down before the rules go. Called for a life that does not end (whose
+    /// namespace something still holds), the down link stays in the container's namespace,
+    /// without an address or a route, until that namespace ends.
+    pub async fn release(mut self) -> Result<(), NetError> {
+        self.armed = false;
+        remove_life(self.life, &self.host_if, &self.rules, &self.firewall, false).await
     }
 }
 
@@ -661,6 +676,7 @@ async fn remove_life<C: Commands>(
     host_if: &str,
     rules: &[Rule],
     firewall: &Firewall<C>,
+    delete_link: bool,
 ) -> Result<(), NetError> {
     // The container end goes down first, which cuts the life off at once (a veth drops what
     // its peer sends while it is down); then its rules and the link go together. Deleting a
@@ -686,8 +702,10 @@ async fn remove_life<C: Commands>(
     let own = tag(life);
     let delete = async {
         match cut {
-            Some((_conn, handle, index)) => delete_index(&handle, index, host_if).await,
-            None => Ok(false),
+            Some((_conn, handle, index)) if delete_link => {
+                delete_index(&handle, index, host_if).await
+            }
+            _ => Ok(false),
         }
     };
     let (link, rules) = tokio::join!(delete, firewall.remove_exactly(rules, |c| c == own));
@@ -743,18 +761,22 @@ pub async fn sweep<C: Commands>(iptables: Iptables, commands: &C) -> Result<usiz
     Ok(removed + firewall.remove(any_life).await?)
 }
 
-/// Makes the life's network as `plan` says, for the life whose init is `life_pid` (a process that
-/// has its own network namespace already). Works in the calling thread's network namespace, the
-/// container's; the life's side is configured through a netlink socket made in the life's
-/// namespace by a thread of its own. On failure, removes what it made before returning the error.
-pub async fn setup<C: Commands>(
+/// The life's rules, in the container's namespace before the life exists (they name its link
+/// before there is one): the first half of [`setup`], which can run while the life is being
+/// built. [`Rules::connect`] makes the rest; [`Rules::undo`] takes them out again.
+#[must_use = "the life's rules stay in the container's namespace until connect or undo"]
+pub struct Rules<C: Commands = Reaper> {
+    guard: Guard<C>,
+}
+
+/// Checks that the life's link is free and inserts the life's rules. Works in the calling
+/// thread's network namespace, the container's.
+pub async fn prepare<C: Commands>(
     plan: &Plan,
-    life_pid: i32,
     iptables: Iptables,
     commands: &C,
-) -> Result<Guard<C>, NetError> {
+) -> Result<Rules<C>, NetError> {
     let firewall = Firewall::find(iptables, commands.clone())?;
-    let life_ns = open_life_netns(life_pid)?;
     let (_conn, host) = netlink_here()?;
     // A link of this name belongs to another setup of the same life number, or to a sysrunner
     // that died before it tore down: undoing a failed setup here would tear down that one.
@@ -763,6 +785,7 @@ pub async fn setup<C: Commands>(
             name: plan.host_if.clone(),
         });
     }
+    forwarding_on()?;
     let guard = Guard {
         life: plan.life,
         host_if: plan.host_if.clone(),
@@ -770,9 +793,11 @@ pub async fn setup<C: Commands>(
         firewall,
         armed: true,
     };
-    match configure(plan, &host, &life_ns, &guard.firewall).await {
-        Ok(()) => Ok(guard),
+    // The rules first: they are in place before the life can send its first packet.
+    match guard.firewall.insert(&guard.rules).await {
+        Ok(()) => Ok(Rules { guard }),
         Err(e) => {
+            // iptables-restore commits table by table: one may be in.
             if let Err(undo) = guard.teardown().await {
                 tracing::warn!(
                     life = plan.life,
@@ -782,6 +807,51 @@ pub async fn setup<C: Commands>(
             Err(e)
         }
     }
+}
+
+impl<C: Commands> Rules<C> {
+    /// Joins the life whose init is `life_pid` (a process that has its own network namespace
+    /// already) to the container's namespace as `plan` says; the life's side is configured
+    /// through a netlink socket made in the life's namespace by a thread of its own. On failure,
+    /// removes the rules and what it made before returning the error.
+    pub async fn connect(self, plan: &Plan, life_pid: i32) -> Result<Guard<C>, NetError> {
+        let made = async {
+            let life_ns = open_life_netns(life_pid)?;
+            let (_conn, host) = netlink_here()?;
+            configure(plan, &host, &life_ns).await
+        };
+        match made.await {
+            Ok(()) => Ok(self.guard),
+            Err(e) => {
+                if let Err(undo) = self.guard.teardown().await {
+                    tracing::warn!(
+                        life = plan.life,
+                        "undoing a failed network setup failed too: {undo}"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the rules again (the life was never built).
+    pub async fn undo(self) -> Result<(), NetError> {
+        self.guard.teardown().await
+    }
+}
+
+/// Makes the life's network as `plan` says, for the life whose init is `life_pid`: [`prepare`],
+/// then [`Rules::connect`].
+pub async fn setup<C: Commands>(
+    plan: &Plan,
+    life_pid: i32,
+    iptables: Iptables,
+    commands: &C,
+) -> Result<Guard<C>, NetError> {
+    prepare(plan, iptables, commands)
+        .await?
+        .connect(plan, life_pid)
+        .await
 }
 
 /// `/proc/<pid>/ns/net`, refused when it is the calling thread's own namespace.
@@ -796,17 +866,7 @@ fn open_life_netns(pid: i32) -> Result<File, NetError> {
     Ok(life)
 }
 
-async fn configure<C: Commands>(
-    plan: &Plan,
-    host: &Handle,
-    life_ns: &File,
-    firewall: &Firewall<C>,
-) -> Result<(), NetError> {
-    forwarding_on()?;
-    // The rules first: they name the link before it exists, and are in place before the life
-    // can send its first packet.
-    firewall.insert(&plan.rules()).await?;
-
+async fn configure(plan: &Plan, host: &Handle, life_ns: &File) -> Result<(), NetError> {
     // The life end is made in the life's namespace, under its final name, in the same request:
     // it never exists in the container's namespace, where an `eth0` is already taken.
     let peer = LinkUnspec::new_with_name(&plan.life_if)

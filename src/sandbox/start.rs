@@ -128,14 +128,14 @@ pub enum StartError {
 /// A life's sandbox, built: its processes start through [`Sandbox::spawner`].
 pub struct Sandbox {
     life: Life,
-    net: Option<net::Guard>,
-    relay: Option<dns::Relay>,
+    network: Network,
     cgroup: cgroup::Plan,
     layout: Layout,
     /// The life's number (its cgroup `life-<n>`, its link `vlife<n>`).
     pub number: u32,
-    /// How long building it took, and each step of it (plan, volume, cgroup, init, network,
-    /// relay).
+    /// How long building it took, and each stage of it: plan; prepare (the volume, the cgroup
+    /// and the rules, while the init loads); namespaces (the init unshares and forks); build
+    /// (the init's mounts and exec, while the network joins); relay.
     pub took: Duration,
     pub steps: Vec<(&'static str, Duration)>,
     /// The life's address on its link.
@@ -328,31 +328,77 @@ pub async fn build(
         lap = Instant::now();
     };
 
-    // Effects, in order; each failure undoes what came before it.
+    // Effects; each failure undoes what came before it. Three stages, each running its parts at
+    // once: (1) the init loads (a fresh exec of sysrunner) while the volume and the cgroup are
+    // prepared and the life's rules go in; (2) the init takes its setup and unshares; (3) it
+    // builds the mount table and executes itself again while the network joins its namespace.
     let failed = |what: &str, e: &dyn std::fmt::Display| StartError::Failed(format!("{what}: {e}"));
-    // A life whose network was not taken apart (sysrunner was killed) may have left rules in a
-    // network namespace that outlives the container start (a pod's). Sweeping costs an
-    // iptables-save per backend, so only where the last life left its mark.
-    let marker = layout.state.join(NETWORK_MARK);
-    if marker.exists() {
-        match net::sweep(req.iptables, reaper).await {
-            Ok(n) if n > 0 => tracing::info!("removed {n} network leftovers of earlier lives"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("cannot sweep the network leftovers of earlier lives: {e}"),
-        }
-    }
-    mark("sweep", &mut steps);
-    {
-        let (layout, mount_plan, data) = (layout.clone(), mount_plan.clone(), req.data);
-        tokio::task::spawn_blocking(move || volume::prepare(&layout, &mount_plan, data))
-            .await
-            .map_err(|e| failed("prepare the volume", &e))?
-            .map_err(|e| failed("prepare the volume", &e))?;
-    }
+    let mut starting =
+        Life::spawn(&exe, reaper, req.timeout).map_err(|e| failed("start the life", &e))?;
     let cg_fs = cgroup::HostFs::new("/");
-    mark("volume", &mut steps);
-    cgroup::prepare(&cg_plan, &cg_fs).map_err(|e| failed("prepare the life's cgroup", &e))?;
-    mark("cgroup", &mut steps);
+    let marker = layout.state.join(NETWORK_MARK);
+    let rules = async {
+        // A life whose network was not taken apart (sysrunner was killed) may have left rules
+        // in a network namespace that outlives the container start (a pod's). Sweeping costs
+        // an iptables-save per backend, so only where the last life left its mark.
+        if marker.exists() {
+            match net::sweep(req.iptables, reaper).await {
+                Ok(n) if n > 0 => tracing::info!("removed {n} network leftovers of earlier lives"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("cannot sweep the network leftovers of earlier lives: {e}")
+                }
+            }
+        }
+        if let Err(e) = std::fs::create_dir_all(&layout.state)
+            .and_then(|()| std::fs::write(&marker, number.to_string()))
+        {
+            tracing::warn!(
+                "cannot record the life's network in {}: {e}",
+                marker.display()
+            );
+        }
+        net::prepare(&net_plan, req.iptables, reaper)
+            .await
+            .map_err(|e| failed("make the life's network", &e))
+    };
+    let files = async {
+        let (layout, mount_plan, data) = (layout.clone(), mount_plan.clone(), req.data);
+        tokio::task::spawn_blocking(move || {
+            let prepared = volume::prepare(&layout, &mount_plan, data);
+            volume::empty_trash(&layout);
+            prepared
+        })
+        .await
+        .map_err(|e| failed("prepare the volume", &e))?
+        .map_err(|e| failed("prepare the volume", &e))?;
+        cgroup::prepare(&cg_plan, &cg_fs)
+            .map(|_| ())
+            .map_err(|e| failed("prepare the life's cgroup", &e))
+    };
+    let (rules, files) = tokio::join!(rules, files);
+    let undo_rules = |rules: Option<net::Rules>| async move {
+        if let Some(r) = rules {
+            if let Err(e) = r.undo().await {
+                tracing::warn!("cannot remove the rules of a life that was not built: {e}");
+            }
+        }
+    };
+    let rules = match (rules, files) {
+        (Ok(r), Ok(())) => r,
+        (rules, files) => {
+            let _ = cgroup::remove(&cg_plan, &cg_fs);
+            let err = files.err();
+            let rules = match rules {
+                Ok(r) => Some(r),
+                Err(e) => return Err(e),
+            };
+            undo_rules(rules).await;
+            return Err(err.expect("one of the two failed"));
+        }
+    };
+    mark("prepare", &mut steps);
+
     let (join, leaf) = cgroup_paths(&cg_plan);
     let setup = Setup {
         steps: mount_plan.steps.clone(),
@@ -361,17 +407,68 @@ pub async fn build(
         cgroup_leaf: leaf,
         exe: exe.clone(),
     };
-    let life = match Life::start(&exe, &setup, reaper, req.timeout).await {
-        Ok(l) => l,
+    let pid = match async {
+        starting.setup(&setup)?;
+        starting.forked().await
+    }
+    .await
+    {
+        Ok(pid) => pid,
         Err(e) => {
+            drop(starting);
             let _ = cgroup::remove(&cg_plan, &cg_fs);
+            undo_rules(Some(rules)).await;
             return Err(failed("start the life", &e));
         }
     };
+    mark("namespaces", &mut steps);
+
+    // The setup process is in the life's leaf cgroup now: the controllers can be enabled.
+    let network = async {
+        cgroup::enable(&cg_plan, &cg_fs)
+            .map_err(|e| failed("enable the life's cgroup controllers", &e))?;
+        Ok(rules.connect(&net_plan, pid).await)
+    };
+    let (network, life) = tokio::join!(network, starting.ready());
+    let (life, guard) = match (life, network) {
+        (Ok(life), Ok(Ok(guard))) => (life, guard),
+        (life, network) => {
+            let (guard, err) = match network {
+                Ok(Ok(g)) => (Some(g), None),
+                Ok(Err(e)) => (None, Some(failed("make the life's network", &e))),
+                Err(e) => (None, Some(e)),
+            };
+            let err = match (err, &life) {
+                (Some(e), _) => e,
+                (None, Err(e)) => failed("start the life", e),
+                (None, Ok(_)) => unreachable!("both succeeded"),
+            };
+            if let Ok(life) = life {
+                life.end(Duration::from_secs(5)).await;
+            }
+            if let Some(g) = guard {
+                let _ = g.teardown().await;
+            }
+            let _ = cgroup::remove(&cg_plan, &cg_fs);
+            return Err(err);
+        }
+    };
+    mark("build", &mut steps);
+    let relay = match dns::start(net_plan.dns, upstreams, dns::Limits::default()).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let e = failed("start the life's DNS relay", &e);
+            life.end(Duration::from_secs(5)).await;
+            let _ = guard.teardown().await;
+            let _ = cgroup::remove(&cg_plan, &cg_fs);
+            return Err(e);
+        }
+    };
+    mark("relay", &mut steps);
+    let network = Network::new(guard, relay, layout.state.join(NETWORK_MARK));
     let mut sandbox = Sandbox {
         life,
-        net: None,
-        relay: None,
+        network,
         cgroup: cg_plan,
         layout,
         number,
@@ -379,33 +476,6 @@ pub async fn build(
         steps: Vec::new(),
         address: net_plan.life_addr,
     };
-    if let Err(e) = cgroup::enable(&sandbox.cgroup, &cg_fs) {
-        sandbox.end(Duration::from_secs(5)).await;
-        return Err(failed("enable the life's cgroup controllers", &e));
-    }
-    mark("init", &mut steps);
-    if let Err(e) = std::fs::write(&marker, number.to_string()) {
-        tracing::warn!(
-            "cannot record the life's network in {}: {e}",
-            marker.display()
-        );
-    }
-    match net::setup(&net_plan, sandbox.life.pid(), req.iptables, reaper).await {
-        Ok(g) => sandbox.net = Some(g),
-        Err(e) => {
-            sandbox.end(Duration::from_secs(5)).await;
-            return Err(failed("make the life's network", &e));
-        }
-    }
-    mark("network", &mut steps);
-    match dns::start(net_plan.dns, upstreams, dns::Limits::default()).await {
-        Ok(r) => sandbox.relay = Some(r),
-        Err(e) => {
-            sandbox.end(Duration::from_secs(5)).await;
-            return Err(failed("start the life's DNS relay", &e));
-        }
-    }
-    mark("relay", &mut steps);
     sandbox.took = begun.elapsed();
     sandbox.steps = steps;
     Ok(sandbox)
@@ -426,15 +496,93 @@ fn cgroup_paths(p: &cgroup::Plan) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (join, leaf)
 }
 
+/// The life's network (its relay, link and rules), ended once: when the life no longer needs it
+/// (the lifecycle ends it as the life ends, after the runner's end), or by [`Sandbox::end`].
+/// Ending it removes the rules, which takes an iptables-restore (20 to 40 ms with iptables-nft
+/// on this machine): begun while sysrunner deregisters and dockerd stops, it is off the life's
+/// path as long as those take as long.
+#[derive(Clone)]
+pub struct Network(Arc<std::sync::Mutex<NetworkState>>);
+
+enum NetworkState {
+    Up {
+        guard: net::Guard,
+        relay: Option<dns::Relay>,
+        mark: PathBuf,
+    },
+    Ending(tokio::sync::watch::Receiver<Option<Result<(), String>>>),
+}
+
+impl Network {
+    fn new(guard: net::Guard, relay: Option<dns::Relay>, mark: PathBuf) -> Network {
+        Network(Arc::new(std::sync::Mutex::new(NetworkState::Up {
+            guard,
+            relay,
+            mark,
+        })))
+    }
+
+    /// Begins ending the network, in a task of its own: the relay stops, the link is cut off,
+    /// the rules go, and the mark that would have the next start sweep them is removed. Does
+    /// nothing the second time.
+    pub fn end(&self) {
+        let mut state = self.0.lock().expect("network state");
+        if matches!(*state, NetworkState::Ending(_)) {
+            return;
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let NetworkState::Up { guard, relay, mark } =
+            std::mem::replace(&mut *state, NetworkState::Ending(rx))
+        else {
+            unreachable!("checked above");
+        };
+        let life = guard.life();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            if let Some(r) = relay {
+                r.stop().await;
+            }
+            let done = guard
+                .release()
+                .await
+                .map_err(|e| format!("the life's network: {e}"));
+            if done.is_ok() {
+                let _ = std::fs::remove_file(&mark);
+            }
+            tracing::debug!(
+                life,
+                "ended the life's network in {:.3}s",
+                t.elapsed().as_secs_f64()
+            );
+            let _ = tx.send(Some(done));
+        });
+    }
+
+    /// Waits until [`Network::end`]'s work is done, and says how it went.
+    async fn ended(&self) -> Result<(), String> {
+        let mut rx = match &*self.0.lock().expect("network state") {
+            NetworkState::Ending(rx) => rx.clone(),
+            NetworkState::Up { .. } => return Err("the life's network was never ended".into()),
+        };
+        match rx.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().expect("waited for Some"),
+            Err(_) => Err("the task that ended the life's network vanished".into()),
+        }
+    }
+}
+
 /// What ending a life took.
 #[derive(Debug, Clone)]
 pub struct Ended {
     pub took: Duration,
     /// Ending the life's processes (the init kills what is left, the PID namespace goes).
     pub life: Duration,
-    /// The relay stopped, the veth pair and the life's rules removed.
+    /// Waiting for the relay to stop, the link to be cut off and the life's rules to be removed
+    /// (beside the processes' end; what [`Network::end`] did before the end was called does not
+    /// count).
     pub network: Duration,
-    /// The cgroups and the overlay's directories removed (at the same time as the network).
+    /// The cgroups removed and the overlay's directories moved to the trash (after the
+    /// processes' end).
     pub files: Duration,
     /// What could not be undone (it is retried at the next life's start).
     pub problems: Vec<String>,
@@ -461,46 +609,50 @@ impl Sandbox {
         &self.layout
     }
 
-    /// Ends the life (every process of it, within `grace`), then removes its network, relay,
-    /// cgroups and overlay, in that order.
+    /// The life's network, to end it before the life ends (see [`Network::end`]).
+    pub fn network(&self) -> Network {
+        self.network.clone()
+    }
+
+    /// Ends the life (every process of it, within `grace`) and, beside that, its relay and its
+    /// network (unless [`Network::end`] began that earlier): the link is cut off first, then the
+    /// rules go, and the pair goes with the life's namespace. Once the processes are gone, its
+    /// cgroups and overlay.
     pub async fn end(self, grace: Duration) -> Ended {
         let begun = Instant::now();
-        let mut problems = Vec::new();
-        self.life.end(grace).await;
-        let life = begun.elapsed();
-        let mark = self.layout.state.join(NETWORK_MARK);
-        // Every process of the life is gone: the rest comes apart at once.
-        let net = async move {
+        let Sandbox {
+            life,
+            network,
+            cgroup,
+            layout,
+            ..
+        } = self;
+        network.end();
+        let network = async move {
             let t = Instant::now();
-            if let Some(r) = self.relay {
-                r.stop().await;
-            }
-            let done = match self.net {
-                Some(g) => g
-                    .teardown()
-                    .await
-                    .map_err(|e| format!("the life's network: {e}")),
-                None => Ok(()),
-            };
-            if done.is_ok() {
-                let _ = std::fs::remove_file(&mark);
-            }
+            let done = network.ended().await;
             (done, t.elapsed())
         };
-        let (cgroup, layout) = (self.cgroup, self.layout);
-        let files = tokio::task::spawn_blocking(move || {
-            let t = Instant::now();
-            let mut problems = Vec::new();
-            if let Err(e) = cgroup::remove(&cgroup, &cgroup::HostFs::new("/")) {
-                problems.push(format!("the life's cgroups: {e}"));
-            }
-            if let Err(e) = volume::clear(&layout) {
-                problems.push(format!("the life's overlay: {e}"));
-            }
-            (problems, t.elapsed())
-        });
-        let ((net_done, net_took), files) = tokio::join!(net, files);
-        problems.extend(net_done.err());
+        let rest = async move {
+            life.end(grace).await;
+            let life_took = begun.elapsed();
+            // Every process of the life is gone: its cgroups and its overlay can go.
+            let files = tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                let mut problems = Vec::new();
+                if let Err(e) = cgroup::remove(&cgroup, &cgroup::HostFs::new("/")) {
+                    problems.push(format!("the life's cgroups: {e}"));
+                }
+                if let Err(e) = volume::clear(&layout) {
+                    problems.push(format!("the life's overlay: {e}"));
+                }
+                (problems, t.elapsed())
+            })
+            .await;
+            (life_took, files)
+        };
+        let ((net_done, net_took), (life_took, files)) = tokio::join!(network, rest);
+        let mut problems: Vec<String> = net_done.err().into_iter().collect();
         let files_took = match files {
             Ok((p, took)) => {
                 problems.extend(p);
@@ -516,7 +668,7 @@ impl Sandbox {
         }
         Ended {
             took: begun.elapsed(),
-            life,
+            life: life_took,
             network: net_took,
             files: files_took,
             problems,

@@ -1,8 +1,10 @@
 //! The data volume's layout for the sandbox (`super::plan::Layout`) made real before each life,
 //! and cleared after: the life's overlay directories fresh, its files and opaque marks written into
 //! the upper layer, its per-life directories fresh, dockerd's data directory kept or emptied.
-//! Blocking file work: call it from a blocking thread. Owns these directories, nothing else of
-//! the volume but what the layout names.
+//! Nothing an earlier life left is deleted on a life's path: it is renamed into the trash (one
+//! rename per directory, however much a job wrote) and the trash is emptied by a thread of its own
+//! beside the next life. Blocking file work: call it from a blocking thread. Owns these
+//! directories, nothing else of the volume but what the layout names.
 
 use super::plan::{Layout, Plan};
 use crate::config::DataPolicy;
@@ -10,6 +12,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The name dockerd's lock file has in its data root (`crate::dockerd::effects::LOCK_FILE`):
 /// kept when the data directory is emptied.
@@ -45,20 +48,74 @@ fn make_opaque(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Gets the volume ready for the life `plan` describes.
+/// Moves `path`, if it exists, into the trash: a rename, so the volume's trash must be on the
+/// same filesystem (it is: both are the layout's).
+fn discard(layout: &Layout, path: &Path) -> io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    mkdir(&layout.trash, 0o700)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let to = layout.trash.join(format!(
+        "{name}.{}.{nanos}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    match std::fs::rename(path, &to) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// Empties the trash in a thread of its own, which nothing waits for: cut off by the container's
+/// end, it goes on at the next start.
+pub fn empty_trash(layout: &Layout) {
+    let trash = layout.trash.clone();
+    let spawned = std::thread::Builder::new()
+        .name("sysrunner-trash".into())
+        .spawn(move || {
+            let Ok(entries) = std::fs::read_dir(&trash) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                if let Err(err) = gone {
+                    tracing::warn!("cannot empty {}: {err}", path.display());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start emptying {}: {e}", layout.trash.display());
+    }
+}
+
+/// Gets the volume ready for the life `plan` describes. What earlier lives left goes to the
+/// trash, which [`empty_trash`] empties.
 pub fn prepare(layout: &Layout, plan: &Plan, data: DataPolicy) -> io::Result<()> {
     // Before the sandbox the whole volume was dockerd's data root: what lies at its top that the
     // layout does not name is an earlier dockerd's, and goes.
     if let Ok(entries) = std::fs::read_dir(&layout.volume) {
-        let ours = [&layout.data, &layout.life, &layout.dirs, &layout.state];
+        let ours = [
+            &layout.data,
+            &layout.life,
+            &layout.dirs,
+            &layout.state,
+            &layout.trash,
+        ];
         for e in entries.flatten() {
             let path = e.path();
             if !ours.iter().any(|o| **o == path) {
-                if e.file_type()?.is_dir() {
-                    remove_tree(&path)?;
-                } else {
-                    std::fs::remove_file(&path)?;
-                }
+                discard(layout, &path)?;
             }
         }
     }
@@ -82,7 +139,7 @@ pub fn prepare(layout: &Layout, plan: &Plan, data: DataPolicy) -> io::Result<()>
         make_opaque(&path)?;
     }
     for d in &plan.life_dirs {
-        remove_tree(d)?;
+        discard(layout, d)?;
         // /tmp's mode where it is a directory; the others are root's and private.
         mkdir(d, if d.ends_with("tmp") { 0o1777 } else { 0o700 })?;
     }
@@ -92,19 +149,110 @@ pub fn prepare(layout: &Layout, plan: &Plan, data: DataPolicy) -> io::Result<()>
             if KEEP_IN_DATA.iter().any(|k| e.file_name() == *k) {
                 continue;
             }
-            let path = e.path();
-            if e.file_type()?.is_dir() {
-                remove_tree(&path)?;
-            } else {
-                std::fs::remove_file(&path)?;
-            }
+            discard(layout, &e.path())?;
         }
     }
     mkdir(&layout.state, 0o700)
 }
 
-/// Drops what a life left on the volume: its overlay and per-life directories.
+/// Drops what a life left on the volume, its overlay and per-life directories, into the trash.
 pub fn clear(layout: &Layout) -> io::Result<()> {
-    remove_tree(&layout.life)?;
-    remove_tree(&layout.dirs)
+    discard(layout, &layout.life)?;
+    discard(layout, &layout.dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::plan::File;
+    use std::time::{Duration, Instant};
+
+    fn plan(layout: &Layout) -> Plan {
+        Plan {
+            steps: Vec::new(),
+            files: vec![File {
+                path: "/etc/hostname".into(),
+                contents: "life\n".into(),
+                mode: 0o644,
+            }],
+            opaque: Vec::new(),
+            life_dirs: vec![layout.dirs.join("tmp")],
+            hostname: "life".into(),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// What a life and an earlier dockerd left: a stray entry at the volume's top, images in the
+    /// data root beside its lock file, the life's overlay and per-life directories.
+    fn litter(l: &Layout) {
+        std::fs::create_dir_all(l.volume.join("overlay2/abc")).unwrap();
+        std::fs::create_dir_all(l.data.join("image/overlay2")).unwrap();
+        std::fs::write(l.data.join(crate::dockerd::effects::LOCK_FILE), "").unwrap();
+        std::fs::create_dir_all(l.upper().join("usr/local/bin")).unwrap();
+        std::fs::write(l.upper().join("usr/local/bin/hostile"), "x").unwrap();
+        std::fs::create_dir_all(l.dirs.join("tmp/left")).unwrap();
+    }
+
+    #[test]
+    fn what_earlier_lives_left_goes_to_the_trash_and_the_trash_is_emptied_beside_the_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path());
+        litter(&l);
+        prepare(&l, &plan(&l), DataPolicy::Ephemeral).unwrap();
+
+        assert_eq!(
+            names(&l.volume),
+            ["data", "life", "life-dirs", "sysrunner", "trash"]
+        );
+        assert_eq!(names(&l.data), [crate::dockerd::effects::LOCK_FILE]);
+        assert!(!l.upper().join("usr/local/bin/hostile").exists());
+        assert_eq!(
+            std::fs::read_to_string(l.upper().join("etc/hostname")).unwrap(),
+            "life\n"
+        );
+        assert_eq!(names(&l.dirs), ["tmp"]);
+        assert_eq!(names(&l.dirs.join("tmp")), Vec::<String>::new());
+        // The stray tree, the images, the old overlay and per-life directories: renamed, whole.
+        let trash = names(&l.trash);
+        assert_eq!(trash.len(), 4, "{trash:?}");
+        for prefix in ["overlay2.", "image.", "life.", "life-dirs."] {
+            assert!(trash.iter().any(|n| n.starts_with(prefix)), "{trash:?}");
+        }
+
+        clear(&l).unwrap();
+        assert!(!l.life.exists() && !l.dirs.exists());
+        assert_eq!(names(&l.trash).len(), 6);
+
+        empty_trash(&l);
+        let end = Instant::now() + Duration::from_secs(30);
+        while !names(&l.trash).is_empty() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(names(&l.trash), Vec::<String>::new());
+        assert_eq!(names(&l.data), [crate::dockerd::effects::LOCK_FILE]);
+    }
+
+    #[test]
+    fn with_docker_data_kept_the_images_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path());
+        litter(&l);
+        prepare(&l, &plan(&l), DataPolicy::Keep).unwrap();
+        assert_eq!(
+            names(&l.data),
+            [crate::dockerd::effects::LOCK_FILE, "image"]
+        );
+        assert!(l.data.join("image/overlay2").is_dir());
+    }
 }

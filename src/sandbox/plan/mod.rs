@@ -56,6 +56,9 @@ pub struct Layout {
     pub dirs: PathBuf,
     /// sysrunner's own state (the registration record): outside what the life gets.
     pub state: PathBuf,
+    /// What earlier lives left (their overlay, their per-life directories, dockerd's data under
+    /// DOCKER_DATA=ephemeral), moved here at once and deleted beside the next life.
+    pub trash: PathBuf,
 }
 
 impl Layout {
@@ -66,6 +69,7 @@ impl Layout {
             life: volume.join("life"),
             dirs: volume.join("life-dirs"),
             state: volume.join("sysrunner"),
+            trash: volume.join("trash"),
         }
     }
 
