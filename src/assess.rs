@@ -46,6 +46,7 @@ pub async fn assess(root: &Path, docker: &DockerSettings) -> Report {
         seen.live,
         docker,
         crate::dockerd::installed_version(),
+        crate::dockerd::installed_containerd(),
         &plan::proxy_env_of_process(),
     )
 }
@@ -56,6 +57,7 @@ pub fn report(
     live: Option<Live>,
     docker: &DockerSettings,
     version: Option<Version>,
+    containerd: Option<std::path::PathBuf>,
     proxy_env: &BTreeMap<String, String>,
 ) -> Report {
     let probe::Verdict { runtime, reasons } = probe::decide(&facts, live.as_ref());
@@ -71,6 +73,7 @@ pub fn report(
             version,
             detected_mtu,
             proxy_env,
+            containerd,
         },
     );
     Report {
@@ -132,6 +135,18 @@ impl Report {
                         .unwrap_or_else(|| "1500 (default)".into()),
                     plan::SOCKET,
                     plan::SOCKET_GROUP,
+                );
+                let _ = writeln!(
+                    s,
+                    "containerd: {}",
+                    match &p.containerd {
+                        Some(c) => format!(
+                            "started by sysrunner before dockerd ({}, socket {})",
+                            c.binary.display(),
+                            c.socket.display()
+                        ),
+                        None => "started by dockerd (no containerd on PATH)".into(),
+                    }
                 );
                 for step in &p.pre_steps {
                     let _ = writeln!(

@@ -40,13 +40,18 @@ pub async fn run(settings: &ProbeSettings, command: &[String]) -> Result<(), Err
     .await
     .inspect_err(|e| println!("dockerd: {e}"))?;
     println!(
-        "dockerd: ready in {:.2}s (storage {}, mtu {}, iptables {:?})",
+        "dockerd: ready in {:.2}s (storage {}, mtu {}, iptables {:?}, containerd started by {})",
         dockerd.ready_after.as_secs_f64(),
         plan.storage_driver,
         plan.mtu
             .map(|m| m.to_string())
             .unwrap_or_else(|| "1500".into()),
-        plan.iptables
+        plan.iptables,
+        if dockerd.own_containerd() {
+            "sysrunner"
+        } else {
+            "dockerd"
+        }
     );
     let code = run_command(command, &reaper).await;
     let stop = dockerd.stop(Duration::from_secs(10)).await;

@@ -675,6 +675,15 @@ fn dockerd_gets_a_private_data_root_beside_a_host_var_lib_docker(kind: BoxKind, 
             "{kind:?}, leftovers {leftovers}:\n{stdout}\n{stderr}"
         );
         assert!(stdout.contains("dockerd: ready in"), "{stdout}");
+        // sysrunner starts containerd and hands it to dockerd, which then starts none.
+        assert!(
+            stdout.contains("containerd started by sysrunner"),
+            "{stdout}"
+        );
+        assert!(
+            !stderr.contains("starting managed containerd"),
+            "dockerd started its own containerd:\n{stderr}"
+        );
         assert!(stdout.contains("driver=overlay2"), "{stdout}");
         assert!(
             !stdout.contains("fs=overlayfs") && stdout.contains("fs="),

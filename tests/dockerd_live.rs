@@ -36,6 +36,15 @@ fn dockerd_through_the_module(kind: BoxKind, runtime: &str, profile: &str) {
         p["dockerd"]["storage_driver"], "overlay2",
         "the box's data root is ext4"
     );
+    // containerd on the box's PATH: sysrunner starts it and hands its socket to dockerd.
+    assert_eq!(
+        p["dockerd"]["containerd"]["socket"], "/var/run/docker/containerd/containerd.sock",
+        "{p:#}"
+    );
+    assert_eq!(
+        p["dockerd"]["daemon_json"]["containerd"], p["dockerd"]["containerd"]["socket"],
+        "{p:#}"
+    );
     assert_eq!(
         p["live"]["mount_error"],
         serde_json::Value::Null,
@@ -68,6 +77,10 @@ fn dockerd_through_the_module(kind: BoxKind, runtime: &str, profile: &str) {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("runtime: {runtime}")), "{stdout}");
     assert!(stdout.contains("dockerd: ready in"), "{stdout}");
+    assert!(
+        stdout.contains("containerd started by sysrunner"),
+        "{stdout}"
+    );
     assert!(stdout.contains("container-ran"), "{stdout}");
     assert!(
         stdout.contains("mtu=1400"),

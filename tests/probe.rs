@@ -27,7 +27,14 @@ fn docker(mtu: Option<u32>) -> DockerSettings {
 
 fn report_for(name: &str, version: Option<Version>) -> Report {
     let facts = probe::read_facts(&fixture(name));
-    assess::report(facts, None, &docker(Some(1400)), version, &BTreeMap::new())
+    assess::report(
+        facts,
+        None,
+        &docker(Some(1400)),
+        version,
+        None,
+        &BTreeMap::new(),
+    )
 }
 
 const V26: Option<Version> = Some(Version {
@@ -134,7 +141,7 @@ fn plan_with_store(name: &str, store: ImageStore, version: Option<Version>) -> P
         image_store: store,
         ..docker(Some(1400))
     };
-    assess::report(facts, None, &docker, version, &BTreeMap::new())
+    assess::report(facts, None, &docker, version, None, &BTreeMap::new())
         .dockerd
         .expect("a plan")
 }
@@ -224,7 +231,7 @@ fn without_namespace_links_the_maps_decide() {
     let facts = probe::read_facts(dir.path());
     assert_eq!(facts.user_namespace.inode, None);
     assert_eq!(facts.user_namespace.initial, Some(false));
-    let r = assess::report(facts, None, &docker(None), V26, &BTreeMap::new());
+    let r = assess::report(facts, None, &docker(None), V26, None, &BTreeMap::new());
     assert_eq!(r.runtime, Runtime::Sysbox);
 }
 
@@ -333,4 +340,66 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &dest).unwrap();
         }
     }
+}
+
+/// With a containerd installed, sysrunner starts it and dockerd is handed its socket (dockerd's
+/// own start would dial it before it listens and back off for a second); its config keeps
+/// dockerd's layout: the root under the data root, state and socket under /var/run/docker.
+#[test]
+fn an_installed_containerd_is_started_by_sysrunner_and_handed_to_dockerd() {
+    let facts = probe::read_facts(&fixture("sysbox-v2"));
+    let data_root = facts.data_root.path.clone();
+    let r = assess::report(
+        facts.clone(),
+        None,
+        &docker(Some(1400)),
+        V26,
+        Some("/usr/bin/containerd".into()),
+        &BTreeMap::new(),
+    );
+    let p = r.dockerd.clone().expect("a plan");
+    let c = p.containerd.as_ref().expect("containerd planned");
+    assert_eq!(c.binary, Path::new("/usr/bin/containerd"));
+    assert_eq!(c.args, ["--config", "/run/sysrunner/containerd.toml"]);
+    assert_eq!(c.config_file, Path::new("/run/sysrunner/containerd.toml"));
+    assert_eq!(
+        p.daemon_json["containerd"],
+        "/var/run/docker/containerd/containerd.sock"
+    );
+    // containerd itself parses it when the live tests start it (tests/dockerd_live.rs).
+    let lines: Vec<&str> = c.config.lines().map(str::trim).collect();
+    for want in [
+        "version = 2".to_string(),
+        format!("root = \"{data_root}/containerd/daemon\""),
+        "state = \"/var/run/docker/containerd/daemon\"".into(),
+        "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]".into(),
+        "[grpc]".into(),
+        "address = \"/var/run/docker/containerd/containerd.sock\"".into(),
+    ] {
+        assert!(
+            lines.contains(&want.as_str()),
+            "{want:?} missing:\n{}",
+            c.config
+        );
+    }
+    assert!(
+        r.human()
+            .contains("containerd: started by sysrunner before dockerd"),
+        "{}",
+        r.human()
+    );
+
+    // Without one, dockerd starts its own, as before.
+    let r = assess::report(
+        facts,
+        None,
+        &docker(Some(1400)),
+        V26,
+        None,
+        &BTreeMap::new(),
+    );
+    let p = r.dockerd.clone().expect("a plan");
+    assert!(p.containerd.is_none());
+    assert!(p.daemon_json.get("containerd").is_none());
+    assert!(r.human().contains("containerd: started by dockerd"));
 }

@@ -9,8 +9,8 @@ pub mod plan;
 pub mod process;
 
 pub use effects::PrepareError;
-pub use plan::{Iptables, Plan, PreStep, Profile, StorageDriver, Version};
-pub use process::{Dockerd, StartError, StopReport, installed_version, ping};
+pub use plan::{Containerd, Iptables, Plan, PreStep, Profile, StorageDriver, Version};
+pub use process::{Dockerd, StartError, StopReport, installed_containerd, installed_version, ping};
 
 use crate::config::DataPolicy;
 use crate::process::Spawner;

@@ -1,8 +1,10 @@
-//! The dockerd process: an exclusive lock on the data root, the spawn (through a
+//! The dockerd process: an exclusive lock on the data root, the containerd the plan hands it
+//! started first and its socket awaited (see `plan::Containerd`), the spawn (through a
 //! [`crate::process::Spawner`]: sysrunner's own child, or in the life sandbox; in its own process
-//! group, with a clean environment), output forwarded to our log under the `dockerd` target,
-//! readiness by `GET /_ping`, and stop: SIGTERM, wait, SIGKILL, then every orphan left behind
-//! (containerd, shims, container inits) killed. Waits for no child itself: the reaper does.
+//! group, with a clean environment), output forwarded to our log under the `dockerd` and
+//! `containerd` targets, readiness by `GET /_ping`, and stop: SIGTERM, wait, SIGKILL, dockerd then
+//! containerd, then every orphan left behind (shims, container inits) killed. Waits for no child
+//! itself: the reaper does.
 
 use super::effects::LOCK_FILE;
 use super::plan::{self, Plan, Version};
@@ -32,15 +34,97 @@ pub enum StartError {
     #[error("dockerd exited before it was ready ({0}); its last lines are in the log above")]
     Exited(ExitStatus),
     #[error(
+        "containerd exited before its socket {socket} appeared ({status}); its last lines are in the log above"
+    )]
+    ContainerdExited { socket: String, status: ExitStatus },
+    #[error(
         "dockerd did not answer GET /_ping on {socket} within {timeout:?} (DOCKERD_READY_TIMEOUT)"
     )]
     NotReady { socket: String, timeout: Duration },
 }
 
-/// A running dockerd.
-pub struct Dockerd {
+/// A process sysrunner started for dockerd: dockerd itself, or the containerd it is handed.
+struct Daemon {
     handle: Handle,
     exit: watch::Receiver<Option<ExitStatus>>,
+}
+
+impl Daemon {
+    fn spawn(
+        spawner: &dyn Spawner,
+        binary: &Path,
+        args: &[String],
+        env: &std::collections::BTreeMap<String, String>,
+        name: Name,
+    ) -> Result<Daemon, StartError> {
+        let mut spec = Spec::new(binary);
+        spec.args = args.to_vec();
+        spec.env.insert("PATH".into(), path_env());
+        spec.env
+            .extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let child = spawner.spawn(spec).map_err(|source| StartError::Spawn {
+            binary: binary.display().to_string(),
+            source,
+        })?;
+        forward(child.stdout, "stdout", name);
+        forward(child.stderr, "stderr", name);
+        let (tx, rx) = watch::channel(None);
+        let exit = child.exit;
+        tokio::spawn(async move {
+            if let Ok(status) = exit.await {
+                let _ = tx.send(Some(status));
+            }
+        });
+        Ok(Daemon {
+            handle: child.handle,
+            exit: rx,
+        })
+    }
+
+    fn status(&self) -> Option<ExitStatus> {
+        *self.exit.borrow()
+    }
+
+    /// Resolves when the process exits, with its status.
+    async fn exited(&self) -> ExitStatus {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(s) = *rx.borrow_and_update() {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                // The watcher is gone only if the reaper dropped the owner: treat as killed.
+                return ExitStatus::Signal(Signal::SIGKILL as i32);
+            }
+        }
+    }
+
+    /// SIGTERM, up to `grace`, then SIGKILL of its process group.
+    async fn stop(&self, what: &str, grace: Duration) -> ExitStatus {
+        self.handle.signal(Signal::SIGTERM);
+        match tokio::time::timeout(grace, self.exited()).await {
+            Ok(s) => s,
+            Err(_) => {
+                tracing::warn!("{what} did not stop within {grace:?}: killing it");
+                self.handle.kill_group();
+                self.exited().await
+            }
+        }
+    }
+}
+
+/// Whose output a line is.
+#[derive(Clone, Copy)]
+enum Name {
+    Dockerd,
+    Containerd,
+}
+
+/// A running dockerd.
+pub struct Dockerd {
+    daemon: Daemon,
+    /// The containerd sysrunner started for it, if the plan says so.
+    containerd: Option<Daemon>,
     spawner: Arc<dyn Spawner>,
     /// Its socket, as sysrunner reaches it.
     socket: PathBuf,
@@ -58,6 +142,11 @@ pub fn installed_version() -> Option<Version> {
     let bin = which::which("dockerd").ok()?;
     let out = Command::new(bin).arg("--version").output().ok()?;
     Version::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The `containerd` on PATH, which sysrunner then starts itself before dockerd.
+pub fn installed_containerd() -> Option<PathBuf> {
+    which::which("containerd").ok()
 }
 
 /// dockerd's PATH: the chosen iptables backend first.
@@ -101,36 +190,49 @@ impl Dockerd {
         ready_timeout: Duration,
     ) -> Result<Dockerd, StartError> {
         let lock = lock_data_root(&spawner.outside(&plan.data_root))?;
-        let binary = binary();
-        let mut spec = Spec::new(&binary);
-        spec.args = plan.args.clone();
-        spec.env.insert("PATH".into(), path_env());
-        spec.env
-            .extend(plan.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let deadline = tokio::time::Instant::now() + ready_timeout;
         let started = Instant::now();
-        let child = spawner.spawn(spec).map_err(|source| StartError::Spawn {
-            binary: binary.display().to_string(),
-            source,
-        })?;
-        forward(child.stdout, "stdout");
-        forward(child.stderr, "stderr");
-        let (tx, rx) = watch::channel(None);
-        let exit = child.exit;
-        tokio::spawn(async move {
-            if let Ok(status) = exit.await {
-                let _ = tx.send(Some(status));
+        let containerd = match &plan.containerd {
+            Some(c) => {
+                let d = Daemon::spawn(&*spawner, &c.binary, &c.args, &plan.env, Name::Containerd)?;
+                let socket = spawner.outside(&c.socket);
+                if let Err(e) =
+                    wait_for_socket(&d, &socket, &c.socket, deadline, ready_timeout).await
+                {
+                    d.stop("containerd", Duration::from_secs(2)).await;
+                    spawner.kill_orphans().await;
+                    return Err(e);
+                }
+                tracing::debug!(
+                    "containerd listening after {:.3}s",
+                    started.elapsed().as_secs_f64()
+                );
+                Some(d)
             }
-        });
+            None => None,
+        };
+        let daemon = match Daemon::spawn(&*spawner, &binary(), &plan.args, &plan.env, Name::Dockerd)
+        {
+            Ok(d) => d,
+            Err(e) => {
+                if let Some(c) = &containerd {
+                    c.stop("containerd", Duration::from_secs(2)).await;
+                }
+                spawner.kill_orphans().await;
+                return Err(e);
+            }
+        };
         let socket = spawner.outside(Path::new(plan::SOCKET));
         let mut d = Dockerd {
-            handle: child.handle,
-            exit: rx,
+            daemon,
+            containerd,
             spawner,
             socket,
             _lock: lock,
             ready_after: Duration::ZERO,
         };
-        match d.wait_ready(ready_timeout).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match d.wait_ready(left, ready_timeout).await {
             Ok(()) => {
                 d.ready_after = started.elapsed();
                 Ok(d)
@@ -142,6 +244,11 @@ impl Dockerd {
         }
     }
 
+    /// Whether sysrunner started containerd for this dockerd (else dockerd started its own).
+    pub fn own_containerd(&self) -> bool {
+        self.containerd.is_some()
+    }
+
     /// Its socket, as sysrunner reaches it (inside a life sandbox: through the life's root).
     pub fn socket(&self) -> &Path {
         &self.socket
@@ -149,23 +256,14 @@ impl Dockerd {
 
     /// Resolves when dockerd exits, with its status.
     pub async fn exited(&self) -> ExitStatus {
-        let mut rx = self.exit.clone();
-        loop {
-            if let Some(s) = *rx.borrow_and_update() {
-                return s;
-            }
-            if rx.changed().await.is_err() {
-                // The watcher is gone only if the reaper dropped the owner: treat as killed.
-                return ExitStatus::Signal(Signal::SIGKILL as i32);
-            }
-        }
+        self.daemon.exited().await
     }
 
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), StartError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+    async fn wait_ready(&mut self, left: Duration, timeout: Duration) -> Result<(), StartError> {
+        let deadline = tokio::time::Instant::now() + left;
         let mut delay = Duration::from_millis(10);
         loop {
-            if let Some(status) = *self.exit.borrow() {
+            if let Some(status) = self.daemon.status() {
                 return Err(StartError::Exited(status));
             }
             if ping(&self.socket).await {
@@ -183,25 +281,55 @@ impl Dockerd {
         }
     }
 
-    /// SIGTERM, up to `grace` for dockerd to stop its containers and containerd, then SIGKILL of its
-    /// process group; then every orphan it left is killed.
+    /// SIGTERM, up to `grace` for dockerd to stop its containers, then SIGKILL of its process
+    /// group; then the containerd sysrunner started, within what is left of `grace` (at least a
+    /// second); then every orphan left (shims, container inits) is killed.
     pub async fn stop(&self, grace: Duration) -> StopReport {
         let started = Instant::now();
-        self.handle.signal(Signal::SIGTERM);
-        let status = match tokio::time::timeout(grace, self.exited()).await {
-            Ok(s) => s,
-            Err(_) => {
-                tracing::warn!("dockerd did not stop within {grace:?}: killing it");
-                self.handle.kill_group();
-                self.exited().await
-            }
-        };
+        let status = self.daemon.stop("dockerd", grace).await;
+        if let Some(c) = &self.containerd {
+            let left = grace
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1));
+            c.stop("containerd", left).await;
+        }
         let orphans_killed = self.spawner.kill_orphans().await;
         StopReport {
             status,
             orphans_killed,
             took: started.elapsed(),
         }
+    }
+}
+
+/// Waits until containerd's socket exists (it is made once containerd serves), polling from 1 ms,
+/// never slower than 20 ms; fails when containerd exits first or the deadline passes.
+async fn wait_for_socket(
+    d: &Daemon,
+    socket: &Path,
+    shown: &Path,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<(), StartError> {
+    let mut delay = Duration::from_millis(1);
+    loop {
+        if let Some(status) = d.status() {
+            return Err(StartError::ContainerdExited {
+                socket: shown.display().to_string(),
+                status,
+            });
+        }
+        if socket.exists() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StartError::NotReady {
+                socket: shown.display().to_string(),
+                timeout,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -212,14 +340,17 @@ pub struct StopReport {
     pub took: Duration,
 }
 
-fn forward(pipe: Option<std::os::fd::OwnedFd>, stream: &'static str) {
+fn forward(pipe: Option<std::os::fd::OwnedFd>, stream: &'static str, name: Name) {
     let Some(reader) = pipe.and_then(|p| crate::process::reader(p).ok()) else {
         return;
     };
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!(target: "dockerd", stream, "{line}");
+            match name {
+                Name::Dockerd => tracing::info!(target: "dockerd", stream, "{line}"),
+                Name::Containerd => tracing::info!(target: "containerd", stream, "{line}"),
+            }
         }
     });
 }

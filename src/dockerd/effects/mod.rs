@@ -120,6 +120,16 @@ pub fn prepare(
     sys.write(config, &format!("{json}\n"))
         .map_err(step(format!("write {}", plan::CONFIG_FILE)))?;
 
+    if let Some(c) = &plan.containerd {
+        for dir in [&c.config_file, &c.socket] {
+            let dir = dir.parent().expect("absolute");
+            sys.mkdir_all(dir)
+                .map_err(step(format!("create {}", dir.display())))?;
+        }
+        sys.write(&c.config_file, &c.config)
+            .map_err(step(format!("write {}", c.config_file.display())))?;
+    }
+
     let backend = plan.iptables.as_str();
     let dir = Path::new(plan::IPTABLES_DIR);
     sys.mkdir_all(dir)

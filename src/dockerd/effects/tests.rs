@@ -128,6 +128,7 @@ fn fixture_plan(name: &str) -> Plan {
             }),
             detected_mtu: None,
             proxy_env: &BTreeMap::new(),
+            containerd: Some("/usr/bin/containerd".into()),
         },
     )
     .unwrap()
