@@ -72,8 +72,23 @@ pub async fn run(
 ) -> Result<(), Error> {
     let result = live(&s, &mut signals).await;
     let code = Exit::of(&result).code();
-    tracing::info!(phase = "exit", code, "exit {code}");
+    match peak_rss_kb() {
+        Some(peak_rss_kb) => tracing::info!(phase = "exit", code, peak_rss_kb, "exit {code}"),
+        None => tracing::info!(phase = "exit", code, "exit {code}"),
+    }
     result
+}
+
+/// sysrunner's peak resident memory (VmHWM), in kB.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Logs an error of the set-up (the machine logs its own as it decides on them).

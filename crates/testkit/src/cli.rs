@@ -4,7 +4,7 @@
 
 use crate::binaries::{BUILD_ID_COMMAND, SYSRUNNER_ENV};
 use crate::exit::Exit;
-use crate::{boxes, demo, fake_github, fake_runner};
+use crate::{bench, boxes, demo, fake_github, fake_runner};
 use clap::{Arg, ArgMatches, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -37,6 +37,58 @@ pub fn command() -> Command {
                         .value_parser(clap::value_parser!(PathBuf))
                         .help(format!(
                             "The sysrunner binary to run in the box [env: {SYSRUNNER_ENV}] [default: the sysrunner beside this binary]"
+                        )),
+                ),
+        )
+        .subcommand(
+            Command::new("bench")
+                .about("Each phase of a runner's life against its physical limit, in both boxes: a table, a CSV and an SVG plot (needs root and dockerd)")
+                .arg(
+                    Arg::new("runs")
+                        .long("runs")
+                        .value_name("N")
+                        .value_parser(clap::value_parser!(u32).range(1..))
+                        .default_value("5")
+                        .help("Interleaved runs of every variant"),
+                )
+                .arg(
+                    Arg::new("k")
+                        .long("k")
+                        .value_name("K,…")
+                        .value_delimiter(',')
+                        .value_parser(clap::value_parser!(u32).range(1..=16))
+                        .default_value("1,2,4,8")
+                        .help("How many boxes start at once, for each concurrency step"),
+                )
+                .arg(
+                    Arg::new("box")
+                        .long("box")
+                        .value_name("KIND")
+                        .value_parser(["sysbox", "privileged", "both"])
+                        .default_value("both"),
+                )
+                .arg(
+                    Arg::new("out")
+                        .long("out")
+                        .value_name("DIR")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .default_value("target/bench")
+                        .help("Where bench.csv and bench.svg go"),
+                )
+                .arg(
+                    Arg::new("markdown")
+                        .long("markdown")
+                        .value_name("FILE")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("Also write this markdown report (BENCHMARK.md)"),
+                )
+                .arg(
+                    Arg::new("sysrunner")
+                        .long("sysrunner")
+                        .value_name("PATH")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help(format!(
+                            "The sysrunner binary to measure [env: {SYSRUNNER_ENV}] [default: the sysrunner beside this binary]"
                         )),
                 ),
         )
@@ -89,6 +141,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                 .expect("clap checks the value");
             demo::run(kind, m.get_one::<PathBuf>("sysrunner").cloned())
         }
+        Some(("bench", m)) => bench::run(&bench_options(m)),
         Some(("fake-github", m)) => fake_github::cli::run(m),
         Some(("fake-runner", m)) => fake_runner_command(m),
         Some((BUILD_ID_COMMAND, _)) => {
@@ -97,6 +150,25 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
         }
         Some((name, m)) if boxes::cli::owns(name) => boxes::cli::run(name, m),
         _ => unreachable!("clap requires a known subcommand"),
+    }
+}
+
+fn bench_options(m: &ArgMatches) -> bench::Options {
+    let kinds = match m.get_one::<String>("box").map(String::as_str) {
+        Some("sysbox") => vec![crate::BoxKind::SysboxLike],
+        Some("privileged") => vec![crate::BoxKind::PrivilegedLike],
+        _ => vec![crate::BoxKind::SysboxLike, crate::BoxKind::PrivilegedLike],
+    };
+    bench::Options {
+        runs: *m.get_one::<u32>("runs").expect("defaulted"),
+        k: m.get_many::<u32>("k")
+            .expect("defaulted")
+            .map(|k| *k as usize)
+            .collect(),
+        kinds,
+        out: m.get_one::<PathBuf>("out").expect("defaulted").clone(),
+        markdown: m.get_one::<PathBuf>("markdown").cloned(),
+        sysrunner: m.get_one::<PathBuf>("sysrunner").cloned(),
     }
 }
 

@@ -56,6 +56,7 @@
 //! The demo runs as `sysrunner-testkit` and needs `sysrunner`: `--sysrunner PATH`, else
 //! `$SYSRUNNER_BIN`, else the `sysrunner` beside its own executable (where `cargo build` puts it).
 
+pub mod bench;
 pub mod binaries;
 pub mod boxes;
 pub mod cli;
