@@ -21,8 +21,9 @@
 //! life's namespace. An end cuts the network off as soon as the life ends (nothing of the life
 //! needs it once the runner has ended; removing iptables-nft rules alone takes 20–40 ms here),
 //! ends the processes, removes the cgroups and renames the overlay into the volume's trash, which
-//! a thread empties beside the next life. Measured over 15 lives in the sysbox-like image box on a
-//! 2-core machine: build 25–61 ms (median 30), end 3–17 ms (median 4).
+//! a thread empties beside the next life. Measured over 16 lives in the sysbox-like image box on a
+//! 2-core machine: build 24–66 ms (median 30), end 5–24 ms (median 12; what is left of the
+//! network's end once dockerd has stopped, 0–24 ms).
 //!
 //! Owns the order of the steps and the life's number; never holds a credential (the life's init is
 //! a fresh exec of sysrunner's binary, and nothing here passes it a secret).
