@@ -13,6 +13,17 @@ use std::process::ExitCode;
 const ABOUT: &str =
     "sysrunner's test kit: the demo, a fake GitHub and a fake actions/runner (never in the image)";
 
+/// `--sysrunner PATH`, as the demo and the bench take it.
+fn sysrunner_arg(what: &str) -> Arg {
+    Arg::new("sysrunner")
+        .long("sysrunner")
+        .value_name("PATH")
+        .value_parser(clap::value_parser!(PathBuf))
+        .help(format!(
+            "{what} [env: {SYSRUNNER_ENV}] [default: the sysrunner beside this binary]"
+        ))
+}
+
 pub fn command() -> Command {
     let cmd = Command::new("sysrunner-testkit")
         .version(env!("CARGO_PKG_VERSION"))
@@ -30,15 +41,7 @@ pub fn command() -> Command {
                         .default_value("sysbox")
                         .help("The box to run in: sysbox-like (a user namespace) or privileged-like"),
                 )
-                .arg(
-                    Arg::new("sysrunner")
-                        .long("sysrunner")
-                        .value_name("PATH")
-                        .value_parser(clap::value_parser!(PathBuf))
-                        .help(format!(
-                            "The sysrunner binary to run in the box [env: {SYSRUNNER_ENV}] [default: the sysrunner beside this binary]"
-                        )),
-                ),
+                .arg(sysrunner_arg("The sysrunner binary to run in the box")),
         )
         .subcommand(
             Command::new("bench")
@@ -82,15 +85,7 @@ pub fn command() -> Command {
                         .value_parser(clap::value_parser!(PathBuf))
                         .help("Also write this markdown report (BENCHMARK.md)"),
                 )
-                .arg(
-                    Arg::new("sysrunner")
-                        .long("sysrunner")
-                        .value_name("PATH")
-                        .value_parser(clap::value_parser!(PathBuf))
-                        .help(format!(
-                            "The sysrunner binary to measure [env: {SYSRUNNER_ENV}] [default: the sysrunner beside this binary]"
-                        )),
-                ),
+                .arg(sysrunner_arg("The sysrunner binary to measure")),
         )
         .subcommand(fake_github::cli::command())
         .subcommand(

@@ -251,6 +251,18 @@ fn fresh_data_root(rig: &Rig) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// dockerd in the box with the daemon.json written there, once it answers `/_ping` on `socket`.
+fn bare_dockerd(rig: &Rig, socket: &Path, log: &Path) -> Result<Child, String> {
+    let mut d = spawn(
+        rig,
+        docker::DOCKERD,
+        &["--config-file", "/etc/docker/daemon.json"],
+        log,
+    )?;
+    until(&mut d, Duration::from_secs(60), || docker::ping(socket))?;
+    Ok(d)
+}
+
 /// The bare dockerd, both ways, in a fresh box of `kind`.
 fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, String> {
     let rig = Rig::start(kind, FakeConfig::default(), sysrunner)?;
@@ -270,13 +282,7 @@ fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, Strin
         .write_file("/etc/docker/daemon.json", daemon.to_string())
         .map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let mut d = spawn(
-        &rig,
-        docker::DOCKERD,
-        &["--config-file", "/etc/docker/daemon.json"],
-        &logs.join("dockerd-default.log"),
-    )?;
-    until(&mut d, Duration::from_secs(60), || docker::ping(&socket))
+    let mut d = bare_dockerd(&rig, &socket, &logs.join("dockerd-default.log"))
         .map_err(|e| format!("dockerd (its own containerd): {e}"))?;
     out.push(sample(
         run,
@@ -321,13 +327,7 @@ fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, Strin
         )?;
         until(&mut c, Duration::from_secs(60), || c_socket.exists())
             .map_err(|e| format!("containerd: {e}"))?;
-        let mut d = spawn(
-            &rig,
-            docker::DOCKERD,
-            &["--config-file", "/etc/docker/daemon.json"],
-            &logs.join("dockerd-fast.log"),
-        )?;
-        until(&mut d, Duration::from_secs(60), || docker::ping(&socket))
+        let mut d = bare_dockerd(&rig, &socket, &logs.join("dockerd-fast.log"))
             .map_err(|e| format!("dockerd (containerd first): {e}"))?;
         out.push(sample(
             run,
@@ -392,16 +392,22 @@ struct Life {
     log: String,
 }
 
-fn life(rig: &Rig, n: u32, job: bool, sigterm: bool) -> Result<Life, String> {
-    if job {
-        rig.queue(NAME, "true", &["true"]);
-    }
-    let mut env = rig.settings(NAME);
+/// The rig's runner settings, with the JSON log the phases are read from.
+fn settings(rig: &Rig, name: &str) -> BTreeMap<String, String> {
+    let mut env = rig.settings(name);
     env.insert(
         "LOG_LEVEL".into(),
         "info,dockerd=warn,containerd=warn,runner=warn".into(),
     );
     env.insert("LOG_FORMAT".into(), "json".into());
+    env
+}
+
+fn life(rig: &Rig, n: u32, job: bool, sigterm: bool) -> Result<Life, String> {
+    if job {
+        rig.queue(NAME, "true", &["true"]);
+    }
+    let env = settings(rig, NAME);
     let log = rig.b.paths().state.join(format!("life-{n}.log"));
     let before = rig.requests().len();
     let spawned = SystemTime::now();
@@ -499,12 +505,7 @@ fn concurrency(kind: BoxKind, k: usize, sysrunner: &Path) -> Result<Vec<Sample>,
     let spawned = SystemTime::now();
     let t0 = Instant::now();
     for (i, rig) in rigs.iter().enumerate() {
-        let mut env = rig.settings(&format!("{NAME}-{i}"));
-        env.insert("LOG_FORMAT".into(), "json".into());
-        env.insert(
-            "LOG_LEVEL".into(),
-            "info,dockerd=warn,containerd=warn,runner=warn".into(),
-        );
+        let env = settings(rig, &format!("{NAME}-{i}"));
         let log = rig.b.paths().state.join("concurrent.log");
         let child = rig
             .spawn_in_box(&rig.b.sysrunner_in_box(), &["run"], &env, &log)
