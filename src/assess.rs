@@ -51,6 +51,43 @@ pub async fn assess(root: &Path, docker: &DockerSettings) -> Report {
     )
 }
 
+/// [`assess`] where the reaper runs (`dockerd-check`): dockerd's version read through it, beside
+/// the probe's observation.
+pub async fn assess_reaped<C: crate::process::Commands>(
+    root: &Path,
+    docker: &DockerSettings,
+    commands: &C,
+) -> Report {
+    let (seen, version) = tokio::join!(
+        probe::observe(root),
+        crate::dockerd::installed_version_via(commands)
+    );
+    report(
+        seen.facts,
+        seen.live,
+        docker,
+        version,
+        crate::dockerd::installed_containerd(),
+        &plan::proxy_env_of_process(),
+    )
+}
+
+/// `run`'s assessment: without dockerd's version, so that nothing waits for a `dockerd --version`
+/// (50–80 ms of Go's start-up) before containerd starts. The plan is a current dockerd's, as for
+/// any dockerd whose version is unknown; [`Report::replan`] makes it again once the version is
+/// read, and `dockerd::launch` writes that one's daemon.json if it differs.
+pub async fn assess_unversioned(root: &Path, docker: &DockerSettings) -> Report {
+    let seen = probe::observe(root).await;
+    report(
+        seen.facts,
+        seen.live,
+        docker,
+        None,
+        crate::dockerd::installed_containerd(),
+        &plan::proxy_env_of_process(),
+    )
+}
+
 /// The pure part: a report from facts, live results and the plan's other inputs.
 pub fn report(
     facts: Facts,
@@ -100,6 +137,25 @@ pub struct Unsupported {
 }
 
 impl Report {
+    /// The dockerd plan for the same container, now that dockerd's version is known (see
+    /// [`assess_unversioned`]); `None` where dockerd does not start.
+    pub fn replan(&self, docker: &DockerSettings, version: Option<Version>) -> Option<Plan> {
+        let containerd = self
+            .dockerd
+            .as_ref()
+            .and_then(|p| p.containerd.as_ref())
+            .map(|c| c.binary.clone());
+        report(
+            self.facts.clone(),
+            self.live.clone(),
+            docker,
+            version,
+            containerd,
+            &plan::proxy_env_of_process(),
+        )
+        .dockerd
+    }
+
     /// The plan, or why there is none.
     pub fn plan(&self) -> Result<&Plan, Unsupported> {
         self.dockerd.as_ref().ok_or_else(|| Unsupported {

@@ -17,7 +17,7 @@ pub async fn run(settings: &ProbeSettings, command: &[String]) -> Result<(), Err
         eprintln!("sysrunner dockerd-check: cannot start the reaper: {e}");
         Error::Reaper(e)
     })?;
-    let report = crate::assess::assess(Path::new("/"), &settings.docker).await;
+    let report = crate::assess::assess_reaped(Path::new("/"), &settings.docker, &reaper).await;
     println!(
         "runtime: {} ({})",
         report.runtime.as_str(),
@@ -36,6 +36,10 @@ pub async fn run(settings: &ProbeSettings, command: &[String]) -> Result<(), Err
         settings.docker.data,
         spawner,
         settings.docker.ready_timeout,
+        dockerd::Beside {
+            replan: None,
+            sweep: Some(dockerd::leftovers::sweep(plan.iptables, reaper.clone())),
+        },
     )
     .await
     .inspect_err(|e| println!("dockerd: {e}"))?;

@@ -9,7 +9,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Gid, Pid, Uid};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -165,4 +165,70 @@ impl Spawner for Local {
 /// An output pipe of a process, readable by tokio.
 pub fn reader(fd: OwnedFd) -> io::Result<tokio::net::unix::pipe::Receiver> {
     tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+}
+
+/// How a command ran.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs a command to its end, with `stdin` as its input. sysrunner's is its [`Reaper`], since
+/// nothing else in sysrunner may wait for a child; a test without a reaper passes its own. The
+/// command must be started from the calling thread: iptables acts on the network namespace of
+/// the thread that forks it.
+pub trait Commands: Clone + Send + Sync + 'static {
+    fn output(
+        &self,
+        cmd: Command,
+        stdin: Vec<u8>,
+    ) -> impl Future<Output = io::Result<Output>> + Send;
+}
+
+impl Commands for Reaper {
+    async fn output(&self, mut cmd: Command, input: Vec<u8>) -> io::Result<Output> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.spawn(&mut cmd)?;
+        let stdin = child.stdin.take();
+        let write = tokio::task::spawn_blocking(move || {
+            if let Some(mut pipe) = stdin {
+                pipe.write_all(&input)?;
+            }
+            Ok::<_, io::Error>(())
+        });
+        // All pipes at once: a child blocked on a full stderr would never close its stdout, nor
+        // read the rest of its input.
+        let stdout = read_all(child.stdout);
+        let stderr = read_all(child.stderr);
+        let status = child
+            .exit
+            .await
+            .map_err(|_| io::Error::other("the reaper lost the exit status"))?;
+        let stdout = stdout.await.map_err(io::Error::other)??;
+        let stderr = stderr.await.map_err(io::Error::other)??;
+        // A child that exits without reading all of its input breaks the pipe: its status says
+        // what went wrong, not the EPIPE.
+        let _ = write.await;
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+fn read_all<R: Read + Send + 'static>(
+    pipe: Option<R>,
+) -> tokio::task::JoinHandle<io::Result<Vec<u8>>> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            p.read_to_end(&mut buf)?;
+        }
+        Ok(buf)
+    })
 }

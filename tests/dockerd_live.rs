@@ -97,6 +97,59 @@ fn dockerd_through_the_module(kind: BoxKind, runtime: &str, profile: &str) {
         "dockerd ran on the box's data root under its lock"
     );
     eprintln!("{kind:?}: dockerd-check took {:?}\n{stdout}", t.elapsed());
+
+    // A second dockerd in the same network namespace (as in a Kubernetes pod, where a restarted
+    // container keeps the pod's): what the first left there (its chains, docker0, n1's bridge)
+    // is removed before it starts, and Docker's own rules beside them stay.
+    let links = |b: &testkit::TestBox| -> Vec<String> {
+        b.run_shell("ip -o link show | cut -d: -f2 | tr -d ' '")
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let left = links(&b);
+    let bridges: Vec<&String> = left.iter().filter(|l| l.starts_with("br-")).collect();
+    assert!(
+        left.contains(&"docker0".to_string()) && bridges.len() == 1,
+        "the first dockerd leaves docker0 and n1's bridge behind: {left:?}"
+    );
+    assert!(
+        b.run_shell("iptables-save")
+            .unwrap()
+            .contains(":DOCKER-USER")
+    );
+    b.run_shell(
+        "iptables -t nat -N DOCKER_OUTPUT && iptables -t nat -A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT",
+    )
+    .unwrap();
+    let out = b
+        .output(
+            b.command(b.sysrunner_in_box())
+                .env("DOCKER_MTU", "1400")
+                .env("LOG_LEVEL", "info")
+                .args(["dockerd-check", "--", "true"]),
+        )
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("removed what an earlier dockerd left in this network namespace"),
+        "{stderr}"
+    );
+    let now = links(&b);
+    assert!(
+        !now.contains(bridges[0]),
+        "n1's bridge from the first dockerd is gone: {now:?}"
+    );
+    let rules = b.run_shell("iptables-save -t nat").unwrap();
+    assert!(
+        rules.contains("-A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT"),
+        "Docker's embedded DNS chain is not dockerd's: {rules}"
+    );
 }
 
 #[test]

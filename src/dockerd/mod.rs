@@ -5,15 +5,19 @@
 //! nothing of GitHub or the runner.
 
 pub mod effects;
+pub mod leftovers;
 pub mod plan;
 pub mod process;
 
 pub use effects::PrepareError;
 pub use plan::{Containerd, Iptables, Plan, PreStep, Profile, StorageDriver, Version};
-pub use process::{Dockerd, StartError, StopReport, installed_containerd, installed_version, ping};
+pub use process::{
+    Dockerd, StartError, StopReport, installed_containerd, installed_version,
+    installed_version_via, ping,
+};
 
 use crate::config::DataPolicy;
-use crate::process::Spawner;
+use crate::process::{BoxFut, Spawner};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,27 +37,44 @@ pub enum LaunchError {
     Cancelled(tokio::task::JoinError),
 }
 
+/// What [`launch`] does beside containerd's start, before it spawns dockerd: each takes tens of
+/// milliseconds that containerd's start (≈60 ms here) hides.
+#[derive(Default)]
+pub struct Beside {
+    /// The plan again, made once dockerd's version is known: `run` plans without it (reading it
+    /// is a `dockerd --version`, 50–80 ms of Go's start-up), as for a current dockerd. When its
+    /// daemon.json differs (an older dockerd), that one is written before dockerd starts.
+    pub replan: Option<BoxFut<'static, Option<Plan>>>,
+    /// Removes what an earlier dockerd left in the network namespace this one will run in
+    /// ([`leftovers`]); it reports its own outcome.
+    pub sweep: Option<BoxFut<'static, ()>>,
+}
+
 /// Prepares the system as `plan` says, then starts dockerd and waits until it answers `/_ping`.
 /// The preparation blocks (it empties the data root, and the cgroup v2 nesting sleeps between
 /// retries), so it runs on tokio's blocking pool: `run` starts dockerd beside the registration on
-/// a single-threaded runtime, and must keep answering signals meanwhile.
+/// a single-threaded runtime, and must keep answering signals meanwhile. What `beside` holds runs
+/// while containerd starts, and is done before dockerd is spawned.
 pub async fn launch(
     plan: &Plan,
     data: DataPolicy,
     spawner: Arc<dyn Spawner>,
     ready_timeout: Duration,
+    beside: Beside,
 ) -> Result<Dockerd, LaunchError> {
     let owned = plan.clone();
     // Where dockerd will run: this container's root, or a life sandbox's seen through its init.
     let root = spawner.outside(std::path::Path::new("/"));
-    let prepared = tokio::task::spawn_blocking(move || {
+    let system = move || -> Box<dyn effects::System + Send> {
         if root == std::path::Path::new("/") {
-            effects::prepare(&owned, data, &effects::RealSystem)
+            Box::new(effects::RealSystem)
         } else {
-            effects::prepare(&owned, data, &effects::RootedSystem { root })
+            Box::new(effects::RootedSystem { root: root.clone() })
         }
-    })
-    .await;
+    };
+    let sys = system.clone();
+    let prepared =
+        tokio::task::spawn_blocking(move || effects::prepare(&owned, data, &*sys())).await;
     let log = match prepared {
         Ok(log) => log?,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -62,5 +83,39 @@ pub async fn launch(
     for line in log {
         tracing::debug!("dockerd: {line}");
     }
-    Ok(Dockerd::start(plan, spawner, ready_timeout).await?)
+    let Beside { replan, sweep } = beside;
+    let beside = tokio::spawn(async move {
+        let replan = async {
+            match replan {
+                Some(r) => r.await,
+                None => None,
+            }
+        };
+        let sweep = async {
+            if let Some(s) = sweep {
+                s.await;
+            }
+        };
+        tokio::join!(replan, sweep).0
+    });
+    let planned = plan.clone();
+    let before_dockerd = async move {
+        let replanned = match beside.await {
+            Ok(p) => p,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        };
+        let Some(new) = replanned.filter(|p| p.daemon_json != planned.daemon_json) else {
+            return Ok(());
+        };
+        for n in new.notes.iter().filter(|n| !planned.notes.contains(n)) {
+            tracing::warn!("dockerd: {n}");
+        }
+        tracing::info!("dockerd's version asks for another daemon.json: rewrote it");
+        tokio::task::spawn_blocking(move || effects::write_config(&new, &*system()))
+            .await
+            .map_err(|e| StartError::Prepare(e.to_string()))?
+            .map_err(|e| StartError::Prepare(e.to_string()))
+    };
+    Ok(Dockerd::start_with(plan, spawner, ready_timeout, before_dockerd).await?)
 }

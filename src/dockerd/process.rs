@@ -41,6 +41,9 @@ pub enum StartError {
         "dockerd did not answer GET /_ping on {socket} within {timeout:?} (DOCKERD_READY_TIMEOUT)"
     )]
     NotReady { socket: String, timeout: Duration },
+    /// What had to be done between containerd's start and dockerd's failed.
+    #[error("before dockerd's start: {0}")]
+    Prepare(String),
 }
 
 /// A process sysrunner started for dockerd: dockerd itself, or the containerd it is handed.
@@ -137,10 +140,21 @@ fn binary() -> PathBuf {
     which::which("dockerd").unwrap_or_else(|_| PathBuf::from("/usr/bin/dockerd"))
 }
 
-/// The installed dockerd's version (`dockerd --version`), if there is a dockerd on PATH.
+/// The installed dockerd's version (`dockerd --version`), if there is a dockerd on PATH. Waits for
+/// the child itself: only where no reaper runs (`probe`).
 pub fn installed_version() -> Option<Version> {
     let bin = which::which("dockerd").ok()?;
     let out = Command::new(bin).arg("--version").output().ok()?;
+    Version::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// [`installed_version`] through `commands`: where the reaper runs (`run`, `dockerd-check`),
+/// nothing else may wait for a child.
+pub async fn installed_version_via<C: crate::process::Commands>(commands: &C) -> Option<Version> {
+    let bin = which::which("dockerd").ok()?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--version");
+    let out = commands.output(cmd, Vec::new()).await.ok()?;
     Version::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -189,6 +203,17 @@ impl Dockerd {
         spawner: Arc<dyn Spawner>,
         ready_timeout: Duration,
     ) -> Result<Dockerd, StartError> {
+        Self::start_with(plan, spawner, ready_timeout, async { Ok(()) }).await
+    }
+
+    /// [`Dockerd::start`], with `before_dockerd` awaited once containerd is up (or at once when
+    /// dockerd starts its own) and before dockerd is spawned; its failure stops containerd.
+    pub async fn start_with(
+        plan: &Plan,
+        spawner: Arc<dyn Spawner>,
+        ready_timeout: Duration,
+        before_dockerd: impl std::future::Future<Output = Result<(), StartError>>,
+    ) -> Result<Dockerd, StartError> {
         let lock = lock_data_root(&spawner.outside(&plan.data_root))?;
         let deadline = tokio::time::Instant::now() + ready_timeout;
         let started = Instant::now();
@@ -211,8 +236,11 @@ impl Dockerd {
             }
             None => None,
         };
-        let daemon = match Daemon::spawn(&*spawner, &binary(), &plan.args, &plan.env, Name::Dockerd)
-        {
+        let spawned = match before_dockerd.await {
+            Ok(()) => Daemon::spawn(&*spawner, &binary(), &plan.args, &plan.env, Name::Dockerd),
+            Err(e) => Err(e),
+        };
+        let daemon = match spawned {
             Ok(d) => d,
             Err(e) => {
                 if let Some(c) = &containerd {

@@ -99,7 +99,12 @@ fn logged(e: Error) -> Error {
 
 async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) -> Result<(), Error> {
     let reaper = Reaper::start().map_err(Error::Reaper).map_err(logged)?;
-    let report = crate::assess::assess(Path::new("/"), &s.docker).await;
+    // dockerd's version is read beside everything up to dockerd's spawn (see Beside::replan).
+    let version = {
+        let r = reaper.clone();
+        tokio::spawn(async move { crate::dockerd::installed_version_via(&r).await })
+    };
+    let report = crate::assess::assess_unversioned(Path::new("/"), &s.docker).await;
     let plan = match report.plan() {
         Ok(p) => p.clone(),
         Err(u) => {
@@ -219,7 +224,19 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
         &user.home.to_string_lossy(),
         &format!("unix://{SOCKET}"),
     );
+    let replan: crate::process::BoxFut<'static, Option<crate::dockerd::Plan>> = {
+        let (report, docker) = (report.clone(), s.docker.clone());
+        Box::pin(async move { report.replan(&docker, version.await.ok().flatten()) })
+    };
+    let beside = crate::dockerd::Beside {
+        replan: Some(replan),
+        // In a sandbox dockerd gets a network namespace of its own, new with each life.
+        sweep: sandbox
+            .is_none()
+            .then(|| crate::dockerd::leftovers::sweep(plan.iptables, reaper.clone())),
+    };
     let mut host = RealHost {
+        beside: Mutex::new(Some(beside)),
         s: Arc::new(s.clone()),
         plan: Arc::new(plan),
         spawner,
@@ -351,6 +368,8 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// The host of a real life: dockerd, GitHub, the runner's processes, the state files.
 struct RealHost {
+    /// What dockerd's launch does beside containerd's start; taken by the first launch.
+    beside: Mutex<Option<crate::dockerd::Beside>>,
     s: Arc<RunSettings>,
     plan: Arc<crate::dockerd::Plan>,
     /// Where the life's processes run: sysrunner's own children, or the life sandbox.
@@ -431,6 +450,12 @@ impl RealHost {
             self.s.docker.data,
             self.s.docker.ready_timeout,
         );
+        let beside = self
+            .beside
+            .lock()
+            .expect("beside lock")
+            .take()
+            .unwrap_or_default();
         let (spawner, slot, events, life) = (
             self.spawner.clone(),
             self.dockerd.clone(),
@@ -443,7 +468,7 @@ impl RealHost {
                     return Self::send(&events, Event::DockerdFailed(Error::SandboxBuild(why)));
                 }
             }
-            match dockerd::launch(&plan, data, spawner, timeout).await {
+            match dockerd::launch(&plan, data, spawner, timeout, beside).await {
                 Ok(d) => {
                     let d = Arc::new(d);
                     *slot.lock().expect("dockerd slot") = Some(d.clone());

@@ -66,23 +66,23 @@
 //! (ip-sysctl.rst), so it is written only when it is off.
 
 use crate::dockerd::Iptables;
+use crate::netops::{self, Connection, is_errno, restore_script};
+pub use crate::process::{Commands, Output};
 use crate::reaper::{ExitStatus, Reaper};
 use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteScope, RouteType};
 use rtnetlink::packet_route::{AddressFamily, address::AddressAttribute};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Where every life's /30 comes from (see the module doc for why this range).
 pub const RANGE: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(198, 19, 0, 0), 16);
@@ -98,8 +98,6 @@ const HOST_IF_PREFIX: &str = "vlife";
 const TAG_PREFIX: &str = "sysrunner-life-";
 /// The smallest MTU IPv4 allows (RFC 791) and the largest a veth takes.
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
-/// How long iptables-restore waits for the xtables lock (`-w`) before it fails.
-const XTABLES_WAIT_SECONDS: &str = "10";
 
 /// What no life gets a route to through the container: the default route is added on its own,
 /// and loopback, "this network", link-local, multicast and reserved addresses are never forwarded
@@ -260,31 +258,16 @@ impl Plan {
 }
 
 /// The `-D <chain> <spec…>` lines, per table, for the rules in an `iptables-save` dump whose
-/// comment `select` picks. iptables reads back what it saves; a rule with a quoted comment is never
-/// one of ours, since tags have no characters that need quoting.
+/// comment `select` picks. A rule with a quoted comment is never one of ours, since tags have no
+/// characters that need quoting. What [`Firewall::remove`] deletes, for the tests to read.
+#[cfg(test)]
 fn deletions(dump: &str, select: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<String>> {
-    let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut table = None;
-    for line in dump.lines() {
-        if let Some(name) = line.strip_prefix('*') {
-            table = Some(name.trim().to_owned());
-            continue;
-        }
-        let Some(rule) = line.strip_prefix("-A ") else {
-            continue;
-        };
-        let words: Vec<&str> = rule.split_whitespace().collect();
-        let comment = words.windows(2).find(|w| w[0] == "--comment").map(|w| w[1]);
-        if let (Some(t), Some(c)) = (&table, comment) {
-            if select(c) {
-                by_table
-                    .entry(t.clone())
-                    .or_default()
-                    .push(format!("-D {}", words.join(" ")));
-            }
-        }
-    }
-    by_table
+    netops::deletions_where(dump, |_, words| comment(words).is_some_and(&select))
+}
+
+/// A saved rule's comment, as its words carry it.
+fn comment<'a>(words: &[&'a str]) -> Option<&'a str> {
+    words.windows(2).find(|w| w[0] == "--comment").map(|w| w[1])
 }
 
 /// `iptables-restore --noflush` input that inserts `rules` at the heads of their chains, in the
@@ -315,19 +298,6 @@ fn delete_script(rules: &[Rule]) -> String {
             .push(format!("-D {} {}", r.chain, r.spec.join(" ")));
     }
     restore_script(by_table)
-}
-
-fn restore_script<T: AsRef<str>>(by_table: BTreeMap<T, Vec<String>>) -> String {
-    let mut script = String::new();
-    for (table, lines) in by_table {
-        script.push_str(&format!("*{}\n", table.as_ref()));
-        for l in lines {
-            script.push_str(&l);
-            script.push('\n');
-        }
-        script.push_str("COMMIT\n");
-    }
-    script
 }
 
 /// True for any life's tag: `sysrunner-life-` and digits only.
@@ -391,6 +361,29 @@ pub enum NetError {
     },
 }
 
+impl From<netops::FirewallError> for NetError {
+    fn from(e: netops::FirewallError) -> NetError {
+        match e {
+            netops::FirewallError::Missing { binary } => NetError::IptablesMissing { binary },
+            netops::FirewallError::Io { command, source } => NetError::Io {
+                what: format!("run {command}"),
+                source,
+            },
+            netops::FirewallError::Failed {
+                command,
+                input,
+                status,
+                stderr,
+            } => NetError::Iptables {
+                command,
+                input,
+                status,
+                stderr,
+            },
+        }
+    }
+}
+
 impl NetError {
     /// True when a fresh container cannot do better: the container lacks something, or the
     /// numbers are wrong. Netlink, I/O and iptables failures may be passing (a link of a life that
@@ -407,130 +400,24 @@ impl NetError {
     }
 }
 
-/// How a command ran.
-#[derive(Debug, Clone)]
-pub struct Output {
-    pub status: ExitStatus,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-}
-
-/// Runs a command to its end, with `stdin` as its input. sysrunner's is its [`Reaper`], since
-/// nothing else in sysrunner may wait for a child; a test without a reaper passes its own. The
-/// command must be started from the calling thread: iptables acts on the network namespace of
-/// the thread that forks it.
-pub trait Commands: Clone + Send + Sync + 'static {
-    fn output(
-        &self,
-        cmd: Command,
-        stdin: Vec<u8>,
-    ) -> impl Future<Output = io::Result<Output>> + Send;
-}
-
-impl Commands for Reaper {
-    async fn output(&self, mut cmd: Command, input: Vec<u8>) -> io::Result<Output> {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = self.spawn(&mut cmd)?;
-        let stdin = child.stdin.take();
-        let write = tokio::task::spawn_blocking(move || {
-            if let Some(mut pipe) = stdin {
-                pipe.write_all(&input)?;
-            }
-            Ok::<_, io::Error>(())
-        });
-        // All pipes at once: a child blocked on a full stderr would never close its stdout, nor
-        // read the rest of its input.
-        let stdout = read_all(child.stdout);
-        let stderr = read_all(child.stderr);
-        let status = child
-            .exit
-            .await
-            .map_err(|_| io::Error::other("the reaper lost the exit status"))?;
-        let stdout = stdout.await.map_err(io::Error::other)??;
-        let stderr = stderr.await.map_err(io::Error::other)??;
-        // A child that exits without reading all of its input breaks the pipe: its status says
-        // what went wrong, not the EPIPE.
-        let _ = write.await;
-        Ok(Output {
-            status,
-            stdout,
-            stderr,
-        })
-    }
-}
-
-fn read_all<R: Read + Send + 'static>(
-    pipe: Option<R>,
-) -> tokio::task::JoinHandle<io::Result<Vec<u8>>> {
-    tokio::task::spawn_blocking(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            p.read_to_end(&mut buf)?;
-        }
-        Ok(buf)
-    })
-}
-
-/// The container's iptables backend, and how to run it. Rules go in and out through
-/// `iptables-save` and `iptables-restore --noflush`: one process per change instead of one per
-/// rule (with iptables-nft each process took 10 to 15 ms on this machine), and each table's changes
-/// are committed at once.
+/// The container's iptables backend (see [`netops::Firewall`]), with the life's ways of changing
+/// it: rules tagged by their comment.
 #[derive(Clone)]
-struct Firewall<C> {
-    save: PathBuf,
-    restore: PathBuf,
-    commands: C,
-}
+struct Firewall<C>(netops::Firewall<C>);
 
 impl<C: Commands> Firewall<C> {
     /// `iptables-legacy-*` or `iptables-nft-*` from PATH: the backend the inner dockerd was set
     /// up with, so that both speak to the same tables.
     fn find(backend: Iptables, commands: C) -> Result<Self, NetError> {
-        let find = |tool: &str| {
-            let name = format!("iptables-{}-{tool}", backend.as_str());
-            which::which(&name).map_err(|_| NetError::IptablesMissing { binary: name })
-        };
-        Ok(Firewall {
-            save: find("save")?,
-            restore: find("restore")?,
+        Ok(Firewall(netops::Firewall::find(
+            backend.as_str(),
+            netops::Family::V4,
             commands,
-        })
-    }
-
-    async fn run(&self, binary: &Path, args: &[&str], stdin: String) -> Result<String, NetError> {
-        let command = format!("{} {}", binary.display(), args.join(" "));
-        let mut cmd = Command::new(binary);
-        cmd.args(args);
-        let out = self
-            .commands
-            .output(cmd, stdin.clone().into_bytes())
-            .await
-            .map_err(|source| NetError::Io {
-                what: format!("run {command}"),
-                source,
-            })?;
-        if out.status != ExitStatus::Code(0) {
-            return Err(NetError::Iptables {
-                command,
-                input: stdin,
-                status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    async fn apply(&self, script: String) -> Result<(), NetError> {
-        let restore = self.restore.clone();
-        self.run(&restore, &["-w", XTABLES_WAIT_SECONDS, "--noflush"], script)
-            .await
-            .map(|_| ())
+        )?))
     }
 
     async fn insert(&self, rules: &[Rule]) -> Result<(), NetError> {
-        self.apply(insert_script(rules)).await
+        Ok(self.0.apply(insert_script(rules)).await?)
     }
 
     /// Deletes exactly `rules`; where that fails (one is gone already: iptables-restore applies
@@ -540,7 +427,7 @@ impl<C: Commands> Firewall<C> {
         rules: &[Rule],
         select: impl Fn(&str) -> bool,
     ) -> Result<usize, NetError> {
-        match self.apply(delete_script(rules)).await {
+        match self.0.apply(delete_script(rules)).await {
             Ok(()) => Ok(rules.len()),
             Err(_) => self.remove(select).await,
         }
@@ -548,14 +435,10 @@ impl<C: Commands> Firewall<C> {
 
     /// Deletes every rule whose comment `select` picks; returns how many went.
     async fn remove(&self, select: impl Fn(&str) -> bool) -> Result<usize, NetError> {
-        let save = self.save.clone();
-        let dump = self.run(&save, &[], String::new()).await?;
-        let doomed = deletions(&dump, select);
-        let count = doomed.values().map(Vec::len).sum();
-        if count > 0 {
-            self.apply(restore_script(doomed)).await?;
-        }
-        Ok(count)
+        Ok(self
+            .0
+            .remove_where(|_, words| comment(words).is_some_and(&select))
+            .await?)
     }
 }
 
@@ -739,25 +622,12 @@ async fn delete_index(handle: &Handle, index: u32, name: &str) -> Result<bool, N
 pub async fn sweep<C: Commands>(iptables: Iptables, commands: &C) -> Result<usize, NetError> {
     let firewall = Firewall::find(iptables, commands.clone())?;
     let (_conn, handle) = netlink_here()?;
-    let links: Vec<_> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
+    let removed = netops::delete_links_where(&handle, any_life_link)
         .await
-        .map_err(netlink_error("list the container's links"))?;
-    let mut removed = 0;
-    for l in links {
-        let name = l.attributes.iter().find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n.clone()),
-            _ => None,
-        });
-        if let Some(name) = name.filter(|n| any_life_link(n)) {
-            if delete_index(&handle, l.header.index, &name).await? {
-                removed += 1;
-            }
-        }
-    }
+        .map_err(netlink_error(
+            "remove the links a sysrunner before this one left",
+        ))?
+        .len();
     Ok(removed + firewall.remove(any_life).await?)
 }
 
@@ -994,22 +864,12 @@ async fn set_up(handle: &Handle, index: u32, what: &str) -> Result<(), NetError>
         .map_err(netlink_error(format!("set {what} up")))
 }
 
-/// A netlink connection whose task ends when this is dropped.
-struct Connection(tokio::task::JoinHandle<()>);
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// A netlink connection in the calling thread's network namespace.
 fn netlink_here() -> Result<(Connection, Handle), NetError> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetError::Io {
+    netops::netlink_here().map_err(|source| NetError::Io {
         what: "open a netlink socket".into(),
         source,
-    })?;
-    Ok((Connection(tokio::spawn(conn)), handle))
+    })
 }
 
 /// A netlink connection in the namespace `ns`. A socket belongs to the network namespace it was
@@ -1055,10 +915,6 @@ fn netlink_error(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Ne
         what,
         source: Box::new(source),
     }
-}
-
-fn is_errno(e: &rtnetlink::Error, errno: nix::errno::Errno) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -(errno as i32))
 }
 
 #[cfg(test)]

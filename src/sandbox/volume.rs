@@ -8,22 +8,18 @@
 
 use super::plan::{Layout, Plan};
 use crate::config::DataPolicy;
+use crate::trash::Trash;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The name dockerd's lock file has in its data root (`crate::dockerd::effects::LOCK_FILE`):
+/// The names dockerd's lock file and trash have in its data root (`crate::dockerd::effects`):
 /// kept when the data directory is emptied.
-const KEEP_IN_DATA: &[&str] = &[crate::dockerd::effects::LOCK_FILE];
-
-fn remove_tree(path: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
+const KEEP_IN_DATA: &[&str] = &[
+    crate::dockerd::effects::LOCK_FILE,
+    crate::dockerd::effects::TRASH_DIR,
+];
 
 fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::DirBuilder::new()
@@ -48,55 +44,15 @@ fn make_opaque(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Moves `path`, if it exists, into the trash: a rename, so the volume's trash must be on the
-/// same filesystem (it is: both are the layout's).
+/// Moves `path`, if it exists, into the volume's trash.
 fn discard(layout: &Layout, path: &Path) -> io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    if std::fs::symlink_metadata(path).is_err() {
-        return Ok(());
-    }
-    mkdir(&layout.trash, 0o700)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let to = layout.trash.join(format!(
-        "{name}.{}.{nanos}.{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    match std::fs::rename(path, &to) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
+    Trash::new(&layout.trash).discard(path)
 }
 
-/// Empties the trash in a thread of its own, which nothing waits for: cut off by the container's
-/// end, it goes on at the next start.
+/// Empties the volume's trash in a thread of its own, which nothing waits for: cut off by the
+/// container's end, it goes on at the next start.
 pub fn empty_trash(layout: &Layout) {
-    let trash = layout.trash.clone();
-    let spawned = std::thread::Builder::new()
-        .name("sysrunner-trash".into())
-        .spawn(move || {
-            let Ok(entries) = std::fs::read_dir(&trash) else {
-                return;
-            };
-            for e in entries.flatten() {
-                let path = e.path();
-                let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    remove_tree(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                if let Err(err) = gone {
-                    tracing::warn!("cannot empty {}: {err}", path.display());
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start emptying {}: {e}", layout.trash.display());
-    }
+    Trash::new(&layout.trash).empty_in_background();
 }
 
 /// Gets the volume ready for the life `plan` describes. What earlier lives left goes to the

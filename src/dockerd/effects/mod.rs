@@ -5,6 +5,7 @@
 
 use super::plan::{self, Plan, PreStep};
 use crate::config::DataPolicy;
+use crate::trash::Trash;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,8 +17,10 @@ pub trait System {
     fn mkdir_all(&self, path: &Path) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Removes everything inside `dir` except the names in `keep`; `dir` itself stays (it may be
-    /// a mount point).
+    /// Takes everything inside `dir` except the names in `keep` out of it at once: into the
+    /// trash [`TRASH_DIR`] inside it (a rename each, however much an earlier life left), which a
+    /// thread of its own empties beside dockerd's start. `dir` itself stays (it may be a mount
+    /// point); so does the trash, which `keep` must name.
     fn empty_dir(&self, dir: &Path, keep: &[&str]) -> io::Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
     fn mount_securityfs(&self) -> io::Result<()>;
@@ -52,6 +55,9 @@ fn step(step: impl Into<String>) -> impl FnOnce(io::Error) -> PrepareError {
 
 /// The name of the lock file in the data root: kept when the data root is emptied.
 pub const LOCK_FILE: &str = ".sysrunner.lock";
+/// The trash in the data root: what an earlier life left there goes into it when the data root is
+/// emptied (DOCKER_DATA=ephemeral), and is deleted off dockerd's path.
+pub const TRASH_DIR: &str = ".sysrunner-trash";
 
 /// How often the cgroup v2 nesting is retried while processes race into the root cgroup.
 const NEST_ATTEMPTS: u32 = 20;
@@ -105,7 +111,7 @@ pub fn prepare(
     sys.mkdir_all(data_root)
         .map_err(step(format!("create {}", data_root.display())))?;
     if data == DataPolicy::Ephemeral {
-        sys.empty_dir(data_root, &[LOCK_FILE])
+        sys.empty_dir(data_root, &[LOCK_FILE, TRASH_DIR])
             .map_err(step(format!(
                 "empty {} (DOCKER_DATA=ephemeral)",
                 data_root.display()
@@ -113,12 +119,7 @@ pub fn prepare(
         log.push(format!("emptied {}", data_root.display()));
     }
 
-    let config = Path::new(plan::CONFIG_FILE);
-    sys.mkdir_all(config.parent().expect("absolute"))
-        .map_err(step("create /etc/docker"))?;
-    let json = serde_json::to_string_pretty(&plan.daemon_json).expect("JSON serialises");
-    sys.write(config, &format!("{json}\n"))
-        .map_err(step(format!("write {}", plan::CONFIG_FILE)))?;
+    write_config(plan, sys)?;
 
     if let Some(c) = &plan.containerd {
         for dir in [&c.config_file, &c.socket] {
@@ -152,6 +153,17 @@ pub fn prepare(
     }
     log.push(format!("iptables backend {backend}"));
     Ok(log)
+}
+
+/// Writes the plan's daemon.json (`prepare` does; `launch` again when the plan changed once
+/// dockerd's version was known).
+pub fn write_config(plan: &Plan, sys: &dyn System) -> Result<(), PrepareError> {
+    let config = Path::new(plan::CONFIG_FILE);
+    sys.mkdir_all(config.parent().expect("absolute"))
+        .map_err(step("create /etc/docker"))?;
+    let json = serde_json::to_string_pretty(&plan.daemon_json).expect("JSON serialises");
+    sys.write(config, &format!("{json}\n"))
+        .map_err(step(format!("write {}", plan::CONFIG_FILE)))
 }
 
 /// `iptables-save` -> `/usr/sbin/iptables-legacy-save`; `iptables` -> `/usr/sbin/iptables-legacy`.
@@ -256,18 +268,14 @@ impl System for RealSystem {
         std::fs::remove_file(path)
     }
     fn empty_dir(&self, dir: &Path, keep: &[&str]) -> io::Result<()> {
+        let trash = Trash::new(dir.join(TRASH_DIR));
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
-            if keep.iter().any(|k| entry.file_name() == *k) {
-                continue;
-            }
-            let path = entry.path();
-            if entry.file_type()?.is_dir() {
-                remove_tree(&path)?;
-            } else {
-                std::fs::remove_file(&path)?;
+            if !keep.iter().any(|k| entry.file_name() == *k) {
+                trash.discard(&entry.path())?;
             }
         }
+        trash.empty_in_background();
         Ok(())
     }
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
@@ -359,16 +367,6 @@ impl System for RootedSystem {
     }
     fn sleep(&self, d: Duration) {
         RealSystem.sleep(d)
-    }
-}
-
-/// Removes a directory tree without following symlinks and without crossing into mounts' contents
-/// being a problem: overlay2 leaves read-only or immutable-looking dirs only when in use.
-fn remove_tree(path: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

@@ -145,7 +145,7 @@ fn sysbox_profile_touches_no_kernel_state() {
         "{ops:#?}"
     );
     assert!(
-        ops.contains(&"empty /var/lib/docker keep .sysrunner.lock".to_string()),
+        ops.contains(&"empty /var/lib/docker keep .sysrunner.lock,.sysrunner-trash".to_string()),
         "{ops:#?}"
     );
     assert!(
@@ -272,4 +272,34 @@ fn a_live_dockerd_stops_preparation_and_keeps_its_files() {
             .iter()
             .any(|o| o.starts_with("rm") || o.starts_with("empty"))
     );
+}
+
+/// An ephemeral data root is emptied by renames: what the last life left is gone from it at once,
+/// the lock file stays, and the trash empties itself off dockerd's path.
+#[test]
+fn the_real_data_root_is_emptied_into_a_trash_that_empties_itself() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    std::fs::create_dir_all(root.join("overlay2/abc/diff")).unwrap();
+    std::fs::write(root.join("overlay2/abc/diff/big"), "layer").unwrap();
+    std::fs::write(root.join(LOCK_FILE), "").unwrap();
+    std::fs::write(root.join("engine-id"), "x").unwrap();
+    RealSystem.empty_dir(root, &[LOCK_FILE, TRASH_DIR]).unwrap();
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(), vec![TRASH_DIR.to_string(), LOCK_FILE.to_string()]);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(root.join(TRASH_DIR)).unwrap().count() > 0
+        && std::time::Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read_dir(root.join(TRASH_DIR)).unwrap().count(), 0);
 }

@@ -2,13 +2,16 @@
 //! side by side in one run. Per run, for each box kind, in turn (so that the machine's noise hits
 //! every variant alike):
 //!
-//! - **limit**: in a fresh box, a bare dockerd with exactly the daemon.json sysrunner plans for
-//!   that box (`sysrunner probe --json`), timed from its spawn to its first `/_ping`, then to its
-//!   exit after SIGTERM; once the usual way (dockerd starts its own containerd) and once the
-//!   fastest way this machine has (containerd first, its socket awaited, then dockerd handed it,
-//!   as sysrunner does);
+//! - **limit**: a bare dockerd with exactly the daemon.json sysrunner plans for that box
+//!   (`sysrunner probe --json`), timed from its spawn to its first `/_ping`, then to its exit
+//!   after SIGTERM; once the usual way (dockerd starts its own containerd) and once the fastest
+//!   way this machine has (containerd first, its socket awaited, then dockerd handed it, as
+//!   sysrunner does), each in a fresh box (a fresh network namespace: what one dockerd leaves
+//!   there slows the next one's start);
 //! - **sysrunner**: in another fresh box against the fake GitHub, a first and a second life with a
-//!   job of `true` (spawn → listening, → job done, → exit; each phase read from the timestamps of
+//!   job of `true`, the second in the same box after the first (so in the same network namespace,
+//!   as a container restarted in a Kubernetes pod: the harder case, since Docker's `restart:
+//!   always` gives a new one) (spawn → listening, → job done, → exit; each phase read from the timestamps of
 //!   the `phase` field of sysrunner's JSON log, never from a message's words), then a third life
 //!   sent SIGTERM once listening; sysrunner's peak RSS (VmHWM) and the requests the fake GitHub
 //!   served in each life;
@@ -297,7 +300,13 @@ fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, Strin
         ms(stop(&mut d)?),
     ));
 
-    // The fast way: containerd first, its socket awaited, then dockerd handed it.
+    // The fast way: containerd first, its socket awaited, then dockerd handed it; in a box of
+    // its own, since the first dockerd's chains and bridge would slow this one's start (see
+    // sysrunner's dockerd::leftovers).
+    drop(rig);
+    let rig = Rig::start(kind, FakeConfig::default(), sysrunner)?;
+    let logs = rig.b.paths().state.clone();
+    let socket = box_path(&rig, docker::SOCKET);
     if !containerd.is_null() {
         let config = containerd["config"].as_str().unwrap_or_default();
         let config_file = containerd["config_file"].as_str().unwrap_or_default();
@@ -318,7 +327,7 @@ fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, Strin
         rig.b
             .write_file("/etc/docker/daemon.json", plan["daemon_json"].to_string())
             .map_err(|e| e.to_string())?;
-        let t = Instant::now();
+        let (t, wall) = (Instant::now(), SystemTime::now());
         let mut c = spawn(
             &rig,
             &binary,
@@ -327,7 +336,9 @@ fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, Strin
         )?;
         until(&mut c, Duration::from_secs(60), || c_socket.exists())
             .map_err(|e| format!("containerd: {e}"))?;
-        let mut d = bare_dockerd(&rig, &socket, &logs.join("dockerd-fast.log"))
+        out.push(sample(run, kind, DOCKERD_STEPS[0], ms(t.elapsed())));
+        let log = logs.join("dockerd-fast.log");
+        let mut d = bare_dockerd(&rig, &socket, &log)
             .map_err(|e| format!("dockerd (containerd first): {e}"))?;
         out.push(sample(
             run,
@@ -335,6 +346,13 @@ fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, Strin
             "limit: dockerd ready (containerd first)",
             ms(t.elapsed()),
         ));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for (step, message) in DOCKERD_STEPS[1..].iter().zip(DOCKERD_MESSAGES) {
+            if let Some(at) = text.lines().find_map(|l| logrus_time(l, message)) {
+                let after = at.duration_since(wall).unwrap_or_default();
+                out.push(sample(run, kind, step, ms(after)));
+            }
+        }
         let stopped = stop(&mut d)? + stop(&mut c)?;
         out.push(sample(
             run,
@@ -344,6 +362,34 @@ fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, Strin
         ));
     }
     Ok(out)
+}
+
+/// Where the limit's dockerd spends its time, from containerd's spawn: containerd's socket, then
+/// the times of dockerd's own log lines (its messages, in `DOCKERD_MESSAGES`' order).
+pub const DOCKERD_STEPS: [&str; 5] = [
+    "limit: containerd listening",
+    "limit: dockerd \"Starting up\"",
+    "limit: dockerd \"Loading containers: start\"",
+    "limit: dockerd \"Loading containers: done\"",
+    "limit: dockerd \"API listen\"",
+];
+const DOCKERD_MESSAGES: [&str; 4] = [
+    "msg=\"Starting up\"",
+    "msg=\"Loading containers: start.\"",
+    "msg=\"Loading containers: done.\"",
+    "msg=\"API listen on",
+];
+
+/// The time of a line of dockerd's log (logrus: `time="<RFC 3339>" level=… msg="…"`) that
+/// carries `message`.
+fn logrus_time(line: &str, message: &str) -> Option<SystemTime> {
+    if !line.contains(message) {
+        return None;
+    }
+    let ts = line.strip_prefix("time=\"")?.split('"').next()?;
+    let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
+    let since = Duration::from_nanos(u64::try_from(t.unix_timestamp_nanos()).ok()?);
+    Some(SystemTime::UNIX_EPOCH + since)
 }
 
 /// A line of sysrunner's JSON log with a `phase` field: the phase and when.

@@ -159,6 +159,39 @@ impl Summary {
         Some((dockerd, registration, runner))
     }
 
+    /// Per box, the limit's dockerd step by step: each step's median time since containerd's
+    /// spawn, and what it took after the step before.
+    pub fn dockerd_steps(&self) -> Vec<String> {
+        const WHAT: [&str; 5] = [
+            "containerd started and listening",
+            "dockerd spawned after that, to its first log line (Go's start-up of a ~90 MB binary, its configuration)",
+            "to loading containers (storage driver, plugins)",
+            "loading containers: the default bridge and its iptables rules, one iptables process each",
+            "to the API listening (image service, BuildKit, routers)",
+        ];
+        let mut out = Vec::new();
+        for k in self.kinds() {
+            let at: Vec<Option<f64>> = super::DOCKERD_STEPS
+                .iter()
+                .map(|m| self.median(k, m))
+                .collect();
+            if at.iter().any(Option::is_none) {
+                continue;
+            }
+            let at: Vec<f64> = at.into_iter().flatten().collect();
+            let parts: Vec<String> = at
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let took = t - if i == 0 { 0.0 } else { at[i - 1] };
+                    format!("{} +{took:.0} → {t:.0}", WHAT[i])
+                })
+                .collect();
+            out.push(format!("{}: {}", kind_name(k), parts.join("; ")));
+        }
+        out
+    }
+
     /// Each box's headline: sysrunner's first life to listening against the limit.
     pub fn headline(&self) -> Vec<String> {
         self.kinds()
@@ -378,6 +411,17 @@ impl Summary {
             opts.runs
         );
         let _ = writeln!(s, "![time to listening]({})\n", svg_rel.display());
+        let steps = self.dockerd_steps();
+        if !steps.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Where the limit's time goes\n\nThe fastest dockerd, from containerd's spawn (medians, ms; dockerd's steps are the times of its own log lines):\n"
+            );
+            for line in steps {
+                let _ = writeln!(s, "- {line}");
+            }
+            let _ = writeln!(s);
+        }
         let _ = writeln!(s, "## Every metric\n{}", self.markdown_table());
         std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))
     }
@@ -454,6 +498,31 @@ mod tests {
         let st = Stats::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
         assert_eq!(st.median, 2.5);
         assert!(Stats::of(&[]).is_none());
+    }
+
+    /// Each of dockerd's steps is told with what it took after the one before.
+    #[test]
+    fn dockerd_steps_are_cumulative_with_their_own_share() {
+        let at = [60.0, 125.0, 150.0, 350.0, 385.0];
+        let v: Vec<Sample> = super::super::DOCKERD_STEPS
+            .iter()
+            .zip(at)
+            .map(|(m, t)| s(1, m, t))
+            .collect();
+        let steps = Summary::new(v.clone(), None, Duration::ZERO).dockerd_steps();
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        for part in [
+            "+60 → 60",
+            "+65 → 125",
+            "+25 → 150",
+            "+200 → 350",
+            "+35 → 385",
+        ] {
+            assert!(steps[0].contains(part), "{part}: {steps:?}");
+        }
+        // A step missing (an older dockerd's words): no line rather than a wrong one.
+        let partial = Summary::new(v[..4].to_vec(), None, Duration::ZERO).dockerd_steps();
+        assert!(partial.is_empty(), "{partial:?}");
     }
 
     /// The limit takes the slower of dockerd and the registration, then the runner's start.
