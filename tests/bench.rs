@@ -41,6 +41,11 @@ fn the_benchmark_measures_every_variant_once_and_writes_its_reports() {
             "limit: dockerd ready (its own containerd)",
             "limit: dockerd ready (containerd first)",
             "limit: dockerd stop (containerd first)",
+            "limit: containerd listening",
+            "limit: dockerd \"\"Starting up\"\"",
+            "limit: dockerd \"\"Loading containers: done\"\"",
+            "limit: dockerd \"\"API listen\"\"",
+            "first life: start",
             "first life: probe",
             "first life: registered",
             "first life: dockerd-ready",
@@ -74,6 +79,7 @@ fn the_benchmark_measures_every_variant_once_and_writes_its_reports() {
         "## Headline",
         "![time to listening](bench.svg)",
         "| first life: listening |",
+        "## Where the limit's time goes",
     ] {
         assert!(md.contains(part), "{part:?} missing:\n{md}");
     }

@@ -70,6 +70,12 @@ pub async fn run(
     s: RunSettings,
     mut signals: mpsc::UnboundedReceiver<Signal>,
 ) -> Result<(), Error> {
+    tracing::info!(
+        phase = "start",
+        version = env!("CARGO_PKG_VERSION"),
+        "sysrunner {} starts a life",
+        env!("CARGO_PKG_VERSION")
+    );
     let result = live(&s, &mut signals).await;
     let code = Exit::of(&result).code();
     match peak_rss_kb() {

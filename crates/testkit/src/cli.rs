@@ -103,6 +103,7 @@ pub fn command() -> Command {
                         ),
                 ),
         )
+        .subcommand(bench::inside_command())
         .subcommand(
             Command::new(BUILD_ID_COMMAND)
                 .hide(true)
@@ -137,6 +138,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
             demo::run(kind, m.get_one::<PathBuf>("sysrunner").cloned())
         }
         Some(("bench", m)) => bench::run(&bench_options(m)),
+        Some((bench::INSIDE_COMMAND, m)) => bench::run_inside(m),
         Some(("fake-github", m)) => fake_github::cli::run(m),
         Some(("fake-runner", m)) => fake_runner_command(m),
         Some((BUILD_ID_COMMAND, _)) => {

@@ -32,7 +32,7 @@ enum Detail {
 }
 
 /// The phases the demo shows, in a life's order: (the `phase` field, what the demo calls it,
-/// what it adds). The others (`pristine`, `started`, `runner-starting`, `runner-updating`) pass
+/// what it adds). The others (`start`, `pristine`, `started`, `runner-starting`, `runner-updating`) pass
 /// without a line, as they always have.
 const PHASES: &[(&str, &str, Detail)] = &[
     ("probe", "probe verdict", Detail::Message),

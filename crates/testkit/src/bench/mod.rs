@@ -22,7 +22,10 @@
 //! the fake runner starts in a few). Results: a table on stdout, a CSV of every sample, an SVG
 //! plot and, with `--markdown`, BENCHMARK.md. It never talks to GitHub.
 
+mod inside;
 mod report;
+
+pub use inside::{COMMAND as INSIDE_COMMAND, command as inside_command, run as run_inside};
 
 use crate::BoxKind;
 use crate::binaries;
@@ -35,7 +38,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use report::{Sample, Summary};
@@ -183,42 +186,6 @@ fn planned(rig: &Rig) -> Result<Value, String> {
     Ok(v["dockerd"].clone())
 }
 
-/// Spawns `program args` in the box as its root, its output to `log`.
-fn spawn(rig: &Rig, program: &str, args: &[&str], log: &Path) -> Result<Child, String> {
-    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    rig.b
-        .command(program)
-        .args(args)
-        .env("PATH", crate::rig::BOX_PATH)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("spawn {program}: {e}"))
-}
-
-/// Polls `ready` every millisecond until it holds, `child` exits or `limit` passes.
-fn until(
-    child: &mut Child,
-    limit: Duration,
-    mut ready: impl FnMut() -> bool,
-) -> Result<(), String> {
-    let end = Instant::now() + limit;
-    loop {
-        if ready() {
-            return Ok(());
-        }
-        if let Ok(Some(s)) = child.try_wait() {
-            return Err(format!("exited first ({s})"));
-        }
-        if Instant::now() > end {
-            return Err(format!("not ready within {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// SIGTERM to `child`'s command (box-exec forwards it), then its exit: how long that took.
 fn stop(child: &mut Child) -> Result<Duration, String> {
     let t = Instant::now();
@@ -237,15 +204,6 @@ fn stop(child: &mut Child) -> Result<Duration, String> {
     }
 }
 
-/// `path` in the box as the host reaches it. `/var/run` is a link to `/run` whose target the
-/// host would resolve in its own root, so it is followed here.
-fn box_path(rig: &Rig, path: &str) -> PathBuf {
-    match path.strip_prefix("/var/run/") {
-        Some(rest) => rig.b.in_box(Path::new("/run").join(rest)),
-        None => rig.b.in_box(path),
-    }
-}
-
 /// Empties the box's data root (a fresh one for each dockerd, as each life gets).
 fn fresh_data_root(rig: &Rig) -> Result<(), String> {
     rig.b
@@ -254,112 +212,116 @@ fn fresh_data_root(rig: &Rig) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// dockerd in the box with the daemon.json written there, once it answers `/_ping` on `socket`.
-fn bare_dockerd(rig: &Rig, socket: &Path, log: &Path) -> Result<Child, String> {
-    let mut d = spawn(
-        rig,
-        docker::DOCKERD,
-        &["--config-file", "/etc/docker/daemon.json"],
-        log,
-    )?;
-    until(&mut d, Duration::from_secs(60), || docker::ping(socket))?;
-    Ok(d)
-}
-
-/// The bare dockerd, both ways, in a fresh box of `kind`.
+/// The bare dockerd, both ways, each in a fresh box of `kind` (a fresh network namespace: what one
+/// dockerd leaves there slows the next one's start), started and timed from inside the box by
+/// `bench-dockerd` (see `inside`).
 fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, String> {
-    let rig = Rig::start(kind, FakeConfig::default(), sysrunner)?;
-    let plan = planned(&rig)?;
-    let mut daemon = plan["daemon_json"].clone();
-    let containerd = plan["containerd"].clone();
-    let logs = rig.b.paths().state.clone();
-    let socket = box_path(&rig, docker::SOCKET);
+    let testkit = binaries::locate_testkit()?;
     let mut out = Vec::new();
-
-    // The usual way: dockerd starts its own containerd.
-    if let Some(o) = daemon.as_object_mut() {
-        o.remove("containerd");
-    }
-    fresh_data_root(&rig)?;
-    rig.b
-        .write_file("/etc/docker/daemon.json", daemon.to_string())
-        .map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    let mut d = bare_dockerd(&rig, &socket, &logs.join("dockerd-default.log"))
-        .map_err(|e| format!("dockerd (its own containerd): {e}"))?;
-    out.push(sample(
-        run,
-        kind,
-        "limit: dockerd ready (its own containerd)",
-        ms(t.elapsed()),
-    ));
-    out.push(sample(
-        run,
-        kind,
-        "limit: dockerd stop (its own containerd)",
-        ms(stop(&mut d)?),
-    ));
-
-    // The fast way: containerd first, its socket awaited, then dockerd handed it; in a box of
-    // its own, since the first dockerd's chains and bridge would slow this one's start (see
-    // sysrunner's dockerd::leftovers).
-    drop(rig);
-    let rig = Rig::start(kind, FakeConfig::default(), sysrunner)?;
-    let logs = rig.b.paths().state.clone();
-    let socket = box_path(&rig, docker::SOCKET);
-    if !containerd.is_null() {
-        let config = containerd["config"].as_str().unwrap_or_default();
-        let config_file = containerd["config_file"].as_str().unwrap_or_default();
-        let c_socket = box_path(&rig, containerd["socket"].as_str().unwrap_or_default());
-        let binary = containerd["binary"]
-            .as_str()
-            .unwrap_or("containerd")
-            .to_string();
-        fresh_data_root(&rig)?;
-        rig.b
-            .run_shell(&format!(
-                "mkdir -p $(dirname {config_file}) /var/run/docker/containerd"
-            ))
-            .map_err(|e| e.to_string())?;
-        rig.b
-            .write_file(config_file, config)
-            .map_err(|e| e.to_string())?;
-        rig.b
-            .write_file("/etc/docker/daemon.json", plan["daemon_json"].to_string())
-            .map_err(|e| e.to_string())?;
-        let (t, wall) = (Instant::now(), SystemTime::now());
-        let mut c = spawn(
-            &rig,
-            &binary,
-            &["--config", config_file],
-            &logs.join("containerd.log"),
-        )?;
-        until(&mut c, Duration::from_secs(60), || c_socket.exists())
-            .map_err(|e| format!("containerd: {e}"))?;
-        out.push(sample(run, kind, DOCKERD_STEPS[0], ms(t.elapsed())));
-        let log = logs.join("dockerd-fast.log");
-        let mut d = bare_dockerd(&rig, &socket, &log)
-            .map_err(|e| format!("dockerd (containerd first): {e}"))?;
-        out.push(sample(
-            run,
-            kind,
-            "limit: dockerd ready (containerd first)",
-            ms(t.elapsed()),
-        ));
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        for (step, message) in DOCKERD_STEPS[1..].iter().zip(DOCKERD_MESSAGES) {
-            if let Some(at) = text.lines().find_map(|l| logrus_time(l, message)) {
-                let after = at.duration_since(wall).unwrap_or_default();
-                out.push(sample(run, kind, step, ms(after)));
+    for first in [false, true] {
+        let rig = Rig::start(kind, FakeConfig::default(), sysrunner)?;
+        let plan = planned(&rig)?;
+        let containerd = &plan["containerd"];
+        if first && containerd.is_null() {
+            // No containerd installed: dockerd can only start its own.
+            continue;
+        }
+        let way = if first {
+            "containerd first"
+        } else {
+            "its own containerd"
+        };
+        let mut daemon = plan["daemon_json"].clone();
+        if !first {
+            if let Some(o) = daemon.as_object_mut() {
+                o.remove("containerd");
             }
         }
-        let stopped = stop(&mut d)? + stop(&mut c)?;
+        fresh_data_root(&rig)?;
+        rig.b
+            .write_file("/etc/docker/daemon.json", daemon.to_string())
+            .map_err(|e| e.to_string())?;
+        // The box's /tmp, which its root may write in either kind of box; `host` is where the
+        // host reads it.
+        let host = rig.b.paths().tmp.clone();
+        let log = host.join("dockerd.log");
+        let mut args: Vec<String> = [
+            inside::COMMAND,
+            "--dockerd",
+            docker::DOCKERD,
+            "--config",
+            "/etc/docker/daemon.json",
+            "--socket",
+            docker::SOCKET,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(["--log".into(), "/tmp/dockerd.log".into()]);
+        if first {
+            let config = containerd["config"].as_str().unwrap_or_default();
+            let config_file = containerd["config_file"].as_str().unwrap_or_default();
+            rig.b
+                .run_shell(&format!(
+                    "mkdir -p $(dirname {config_file}) /var/run/docker/containerd"
+                ))
+                .map_err(|e| e.to_string())?;
+            rig.b
+                .write_file(config_file, config)
+                .map_err(|e| e.to_string())?;
+            for (flag, key) in [
+                ("--containerd", "binary"),
+                ("--containerd-config", "config_file"),
+                ("--containerd-socket", "socket"),
+            ] {
+                args.extend([
+                    flag.to_string(),
+                    containerd[key].as_str().unwrap_or_default().to_string(),
+                ]);
+            }
+            args.extend(["--containerd-log".into(), "/tmp/containerd.log".into()]);
+        }
+        let o = rig
+            .b
+            .output(
+                rig.b
+                    .command(&testkit)
+                    .args(&args)
+                    .env("PATH", crate::rig::BOX_PATH),
+            )
+            .map_err(|e| format!("dockerd ({way}): {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "dockerd ({way}): {}{}",
+                String::from_utf8_lossy(&o.stderr),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
+        let timed: inside::Timed =
+            serde_json::from_slice(&o.stdout).map_err(|e| format!("{}: {e}", inside::COMMAND))?;
         out.push(sample(
             run,
             kind,
-            "limit: dockerd stop (containerd first)",
-            ms(stopped),
+            &format!("limit: dockerd ready ({way})"),
+            timed.ready_ms,
         ));
+        out.push(sample(
+            run,
+            kind,
+            &format!("limit: dockerd stop ({way})"),
+            timed.stop_ms,
+        ));
+        if let Some(c) = timed.containerd_listening_ms {
+            out.push(sample(run, kind, DOCKERD_STEPS[0], c));
+            let wall = SystemTime::UNIX_EPOCH
+                + Duration::from_nanos(u64::try_from(timed.started_unix_ns).unwrap_or(0));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for (step, message) in DOCKERD_STEPS[1..].iter().zip(DOCKERD_MESSAGES) {
+                if let Some(at) = text.lines().find_map(|l| logrus_time(l, message)) {
+                    let after = at.duration_since(wall).unwrap_or_default();
+                    out.push(sample(run, kind, step, ms(after)));
+                }
+            }
+        }
     }
     Ok(out)
 }
