@@ -47,5 +47,6 @@ pub mod reaper;
 pub mod register;
 pub mod runner;
 pub mod sandbox;
+pub mod scaleset;
 pub mod secret;
 pub mod trash;
