@@ -3,8 +3,6 @@
 //! from the injected clock), token renewal, 409 recovery, prune. Every answer the fake gave is
 //! checked against runners-openapi.json at the end of each test.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use sysrunner::config::{Auth, Scope};
@@ -18,45 +16,8 @@ use sysrunner_testkit::fake_github::{
 
 const KEY: &str = include_str!("keys/app.pem");
 
-/// A clock that only moves when the client sleeps: a whole retry schedule runs in milliseconds.
-struct TestTime {
-    now: Mutex<SystemTime>,
-    sleeps: Mutex<Vec<Duration>>,
-}
-
-impl TestTime {
-    fn new() -> Arc<TestTime> {
-        Arc::new(TestTime {
-            now: Mutex::new(SystemTime::now()),
-            sleeps: Mutex::new(Vec::new()),
-        })
-    }
-    fn sleeps(&self) -> Vec<u64> {
-        self.sleeps
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_secs())
-            .collect()
-    }
-    fn advance(&self, d: Duration) {
-        *self.now.lock().unwrap() += d;
-    }
-}
-
-impl Time for TestTime {
-    fn now(&self) -> SystemTime {
-        *self.now.lock().unwrap()
-    }
-    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.sleeps.lock().unwrap().push(d);
-        self.advance(d);
-        Box::pin(async {})
-    }
-    fn jitter(&self) -> f64 {
-        1.0
-    }
-}
+mod clock_support;
+use clock_support::TestTime;
 
 struct Env {
     fake: FakeGitHub,
@@ -368,7 +329,7 @@ async fn an_exhausted_rate_limit_waits_until_its_reset() {
     .await;
     // The client's clock stands still at `start`; the fake's reset is 100 s after its real
     // clock at the reply, so every real second the test took adds up to one to the wait.
-    let start = *e.time.now.lock().unwrap();
+    let start = e.time.now();
     e.client(repo(), pat(ALL_GRANTS_PAT))
         .remove_token()
         .await

@@ -620,9 +620,32 @@ impl ActionsClient {
         .map(|_| ())
     }
 
-    /// A JIT configuration for a runner called `name` in scale set `id`. A taken name is a
-    /// [`ScalesetError::Refused`] of type `AgentExistsException`.
+    /// A JIT configuration for a runner called `name` in scale set `id`. A taken name
+    /// (`AgentExistsException`: a leftover, or an earlier attempt whose answer was lost) is
+    /// recovered as actions-runner-controller does: the runner of that name is removed if it
+    /// belongs to this scale set, and the call made once more; one of another scale set, or a
+    /// busy one, is the caller's error.
     pub async fn jit_config(&self, id: u64, name: &str) -> Result<ScaleSetJit, ScalesetError> {
+        match self.jit_config_once(id, name).await {
+            Err(e) if e.type_name() == Some("AgentExistsException") => {
+                let Some(old) = self.runner_by_name(name).await? else {
+                    return self.jit_config_once(id, name).await;
+                };
+                if old.runner_scale_set_id != id {
+                    return Err(e);
+                }
+                tracing::info!(
+                    runner_id = old.id,
+                    "a runner named {name} exists in scale set {id} already: removing it and asking again"
+                );
+                self.remove_runner(old.id).await?;
+                self.jit_config_once(id, name).await
+            }
+            r => r,
+        }
+    }
+
+    async fn jit_config_once(&self, id: u64, name: &str) -> Result<ScaleSetJit, ScalesetError> {
         let body = serde_json::to_string(&JitRequest {
             name,
             work_folder: "",

@@ -15,7 +15,8 @@
 //! - [`boxes`]: the namespace boxes (sysbox-like, privileged-like), their hidden init, and the
 //!   containers made of an image that start as boxes on an overlay root, again and again.
 //! - [`dns`]: Docker's embedded resolver (`127.0.0.11`), imitated inside a box's network namespace.
-//! - [`fake_github`]: GitHub's runner REST API, the runner's side of it, a control API.
+//! - [`fake_github`]: GitHub's runner REST API, the runner's side of it, the runner scale set API's
+//!   Actions service, a control API.
 //! - [`fake_runner`]: an actions/runner release whose listener speaks to the fake GitHub.
 //! - [`openapi`]: the fake's answers checked against GitHub's OpenAPI description.
 //! - [`rig`]: a runner container's stand-in (a box, the fake runner, the fake GitHub beside it),

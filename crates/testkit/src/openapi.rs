@@ -42,6 +42,24 @@ pub fn kept_copy_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-api/runners-openapi.json")
 }
 
+/// REST paths GitHub serves that the description leaves out, and that the checker therefore
+/// accepts; the rule for every other undocumented path stays (a success answer there is a
+/// departure). Each entry: method, path, and what its answer must hold instead of a schema.
+///
+/// - `POST /actions/runner-registration`: the scale set client's exchange of a registration
+///   token for the Actions-service URL and an admin token (`shared/SCALESET.md` §1,
+///   `getActionsServiceAdminConnection`); any 2xx with `{"url", "token"}`, both non-empty.
+///
+/// The Actions service itself (`/_actions/…`) is not GitHub's REST API: the fake logs its calls
+/// without an `api_path`, like its other own protocols, so they are out of this checker's scope.
+pub const UNDOCUMENTED_EXCEPTIONS: &[(&str, &str)] = &[("POST", "/actions/runner-registration")];
+
+fn is_documented_exception(method: &str, path: &str) -> bool {
+    UNDOCUMENTED_EXCEPTIONS
+        .iter()
+        .any(|(m, p)| m.eq_ignore_ascii_case(method) && *p == path)
+}
+
 /// One operation of the description.
 #[derive(Debug, Clone)]
 pub struct Operation {
@@ -222,7 +240,7 @@ impl OpenApi {
     /// Every way one logged exchange departs from the description (empty when it conforms).
     pub fn check_record(&self, r: &RequestRecord) -> Vec<String> {
         let (Some(status), Some(path)) = (r.status, r.api_path.as_deref()) else {
-            return vec![]; // no answer (a hang), or the fake's own protocols
+            return vec![]; // no answer (a hang), or the fake's own protocols (the Actions service among them)
         };
         let mut bad = vec![];
         for h in [
@@ -248,6 +266,18 @@ impl OpenApi {
         };
         match self.find(&r.method, path) {
             None if status >= 400 => check_error(&mut bad),
+            None if is_documented_exception(&r.method, path) => {
+                let body = r.response_body.as_ref();
+                let non_empty = |k: &str| {
+                    body.and_then(|b| b[k].as_str())
+                        .is_some_and(|s| !s.is_empty())
+                };
+                if !(200..300).contains(&status) || !non_empty("url") || !non_empty("token") {
+                    bad.push(format!(
+                        "{status} for {path} (SCALESET.md §1) needs a 2xx {{\"url\", \"token\"}}, got {body:?}"
+                    ));
+                }
+            }
             None => bad.push(format!(
                 "answered {status} for a path the description does not have"
             )),

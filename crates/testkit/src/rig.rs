@@ -74,6 +74,7 @@ impl Fake {
             name: name.into(),
             steps: steps.iter().map(|s| s.to_string()).collect(),
             scope: None,
+            labels: vec![],
         };
         self.call(|c| async move { c.queue_job(&spec).await })
             .expect("queue a job")

@@ -970,6 +970,7 @@ async fn an_ephemeral_jit_runner_runs_one_job_then_disappears() {
             name: "build".into(),
             steps: vec!["echo hi".into()],
             scope: Some("repos/octo-org/octo-repo".into()),
+            labels: vec![],
         })
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 pub fn command() -> Command {
     Command::new("fake-github")
-        .about("Serve a fake GitHub API for self-hosted runners (REST, App, runner side, control API) for tests and demos")
+        .about("Serve a fake GitHub API for self-hosted runners (REST, App, runner side, the runner scale set API's Actions service, control API) for tests and demos")
         .arg(
             Arg::new("listen")
                 .long("listen")
@@ -103,6 +103,11 @@ pub fn run(m: &ArgMatches) -> Exit {
         println!("listening on {}", fake.web_url());
         let _ = std::io::stdout().flush();
         eprintln!("REST API:    {}", fake.api_url());
+        eprintln!(
+            "Actions service (runner scale sets): {}/_actions/{{orgs/ORG|repos/OWNER/REPO|enterprises/ENT}}/, handed out by POST {}/actions/runner-registration",
+            fake.web_url(),
+            fake.api_url()
+        );
         eprintln!(
             "control API: {}/_fake/control/ (see crates/testkit/src/fake_github/README.md)",
             fake.web_url()

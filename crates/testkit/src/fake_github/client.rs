@@ -3,7 +3,7 @@
 
 use super::wire::{
     AdvanceClock, FaultRule, FaultState, Info, Job, JobSpec, JobStatus, NewRunner, RequestRecord,
-    RunnerState, SetRunnerState,
+    RunJob, RunnerState, ScaleSetState, SetRunnerState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -148,6 +148,22 @@ impl ControlClient {
             Some(set),
         )
         .await
+    }
+
+    /// Makes runner `id` run its next job to `run.result` (taken, started, completed), as a
+    /// runner process would through the runner's side; returns the completed job.
+    pub async fn run_job(&self, id: u64, run: &RunJob) -> Result<Job, ControlError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("runners/{id}/run"),
+            Some(run),
+        )
+        .await
+    }
+
+    /// Every runner scale set, with its statistics, session and unacknowledged messages.
+    pub async fn scale_sets(&self) -> Result<Vec<ScaleSetState>, ControlError> {
+        self.call(reqwest::Method::GET, "scalesets", None).await
     }
 
     /// Adds a fault rule; returns its id (which the request log's `fault` field names).

@@ -53,6 +53,17 @@ pub struct FakeConfig {
     pub rate_limit: u64,
     /// The longest a runner's job poll waits before answering 204.
     pub long_poll_max_secs: u64,
+    /// Lifetime of the Actions service's admin token (the JWT `POST …/actions/runner-registration`
+    /// hands out; the `exp` a scale set client reads). Tests shorten it to exercise the refresh.
+    pub actions_admin_token_ttl_secs: u64,
+    /// Lifetime of a message session's queue token (`messageQueueAccessToken`); a session refresh
+    /// (PATCH) issues a new one.
+    pub actions_queue_token_ttl_secs: u64,
+    /// A message session with no queue poll or refresh for this long has expired: a new session
+    /// may be created, and deleting the old one is 400 `RunnerScaleSetSessionExpiredException`.
+    pub actions_session_idle_secs: u64,
+    /// How long a message-queue GET waits for a message before answering 202 (GitHub: ~50 s).
+    pub actions_message_wait_millis: u64,
 }
 
 /// A repository: `owner/name`. Its owner is an organization when `orgs` lists it, a user otherwise.
@@ -203,6 +214,10 @@ impl Default for FakeConfig {
             min_runner_version: "2.329.0".into(),
             rate_limit: 5000,
             long_poll_max_secs: 25,
+            actions_admin_token_ttl_secs: 600,
+            actions_queue_token_ttl_secs: 3600,
+            actions_session_idle_secs: 300,
+            actions_message_wait_millis: 1500,
         }
     }
 }
@@ -269,6 +284,23 @@ impl FakeConfig {
             return Err(FakeError::Config(
                 "long_poll_max_secs must be at least 1".to_string(),
             ));
+        }
+        for (name, v) in [
+            (
+                "actions_admin_token_ttl_secs",
+                self.actions_admin_token_ttl_secs,
+            ),
+            (
+                "actions_queue_token_ttl_secs",
+                self.actions_queue_token_ttl_secs,
+            ),
+            ("actions_session_idle_secs", self.actions_session_idle_secs),
+        ] {
+            if v == 0 {
+                return Err(FakeError::Config(format!(
+                    "{name} must be at least 1, got 0"
+                )));
+            }
         }
         Ok(())
     }

@@ -1,9 +1,14 @@
 //! The control API (`/_fake/control/…`) for tests and the demo: queue jobs and read their results,
-//! read the request log, see and steer runners, inject faults, advance the clock. Its own requests
+//! read the request log, see and steer runners (and make one run its job), see the runner scale
+//! sets with their sessions and statistics, inject faults, advance the clock. Its own requests
 //! are not logged and never faulted.
 
 use super::server::{Reply, Req, Shared};
-use super::wire::{AdvanceClock, FaultRule, Info, JobSpec, NewRunner, SetRunnerState};
+use super::state::State;
+use super::wire::{
+    AdvanceClock, FaultRule, Info, JobSpec, JobStatus, NewRunner, RunJob, ScaleSetSessionState,
+    ScaleSetState, SetRunnerState,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -54,8 +59,20 @@ fn dispatch(shared: &Shared, req: &Req) -> Reply {
         ),
         ("POST", ["jobs"]) => {
             let spec: JobSpec = try_reply!(body(req));
-            if spec.runner_name.trim().is_empty() {
-                return Reply::error(422, "runner_name is required");
+            match (spec.runner_name.trim().is_empty(), spec.labels.is_empty()) {
+                (true, true) => {
+                    return Reply::error(
+                        422,
+                        "runner_name (a named runner's job) or labels (a scale set's job) is required",
+                    );
+                }
+                (false, false) => {
+                    return Reply::error(
+                        422,
+                        "runner_name and labels: give one (a named runner's job or a scale set's job), not both",
+                    );
+                }
+                _ => {}
             }
             if let Some(s) = &spec.scope
                 && st.scope_from_str(s).is_none()
@@ -152,6 +169,30 @@ fn dispatch(shared: &Shared, req: &Req) -> Reply {
             let r = r.clone();
             ok(200, &st.runner_state(&r))
         }
+        ("POST", ["runners", id, "run"]) => {
+            let run: RunJob = if req.body.is_empty() {
+                RunJob::default()
+            } else {
+                try_reply!(body(req))
+            };
+            let Some(id) = id
+                .parse::<u64>()
+                .ok()
+                .filter(|id| st.runners.contains_key(id))
+            else {
+                return Reply::error(404, format!("no runner {id}"));
+            };
+            run_job(&mut st, id, run)
+        }
+        ("GET", ["scalesets"]) => {
+            let list: Vec<ScaleSetState> = st
+                .actions
+                .scale_sets
+                .keys()
+                .map(|id| scale_set_state(&st, *id))
+                .collect();
+            ok(200, &list)
+        }
         ("GET", ["faults"]) => ok(200, &st.faults().to_vec()),
         ("POST", ["faults"]) => {
             let rule: FaultRule = try_reply!(body(req));
@@ -181,5 +222,48 @@ fn dispatch(shared: &Shared, req: &Req) -> Reply {
             404,
             format!("no control endpoint {} {}", req.method, req.path),
         ),
+    }
+}
+
+/// The runner takes its next job (the one it holds, else what `jobs/next` would give it), starts
+/// and completes it: "the runner ran", without a runner process.
+fn run_job(st: &mut State, runner_id: u64, run: RunJob) -> Reply {
+    let held = st.runners[&runner_id]
+        .job
+        .and_then(|j| st.jobs.get(&j))
+        .filter(|j| j.status != JobStatus::Completed)
+        .map(|j| j.id);
+    let Some(job_id) = held.or_else(|| st.assign_job(runner_id).map(|j| j.id)) else {
+        return Reply::error(409, format!("runner {runner_id} has no job to run"));
+    };
+    if st.jobs[&job_id].status != JobStatus::InProgress {
+        st.start_job(runner_id, job_id);
+    }
+    st.complete_job(runner_id, job_id, run.result, run.output);
+    ok(200, &st.jobs[&job_id])
+}
+
+fn scale_set_state(st: &State, id: u64) -> ScaleSetState {
+    let ss = &st.actions.scale_sets[&id];
+    let now = st.now();
+    let idle = st.cfg.actions_session_idle_secs;
+    ScaleSetState {
+        id,
+        name: ss.name.clone(),
+        scope: ss.scope.to_string(),
+        actions_url: st.actions.service_url(&ss.scope),
+        runner_group_id: ss.group_id,
+        labels: ss.labels.iter().map(|(n, _)| n.clone()).collect(),
+        statistics: st.scale_set_statistics(id),
+        session: ss.session.as_ref().map(|s| ScaleSetSessionState {
+            session_id: s.id.clone(),
+            owner_name: s.owner_name.clone(),
+            expires_at: s.last_seen + idle as i64,
+            queue_token_expires_at: s.queue_token_expires_at,
+            live: ss.live_session(now, idle).is_some(),
+        }),
+        unacked_messages: ss.messages.iter().map(|m| m.id).collect(),
+        pending_events: ss.pending.len(),
+        last_max_capacity: ss.last_max_capacity,
     }
 }

@@ -2,7 +2,9 @@
 //! organization and enterprise scopes, runner groups, labels, registration/remove tokens, JIT
 //! configs, downloads, the App and its installation tokens, the rate limit) as
 //! `runners-openapi.json` describes it, plus the runner's side that GitHub never shows
-//! (`/_fake/runner/…`) and a control API for tests (`/_fake/control/…`).
+//! (`/_fake/runner/…`), the Actions service of the runner scale set API (`/_actions/{scope}/…`,
+//! reached through `POST /actions/runner-registration`), and a control API for tests
+//! (`/_fake/control/…`).
 //!
 //! It shares no code or types with the product's client (sysrunner's `github`) or settings
 //! (its `config`), and cannot: the kit does not depend on sysrunner (see the crate's doc).
@@ -11,10 +13,12 @@
 //! are written down in `README.md` beside this file.
 //!
 //! Modules: `config` (what it starts with), `state` (what it remembers), `auth` (who may do
-//! what), `rest` (GitHub's API), `runner_api` (the runner's side), `control` (the test API),
+//! what), `rest` (GitHub's API), `runner_api` (the runner's side), `actions` (the scale set
+//! API's Actions service) and `scaleset` (what it remembers), `control` (the test API),
 //! `server` (HTTP, faults, the request log), `client` (a typed control client), `wire` (the JSON
 //! of its own protocols), `cli` (`sysrunner-testkit fake-github`).
 
+mod actions;
 mod auth;
 pub mod cli;
 mod client;
@@ -22,6 +26,7 @@ mod config;
 mod control;
 mod rest;
 mod runner_api;
+mod scaleset;
 mod server;
 mod state;
 mod time;
@@ -35,7 +40,8 @@ pub use config::{
 };
 pub use wire::{
     Fault, FaultRule, FaultState, Job, JobResult, JobSpec, JobStatus, NewRunner, Outcome,
-    RequestRecord, RunnerState, SetRunnerState,
+    RequestRecord, RunJob, RunnerState, ScaleSetSessionState, ScaleSetState, ScaleSetStatistics,
+    SetRunnerState,
 };
 
 use std::net::SocketAddr;
@@ -93,6 +99,8 @@ impl FakeGitHub {
             state.cfg.public_url.trim_end_matches('/').to_owned()
         };
         let api_url = format!("{web_url}{}", state.cfg.base_path);
+        let mut state = state;
+        state.actions.web_url = web_url.clone();
         let shared = Arc::new(server::Shared::new(state, web_url.clone()));
         let task = tokio::spawn(server::serve(listener, shared));
         Ok(FakeGitHub {
@@ -116,6 +124,12 @@ impl FakeGitHub {
     /// The root URL, which the runner's `gitHubUrl` starts with (`http://ADDR`).
     pub fn web_url(&self) -> &str {
         &self.web_url
+    }
+
+    /// The Actions-service base URL the fake hands out for a scope (`repos/o/r`, `orgs/o`,
+    /// `enterprises/e`) in `POST …/actions/runner-registration`: `http://ADDR/_actions/orgs/o/`.
+    pub fn actions_url(&self, scope: &str) -> String {
+        format!("{}/_actions/{}/", self.web_url, scope.trim_matches('/'))
     }
 
     /// A client for the control API.

@@ -84,6 +84,9 @@ enum Ep<'a> {
     RateLimit,
     GetInstallation(Target<'a>),
     Scoped(Target<'a>, Op<'a>),
+    /// `POST /actions/runner-registration`: not in the OpenAPI description (SCALESET.md §1); the
+    /// scale set client's way to the Actions service (`actions`).
+    RunnerRegistration,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +132,7 @@ fn parse<'a>(method: &str, segs: &[&'a str]) -> Option<Ep<'a>> {
             Some(Ep::CreateAccessToken(num(id)?))
         }
         ["rate_limit"] if method == "GET" => Some(Ep::RateLimit),
+        ["actions", "runner-registration"] if method == "POST" => Some(Ep::RunnerRegistration),
         ["repos", o, r, rest @ ..] => scoped(method, Target::Repo(o, r), rest),
         ["orgs", o, rest @ ..] => scoped(method, Target::Org(o), rest),
         ["enterprises", e, rest @ ..] => scoped(method, Target::Ent(e), rest),
@@ -248,6 +252,9 @@ fn answer(st: &mut State, req: &Req, ctx: &Ctx) -> Reply {
     let Some(ep) = parse(&req.method, &segs) else {
         return Reply::not_found();
     };
+    if let Ep::RunnerRegistration = ep {
+        return super::actions::runner_registration(st, req, &ctx.web);
+    }
     let auth_header = req.header("authorization");
     let cred = auth::classify(st, auth_header);
     match ep {
@@ -269,6 +276,7 @@ fn answer(st: &mut State, req: &Req, ctx: &Ctx) -> Reply {
                 _ => unreachable!(),
             }
         }
+        Ep::RunnerRegistration => unreachable!("answered above"),
         Ep::Scoped(t, op) => {
             match &cred {
                 Cred::None => return Reply::error(401, "Requires authentication"),

@@ -373,12 +373,7 @@ fn start_job(shared: &Shared, req: &Req, job_id: u64) -> Reply {
         Ok(id) => id,
         Err(r) => return r,
     };
-    if let Some(j) = st.jobs.get_mut(&job_id) {
-        j.status = JobStatus::InProgress;
-    }
-    if let Some(r) = st.runners.get_mut(&id) {
-        r.busy = true;
-    }
+    st.start_job(id, job_id);
     Reply::empty(204)
 }
 

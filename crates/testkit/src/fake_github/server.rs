@@ -1,10 +1,10 @@
 //! The HTTP side: accepting connections, reading a request, picking the protocol by path prefix,
 //! applying injected faults, recording the exchange, writing the answer. Knows no GitHub rules;
-//! those are in `rest`, `auth`, `runner_api` and `control`.
+//! those are in `rest`, `auth`, `runner_api`, `actions` and `control`.
 
 use super::state::State;
 use super::wire::{Fault, Outcome, RequestRecord};
-use super::{control, rest, runner_api};
+use super::{actions, control, rest, runner_api};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue};
@@ -158,6 +158,8 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 enum Route {
     Control,
     Runner,
+    /// The Actions service of the scale set API (`/_actions/{scope}/…`): not GitHub's REST API.
+    Actions,
     /// GitHub REST; `prefix` is the base path it came under ("" at the root).
     Rest {
         api_path: String,
@@ -171,6 +173,9 @@ fn route(base_path: &str, path: &str) -> Route {
     }
     if path.starts_with("/_fake/runner/") {
         return Route::Runner;
+    }
+    if actions::owns(path) {
+        return Route::Actions;
     }
     if !base_path.is_empty()
         && let Some(rest) = path.strip_prefix(base_path)
@@ -210,9 +215,10 @@ async fn handle(
     let route = route(&base_path, &req.path);
     let (api_path, prefix) = match &route {
         Route::Control => return to_response(&control::handle(&shared, &req).await),
-        Route::Runner => (None, String::new()),
+        Route::Runner | Route::Actions => (None, String::new()),
         Route::Rest { api_path, prefix } => (Some(api_path.clone()), prefix.clone()),
     };
+    let is_actions = matches!(route, Route::Actions);
     let match_path = api_path.clone().unwrap_or_else(|| req.path.clone());
     let (seq, fault) = {
         let mut st = shared.lock();
@@ -240,6 +246,7 @@ async fn handle(
         async move {
             match api_path {
                 Some(p) => rest::handle(&shared, req, &p, &prefix),
+                None if is_actions => actions::handle(&shared, req).await,
                 None => runner_api::handle(&shared, req).await,
             }
         }
@@ -266,6 +273,17 @@ async fn handle(
             if api_path.is_some() {
                 let rate = shared.lock().rate_info();
                 rest::with_common_headers(reply, rate)
+            } else if is_actions {
+                // The same fault in the Actions service's own error shape.
+                let message = reply
+                    .body
+                    .as_ref()
+                    .and_then(|b| b["message"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let mut r = actions::error(reply.status, "InjectedFaultException", message);
+                r.headers = reply.headers;
+                r
             } else {
                 reply
             }
@@ -334,6 +352,20 @@ fn logged_headers(shared: &Shared, req: &Req) -> BTreeMap<String, String> {
         }
     }
     if let Some(h) = req.header("authorization") {
+        if actions::owns(&req.path) {
+            out.insert("authorization".into(), actions::redact(&shared.lock(), h));
+            return out;
+        }
+        if h.trim_start()
+            .get(..11)
+            .is_some_and(|s| s.eq_ignore_ascii_case("RemoteAuth "))
+        {
+            out.insert(
+                "authorization".into(),
+                "RemoteAuth <registration-token>".into(),
+            );
+            return out;
+        }
         let cred = if req.path.starts_with("/_fake/runner/") {
             super::auth::Cred::None
         } else {

@@ -1,6 +1,7 @@
 //! Everything the fake remembers: scopes, runners, groups, tokens, jobs, faults, the request log and
-//! the clock. Plain data behind one mutex; the protocol modules read and change it, this module
-//! keeps its invariants (names unique per scope, ids never reused, expired tokens refused).
+//! the clock, and (in `actions`, kept by `scaleset`) the Actions service's scale sets. Plain data
+//! behind one mutex; the protocol modules read and change it, this module keeps its invariants
+//! (names unique per scope, ids never reused, expired tokens refused).
 
 use super::config::{AppConfig, FakeConfig, InstallationConfig};
 use super::time::system_now;
@@ -80,6 +81,8 @@ pub(crate) struct Runner {
     pub secret: String,
     pub session: Option<String>,
     pub job: Option<u64>,
+    /// The runner scale set whose JIT config made it (it then takes only that set's jobs).
+    pub scale_set: Option<u64>,
 }
 
 impl Runner {
@@ -175,6 +178,8 @@ pub(crate) struct State {
     next_fault_id: u64,
     rate_used: u64,
     rate_reset: i64,
+    /// The Actions service: admin tokens, runner scale sets, sessions, message queues.
+    pub actions: super::scaleset::Actions,
 }
 
 /// Random text from `alphabet`, for tokens and secrets.
@@ -244,6 +249,7 @@ impl State {
             next_fault_id: 1,
             rate_used: 0,
             rate_reset: now + 3600,
+            actions: super::scaleset::Actions::new(),
         })
     }
 
@@ -397,6 +403,7 @@ impl State {
                 secret: random_text(40, HEX),
                 session: None,
                 job: None,
+                scale_set: None,
             },
         );
         id
@@ -408,8 +415,12 @@ impl State {
         if let Some(job) = r.job.and_then(|j| self.jobs.get_mut(&j))
             && job.status == JobStatus::Assigned
         {
+            // A scale set's job stays its acquirer's, waiting for another of its runners.
             job.status = JobStatus::Queued;
             job.runner_id = None;
+            if let Some(t) = self.actions.job_times.get_mut(&job.id) {
+                t.runner_assigned = None;
+            }
         }
         Some(r)
     }
@@ -430,6 +441,7 @@ impl State {
             work_folder: r.work_folder.clone(),
             session: r.session.clone(),
             job: r.job,
+            scale_set_id: r.scale_set,
         }
     }
 
@@ -543,6 +555,7 @@ impl State {
     // --- jobs ---
 
     pub(crate) fn queue_job(&mut self, spec: JobSpec) -> Job {
+        let for_scale_sets = !spec.labels.is_empty();
         let job = Job {
             id: self.next_job_id,
             runner_name: spec.runner_name,
@@ -553,13 +566,20 @@ impl State {
             result: None,
             output: String::new(),
             runner_id: None,
+            labels: spec.labels,
+            runner_request_id: None,
+            scale_set_id: None,
         };
         self.next_job_id += 1;
         self.jobs.insert(job.id, job.clone());
+        if for_scale_sets {
+            return self.queue_scale_set_job(job.id);
+        }
         job
     }
 
-    /// Hands the oldest queued job for this runner's name (and scope) to it.
+    /// Hands the oldest queued job for this runner's name (and scope) to it; a scale set's
+    /// runner gets the oldest job its scale set acquired that no runner holds.
     pub(crate) fn assign_job(&mut self, runner_id: u64) -> Option<Job> {
         let r = self.runners.get(&runner_id)?;
         if r.job.is_some() {
@@ -567,12 +587,19 @@ impl State {
         }
         let scope = r.scope.to_string();
         let name = r.name.to_lowercase();
+        let scale_set = r.scale_set;
         let job = self.jobs.values_mut().find(|j| {
             j.status == JobStatus::Queued
-                && j.runner_name.to_lowercase() == name
-                && j.scope
-                    .as_deref()
-                    .is_none_or(|s| s.trim_matches('/').eq_ignore_ascii_case(&scope))
+                && match scale_set {
+                    Some(ss) => j.scale_set_id == Some(ss),
+                    None => {
+                        !j.runner_name.is_empty()
+                            && j.runner_name.to_lowercase() == name
+                            && j.scope
+                                .as_deref()
+                                .is_none_or(|s| s.trim_matches('/').eq_ignore_ascii_case(&scope))
+                    }
+                }
         })?;
         job.status = JobStatus::Assigned;
         job.runner_id = Some(runner_id);
@@ -580,7 +607,21 @@ impl State {
         if let Some(r) = self.runners.get_mut(&runner_id) {
             r.job = Some(job.id);
         }
+        if scale_set.is_some() {
+            self.actions.runner_assigned(job.id, self.now());
+        }
         Some(job)
+    }
+
+    /// The runner has started the job it holds: it is busy; a scale set hears `JobStarted`.
+    pub(crate) fn start_job(&mut self, runner_id: u64, job_id: u64) {
+        if let Some(j) = self.jobs.get_mut(&job_id) {
+            j.status = JobStatus::InProgress;
+        }
+        if let Some(r) = self.runners.get_mut(&runner_id) {
+            r.busy = true;
+        }
+        self.scale_set_job_started(runner_id, job_id);
     }
 
     /// Ends a job; an ephemeral runner is removed with it.
@@ -596,6 +637,8 @@ impl State {
             job.result = Some(result);
             job.output = output;
         }
+        // Told while the runner still exists: the message names it.
+        self.scale_set_job_completed(runner_id, job_id);
         let ephemeral = match self.runners.get_mut(&runner_id) {
             Some(r) => {
                 r.busy = false;
@@ -739,6 +782,7 @@ mod tests {
             name: "build".into(),
             steps: vec!["true".into()],
             scope: Some("orgs/octo-org".into()),
+            labels: vec![],
         });
         let job = st.assign_job(id).unwrap();
         assert!(st.assign_job(id).is_none(), "one job at a time");

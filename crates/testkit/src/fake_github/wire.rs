@@ -1,13 +1,18 @@
 //! The JSON bodies of the fake's own protocols (`/_fake/control/…` and `/_fake/runner/…`), shared
-//! by the server and [`super::ControlClient`]. GitHub's REST shapes are not here: the REST handlers
+//! by the server and [`super::ControlClient`], and the scale set statistics the control API shows
+//! with the Actions service's names. GitHub's REST shapes are not here: the REST handlers
 //! write them straight from the OpenAPI description.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// `POST /_fake/control/jobs`: a job for the runner that will carry this name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `POST /_fake/control/jobs`: a job for the runner that will carry this name, or (with
+/// `labels`) a job for a runner scale set whose labels cover them (see `README.md`, "Runner
+/// scale sets"). Exactly one of `runner_name` and `labels` is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobSpec {
+    /// Empty for a scale set's job.
+    #[serde(default)]
     pub runner_name: String,
     /// The job's name, as `Running job: <name>` shows it.
     pub name: String,
@@ -16,6 +21,10 @@ pub struct JobSpec {
     /// Only a runner of this scope takes it (`repos/o/r`, `orgs/o`, `enterprises/e`); any if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The workflow's `runs-on` labels: the job goes to the message queues of the scale sets
+    /// whose name and labels include every one of them (case-insensitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +64,15 @@ pub struct Job {
     /// The REST id of the runner that took it.
     #[serde(default)]
     pub runner_id: Option<u64>,
+    /// A scale set's job: the `runs-on` labels it was queued with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// A scale set's job: its `runnerRequestId` in the message queue and `acquirejobs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_request_id: Option<u64>,
+    /// The scale set that acquired it (`None` while it is available to every matching one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_set_id: Option<u64>,
 }
 
 /// The job a runner receives from `GET /_fake/runner/jobs/next`.
@@ -191,6 +209,9 @@ pub struct RunnerState {
     /// The job the runner holds.
     #[serde(default)]
     pub job: Option<u64>,
+    /// The runner scale set whose JIT config made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_set_id: Option<u64>,
 }
 
 /// `POST /_fake/control/runners`: put a runner in place without the REST API.
@@ -272,4 +293,83 @@ pub struct Info {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdvanceClock {
     pub secs: u64,
+}
+
+/// `POST /_fake/control/runners/{id}/run`: the runner takes its next job (as `jobs/next` would
+/// hand it out), starts it and completes it with this result, without a session of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunJob {
+    #[serde(default = "succeeded")]
+    pub result: JobResult,
+    #[serde(default)]
+    pub output: String,
+}
+
+fn succeeded() -> JobResult {
+    JobResult::Succeeded
+}
+
+impl Default for RunJob {
+    fn default() -> Self {
+        RunJob {
+            result: JobResult::Succeeded,
+            output: String::new(),
+        }
+    }
+}
+
+/// A scale set's statistics, with the Actions service's names (`RunnerScaleSetStatistic`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetStatistics {
+    /// Jobs queued for labels the scale set covers that no scale set has acquired.
+    pub total_available_jobs: u64,
+    /// Jobs this scale set acquired that no runner has started yet.
+    pub total_acquired_jobs: u64,
+    /// Jobs this scale set acquired that have not completed: acquired plus running.
+    pub total_assigned_jobs: u64,
+    /// Jobs a runner of this scale set started and has not completed.
+    pub total_running_jobs: u64,
+    /// Runners made from this scale set's JIT configs that still exist.
+    pub total_registered_runners: u64,
+    pub total_busy_runners: u64,
+    /// Registered minus busy.
+    pub total_idle_runners: u64,
+}
+
+/// A scale set's message session as the control API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleSetSessionState {
+    pub session_id: String,
+    pub owner_name: String,
+    /// Epoch seconds (the fake's clock) when the session expires unless polled or refreshed.
+    pub expires_at: i64,
+    /// Epoch seconds when its current queue token expires.
+    pub queue_token_expires_at: i64,
+    /// Whether it is still live (not expired).
+    pub live: bool,
+}
+
+/// A runner scale set with everything the fake knows about it (`GET /_fake/control/scalesets`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleSetState {
+    pub id: u64,
+    pub name: String,
+    /// `repos/o/r`, `orgs/o` or `enterprises/e`.
+    pub scope: String,
+    /// The Actions-service base URL of its scope (ends with `/`).
+    pub actions_url: String,
+    pub runner_group_id: u64,
+    /// Label names.
+    pub labels: Vec<String>,
+    pub statistics: ScaleSetStatistics,
+    #[serde(default)]
+    pub session: Option<ScaleSetSessionState>,
+    /// Ids of the messages handed out (or ready) and not deleted yet, oldest first.
+    pub unacked_messages: Vec<u64>,
+    /// Job events not yet put into a message.
+    pub pending_events: usize,
+    /// The `X-ScaleSetMaxCapacity` of the last queue poll.
+    #[serde(default)]
+    pub last_max_capacity: Option<u64>,
 }
