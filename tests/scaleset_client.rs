@@ -1,6 +1,7 @@
 //! sysrunner's runner scale set client (`sysrunner::scaleset`) against the fake's Actions service
 //! over real HTTP on loopback: a whole cycle (scale set → session → job available → acquire → JIT
-//! → runner started → completed → messages deleted → scale set deleted), every fault once, the
+//! → the kit's fake actions/runner takes the job with that JIT config → started → completed →
+//! messages deleted → scale set deleted), every fault once, the
 //! 409 session recovery and both tokens' expiry. The fake shares no types with the client: what
 //! they agree on is SCALESET.md. Every REST answer is checked against runners-openapi.json.
 
@@ -206,6 +207,38 @@ async fn a_whole_cycle_from_scale_set_to_completed_job() {
         Some(set.id)
     );
 
+    let changed = e
+        .client
+        .update_scale_set(
+            set.id,
+            ScaleSet {
+                labels: vec![
+                    sysrunner::scaleset::ScaleSetLabel {
+                        kind: String::new(),
+                        name: NAME.into(),
+                    },
+                    sysrunner::scaleset::ScaleSetLabel {
+                        kind: String::new(),
+                        name: "linux".into(),
+                    },
+                ],
+                runner_setting: sysrunner::scaleset::RunnerSetting {
+                    disable_update: true,
+                },
+                ..ScaleSet::default()
+            },
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = changed.labels.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![NAME, "linux"],
+        "a partial update changes the labels"
+    );
+    assert!(changed.labels.iter().all(|l| l.kind == "System"));
+    assert_eq!(changed.name, NAME, "and keeps the rest");
+
     let mut s = e.open(set.id, Some(e.store())).await.unwrap();
     assert_eq!(
         std::fs::read_to_string(e.store()).unwrap(),
@@ -218,7 +251,7 @@ async fn a_whole_cycle_from_scale_set_to_completed_job() {
         .queue_job(&JobSpec {
             name: "build".into(),
             steps: vec!["true".into()],
-            labels: vec![NAME.into()],
+            labels: vec![NAME.into(), "Linux".into()],
             ..JobSpec::default()
         })
         .await
@@ -265,17 +298,30 @@ async fn a_whole_cycle_from_scale_set_to_completed_job() {
         Some(jit.runner.id)
     );
 
-    e.fake
-        .control()
-        .run_job(
-            jit.runner.id,
-            &sysrunner_testkit::fake_github::RunJob {
-                result: sysrunner_testkit::fake_github::JobResult::Succeeded,
-                output: String::new(),
-            },
-        )
+    // The runner made from the JIT config takes the job through the runner's own protocol: the
+    // kit's fake actions/runner, as `sysrunner scale` will start it in a container.
+    let release = e.dir.path().join("runner");
+    sysrunner_testkit::fake_runner::install(
+        &release,
+        &sysrunner_testkit::binaries::locate_listener().unwrap(),
+    )
+    .unwrap();
+    let listener = tokio::process::Command::new(release.join("bin/Runner.Listener"))
+        .current_dir(&release)
+        .env("RUNNER_ALLOW_RUNASROOT", "1")
+        .args(["run", "--jitconfig", jit.encoded.expose()])
+        .output();
+    let ran = tokio::time::timeout(Duration::from_secs(120), listener)
         .await
+        .expect("the runner ends after its one job")
         .unwrap();
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
     let assigned = poll_until(&mut s, &mut last, &mut seen, |m| {
         m.iter().any(|j| matches!(j, JobMessage::Completed { .. }))
     })
@@ -477,4 +523,50 @@ async fn expired_tokens_are_renewed_the_admin_one_before_it_expires() {
     assert_eq!(e.count("POST", "/actions/runner-registration").await, 2);
     assert_eq!(e.count("POST", "/runners/registration-token").await, 2);
     e.conforms().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_app_reaches_the_service_through_its_installation_token() {
+    let fake = FakeGitHub::start(FakeConfig::default()).await.unwrap();
+    let time = TestTime::new();
+    let opts = || ClientOptions {
+        request_timeout: Duration::from_secs(30),
+        deadline: Duration::from_secs(120),
+        time: time.clone(),
+    };
+    let app = Auth::App {
+        id: sysrunner_testkit::fake_github::APP_ID.to_string(),
+        key: Secret::new(include_str!("keys/app.pem")),
+        installation: None,
+    };
+    let rest = Arc::new(Client::new(fake.api_url(), scope(), app, opts()).unwrap());
+    let client = ActionsClient::new(
+        rest,
+        fake.api_url(),
+        fake.web_url(),
+        &scope(),
+        Options {
+            request_timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(120),
+            poll_timeout: Duration::from_secs(30),
+            time: time.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(client.config_url(), format!("{}/octo-org", fake.web_url()));
+    assert!(client.scale_set_by_name(1, NAME).await.unwrap().is_none());
+    let log = fake.control().requests().await.unwrap();
+    let auth_of = |end: &str| {
+        log.iter()
+            .find(|r| r.path.ends_with(end))
+            .and_then(|r| r.request_headers.get("authorization").cloned())
+    };
+    assert!(
+        auth_of("/access_tokens").is_some(),
+        "the App's installation token was made"
+    );
+    assert_eq!(
+        auth_of("/actions/runner-registration").as_deref(),
+        Some("RemoteAuth <registration-token>")
+    );
 }
