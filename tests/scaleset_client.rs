@@ -514,6 +514,13 @@ async fn expired_tokens_are_renewed_the_admin_one_before_it_expires() {
     assert!(s.get_message(0, 2).await.unwrap().is_none());
     assert_eq!(e.count("PATCH", "*/sessions/").await, 1);
     assert_ne!(s.session().queue_token.expose(), first_token);
+    // The same for acquiring jobs and for deleting a message: one refresh, one more try.
+    e.later(QUEUE_TOKEN_SECS + 1).await;
+    assert_eq!(s.acquire_jobs(&[424242]).await.unwrap(), Vec::<i64>::new());
+    assert_eq!(e.count("PATCH", "*/sessions/").await, 2);
+    e.later(QUEUE_TOKEN_SECS + 1).await;
+    s.delete_message(1).await.unwrap();
+    assert_eq!(e.count("PATCH", "*/sessions/").await, 3);
 
     // The admin token (10 minutes): within a minute of its `exp` by the client's clock, the
     // whole chain runs again before the next call, and the call goes through.
