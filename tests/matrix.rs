@@ -170,3 +170,57 @@ fn an_unsupported_container_exits_78_without_an_api_call() {
         r.requests()
     );
 }
+
+/// The same container with DOCKERD=off: the verdict is a warning, the life runs its job without a
+/// dockerd (none started, no DOCKER_HOST for the job) and exits 0.
+#[test]
+fn an_unsupported_container_runs_a_life_without_dockerd_when_dockerd_is_off() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::PrivilegedLike, FakeConfig::default());
+    let name = "sysrunner-nodockerd";
+    let mut env = r.settings(name);
+    env.insert("DOCKERD".into(), "off".into());
+    env.insert("LOG_FORMAT".into(), "json".into());
+    let job = r.queue(
+        name,
+        "no-docker",
+        &[
+            "test -z \"$DOCKER_HOST\"",
+            "! test -S /var/run/docker.sock",
+            "echo ran-without-docker",
+        ],
+    );
+    let script = format!(
+        "for d in /sys/fs/cgroup/*; do mount -o remount,bind,ro \"$d\" 2>/dev/null; done; \
+         exec setpriv --bounding-set -sys_admin,-net_admin --inh-caps -sys_admin,-net_admin -- {exe} run",
+        exe = r.b.sysrunner_in_box().display()
+    );
+    let mut cmd = r.b.command("sh");
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(&env)
+        .args(["-c", &script]);
+    let out = r.b.output(&mut cmd).unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("DOCKERD=off: the life runs without one"),
+        "the verdict is a warning: {log}"
+    );
+    assert!(!log.contains("\"phase\":\"dockerd-ready\""), "{log}");
+    assert!(
+        !log.contains("\"target\":\"dockerd\""),
+        "no dockerd ran: {log}"
+    );
+    let done = r.job(job.id);
+    assert_eq!(
+        done.result,
+        Some(sysrunner_testkit::fake_github::JobResult::Succeeded),
+        "{done:?}\n{log}"
+    );
+    assert!(done.output.contains("ran-without-docker"), "{done:?}");
+}

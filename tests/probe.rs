@@ -17,6 +17,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn docker(mtu: Option<u32>) -> DockerSettings {
     DockerSettings {
+        dockerd: sysrunner::config::DockerdMode::On,
         image_store: sysrunner::config::ImageStore::GraphDriver,
         registry_mirrors: vec![],
         mtu,

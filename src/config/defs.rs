@@ -214,7 +214,7 @@ macro_rules! settings {
 
 use super::parse::{Parse, kind};
 use super::values::{Collector, Field};
-use super::{DataPolicy, ImageStore, LifeSandbox, LogFormat, Mode};
+use super::{DataPolicy, DockerdMode, ImageStore, LifeSandbox, LogFormat, Mode};
 use DefaultValue::{Derived, None as Unset, Value};
 
 settings! {
@@ -266,6 +266,8 @@ settings! {
         "Container paths bound read-write into every life at the same path (a cache volume); what a job writes there reaches the next life.";
     registration REGISTRATION: Runner, kind::Choice<Mode>, Value("jit"),
         "`jit`: one generate-jitconfig call; `config`: registration token and `config.sh --ephemeral`.";
+    dockerd DOCKERD: Docker, kind::Choice<DockerdMode>, Value("on"),
+        "`on`: each life has its own dockerd; `off`: none (jobs that need no Docker, or a runtime that cannot run dockerd, such as plain runc: the probe's `unsupported` is then a warning).";
     docker_registry_mirrors DOCKER_REGISTRY_MIRRORS: Docker, kind::UrlList, Unset,
         "Registry mirrors for the inner dockerd.";
     docker_mtu DOCKER_MTU: Docker, kind::Mtu, Value("detect"),

@@ -220,8 +220,18 @@ choice! {
     }
 }
 
+choice! {
+    /// DOCKERD: whether a life has an inner dockerd at all.
+    pub enum DockerdMode {
+        On = "on",
+        Off = "off",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerSettings {
+    /// `off`: no inner dockerd (jobs that need no Docker; runtimes that cannot run one).
+    pub dockerd: DockerdMode,
     pub registry_mirrors: Vec<String>,
     pub image_store: ImageStore,
     /// `None`: detect from the default route's interface.

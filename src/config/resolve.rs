@@ -322,6 +322,7 @@ impl Resolver {
         }
         let v = &self.v;
         DockerSettings {
+            dockerd: v.dockerd.or_default().expect("DOCKERD has a default"),
             registry_mirrors: v.docker_registry_mirrors.value.clone().unwrap_or_default(),
             image_store: v
                 .docker_image_store

@@ -15,7 +15,7 @@ pub mod versions;
 
 pub use crate::register;
 
-use crate::config::RunSettings;
+use crate::config::{DockerdMode, RunSettings};
 use crate::dockerd::{self, Dockerd, plan::SOCKET};
 use crate::error::Error;
 use crate::exit::Exit;
@@ -105,14 +105,24 @@ fn logged(e: Error) -> Error {
 
 async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) -> Result<(), Error> {
     let reaper = Reaper::start().map_err(Error::Reaper).map_err(logged)?;
+    let dockerd_on = s.docker.dockerd == DockerdMode::On;
     // dockerd's version is read beside everything up to dockerd's spawn (see Beside::replan).
-    let version = {
+    let version = dockerd_on.then(|| {
         let r = reaper.clone();
         tokio::spawn(async move { crate::dockerd::installed_version_via(&r).await })
-    };
+    });
     let report = crate::assess::assess_unversioned(Path::new("/"), &s.docker).await;
+    // The plan of the dockerd this container can run, if it can run one (DOCKERD=off still
+    // plans it: the sandbox lays out its data root).
     let plan = match report.plan() {
-        Ok(p) => p.clone(),
+        Ok(p) => Some(p.clone()),
+        Err(u) if !dockerd_on => {
+            tracing::warn!(
+                runtime = u.runtime.as_str(),
+                "{u}; DOCKERD=off: the life runs without one"
+            );
+            None
+        }
         Err(u) => {
             tracing::error!(runtime = u.runtime.as_str(), "{u}");
             if let Some(r) = u.remedy {
@@ -128,8 +138,10 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
         report.runtime.as_str(),
         report.reasons.join("; ")
     );
-    for n in &plan.notes {
-        tracing::warn!("dockerd: {n}");
+    if dockerd_on {
+        for n in plan.iter().flat_map(|p| &p.notes) {
+            tracing::warn!("dockerd: {n}");
+        }
     }
 
     for e in pristine::mask_secret_files(&s.secret_files) {
@@ -145,7 +157,7 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
     );
     let mut layout = Layout::new(&s.runner.dir, &user.home, Path::new("/"));
 
-    let planned = sandboxed::plan(s, &report, &plan, &user)
+    let planned = sandboxed::plan(s, &report, plan.as_ref(), &user)
         .await
         .map_err(logged)?;
     let mut plan = plan;
@@ -188,7 +200,9 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
             // preparation of the container (securityfs, cgroup nesting, shared mounts) is the
             // life's mount plan and cgroup's.
             layout.runner_root = s.runner.dir.clone();
-            plan.pre_steps.clear();
+            if let Some(p) = plan.as_mut() {
+                p.pre_steps.clear();
+            }
             if let Err(e) = std::fs::create_dir_all(&layout.run_dir) {
                 tracing::warn!("cannot create {}: {e}", layout.run_dir.display());
             }
@@ -228,23 +242,26 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
         std::env::vars(),
         &user.name,
         &user.home.to_string_lossy(),
-        &format!("unix://{SOCKET}"),
+        dockerd_on.then(|| format!("unix://{SOCKET}")).as_deref(),
     );
-    let replan: crate::process::BoxFut<'static, Option<crate::dockerd::Plan>> = {
+    let replan = version.map(|version| {
         let (report, docker) = (report.clone(), s.docker.clone());
-        Box::pin(async move { report.replan(&docker, version.await.ok().flatten()) })
-    };
+        let replan: crate::process::BoxFut<'static, Option<crate::dockerd::Plan>> =
+            Box::pin(async move { report.replan(&docker, version.await.ok().flatten()) });
+        replan
+    });
     let beside = crate::dockerd::Beside {
-        replan: Some(replan),
+        replan,
         // In a sandbox dockerd gets a network namespace of its own, new with each life.
-        sweep: sandbox
-            .is_none()
-            .then(|| crate::dockerd::leftovers::sweep(plan.iptables, reaper.clone())),
+        sweep: plan
+            .as_ref()
+            .filter(|_| dockerd_on && sandbox.is_none())
+            .map(|p| crate::dockerd::leftovers::sweep(p.iptables, reaper.clone())),
     };
     let mut host = RealHost {
         beside: Mutex::new(Some(beside)),
         s: Arc::new(s.clone()),
-        plan: Arc::new(plan),
+        plan: plan.filter(|_| dockerd_on).map(Arc::new),
         spawner,
         life: sandbox.as_ref().map(sandboxed::Slot::state),
         registrar: registrar.clone(),
@@ -269,6 +286,7 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
             deregisters: registrar.deregisters(),
             pass_deprecated: s.pass_deprecated_exit,
             registrar: registrar.kind(),
+            dockerd: dockerd_on,
         },
         Instant::now(),
     );
@@ -377,7 +395,8 @@ struct RealHost {
     /// What dockerd's launch does beside containerd's start; taken by the first launch.
     beside: Mutex<Option<crate::dockerd::Beside>>,
     s: Arc<RunSettings>,
-    plan: Arc<crate::dockerd::Plan>,
+    /// `None` with DOCKERD=off: the machine then never asks for dockerd.
+    plan: Option<Arc<crate::dockerd::Plan>>,
     /// Where the life's processes run: sysrunner's own children, or the life sandbox.
     spawner: Arc<dyn Spawner>,
     /// The life sandbox, when the life has one: dockerd waits for it, health publishes its
@@ -451,11 +470,18 @@ impl RealHost {
     }
 
     fn start_dockerd(&self) {
-        let (plan, data, timeout) = (
-            self.plan.clone(),
-            self.s.docker.data,
-            self.s.docker.ready_timeout,
-        );
+        let Some(plan) = self.plan.clone() else {
+            return Self::send(
+                &self.events,
+                Event::DockerdFailed(Error::Dockerd(dockerd::LaunchError::Prepare(
+                    dockerd::PrepareError::Step {
+                        step: "start dockerd".into(),
+                        source: std::io::Error::other("DOCKERD=off: there is no dockerd to start"),
+                    },
+                ))),
+            );
+        };
+        let (data, timeout) = (self.s.docker.data, self.s.docker.ready_timeout);
         let beside = self
             .beside
             .lock()

@@ -36,13 +36,31 @@ pub enum State {
 pub async fn plan(
     s: &RunSettings,
     report: &crate::assess::Report,
-    dockerd: &crate::dockerd::Plan,
+    dockerd: Option<&crate::dockerd::Plan>,
     user: &RunnerUser,
 ) -> Result<Option<(Request, Planned)>, Error> {
     let setting = s.runner.sandbox;
     if setting == LifeSandbox::Off {
         return Ok(None);
     }
+    // DOCKERD=off in a runtime that cannot run dockerd cannot make a life's namespaces either.
+    let Some(dockerd) = dockerd else {
+        let why = format!(
+            "the runtime is {} ({})",
+            report.runtime.as_str(),
+            report.reasons.join("; ")
+        );
+        return match sandbox::decide(setting, Some(&why)) {
+            sandbox::Decision::Refuse(msg) => Err(Error::Sandbox(msg)),
+            sandbox::Decision::Reset { warning } => {
+                if let Some(w) = warning {
+                    tracing::warn!(phase = "sandbox", "{w}");
+                }
+                Ok(None)
+            }
+            sandbox::Decision::Sandbox => unreachable!("decided with a reason against it"),
+        };
+    };
     let req = Request::for_container(
         report.runtime,
         &report.facts,

@@ -99,6 +99,7 @@ fn cfg(drain: Duration) -> Config {
         deregisters: true,
         pass_deprecated: false,
         registrar: "jit",
+        dockerd: true,
     }
 }
 

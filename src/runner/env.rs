@@ -11,7 +11,7 @@ pub fn runner_env(
     container: impl IntoIterator<Item = (String, String)>,
     user: &str,
     home: &str,
-    docker_host: &str,
+    docker_host: Option<&str>,
 ) -> BTreeMap<String, String> {
     let kept: Vec<&str> = crate::config::kept_from_runner().collect();
     let mut env: BTreeMap<String, String> = container
@@ -25,7 +25,10 @@ pub fn runner_env(
     env.insert("HOME".into(), home.into());
     env.insert("USER".into(), user.into());
     env.insert("LOGNAME".into(), user.into());
-    env.insert("DOCKER_HOST".into(), docker_host.into());
+    // Without an inner dockerd, a DOCKER_HOST of the container's own (a remote engine) stays.
+    if let Some(h) = docker_host {
+        env.insert("DOCKER_HOST".into(), h.into());
+    }
     env.entry("PATH".into())
         .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     env
@@ -57,7 +60,7 @@ mod tests {
             ]),
             "runner",
             "/home/runner",
-            "unix:///var/run/docker.sock",
+            Some("unix:///var/run/docker.sock"),
         );
         for k in [
             "ACCESS_TOKEN",
@@ -88,7 +91,7 @@ mod tests {
             ]),
             "runner",
             "/home/runner",
-            "unix:///var/run/docker.sock",
+            Some("unix:///var/run/docker.sock"),
         );
         for k in [
             "HTTPS_PROXY",
@@ -103,6 +106,26 @@ mod tests {
         }
         assert_eq!(env["HOME"], "/home/runner");
         assert_eq!(env["USER"], "runner");
+        assert_eq!(env["DOCKER_HOST"], "unix:///var/run/docker.sock");
+    }
+
+    #[test]
+    fn without_an_inner_dockerd_the_containers_docker_host_stays() {
+        let env = runner_env(
+            e(&[("DOCKER_HOST", "tcp://builder:2376")]),
+            "runner",
+            "/home/runner",
+            None,
+        );
+        assert_eq!(env["DOCKER_HOST"], "tcp://builder:2376");
+        let env = runner_env(e(&[]), "runner", "/home/runner", None);
+        assert!(!env.contains_key("DOCKER_HOST"));
+        let env = runner_env(
+            e(&[("DOCKER_HOST", "tcp://builder:2376")]),
+            "runner",
+            "/home/runner",
+            Some("unix:///var/run/docker.sock"),
+        );
         assert_eq!(env["DOCKER_HOST"], "unix:///var/run/docker.sock");
     }
 }

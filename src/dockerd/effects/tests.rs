@@ -111,6 +111,7 @@ fn fixture_plan(name: &str) -> Plan {
         Runtime::Sysbox | Runtime::Privileged | Runtime::Userns
     ));
     let docker = DockerSettings {
+        dockerd: crate::config::DockerdMode::On,
         image_store: crate::config::ImageStore::GraphDriver,
         registry_mirrors: vec![],
         mtu: Some(1400),

@@ -44,6 +44,9 @@ pub struct Config {
     pub pass_deprecated: bool,
     /// `jit`, `config` or `pre-made`, for the log.
     pub registrar: &'static str,
+    /// DOCKERD=on: the life starts dockerd beside the registration and waits for both; off: the
+    /// registration alone.
+    pub dockerd: bool,
 }
 
 /// What the registration gave, as far as the life's decisions go.
@@ -256,10 +259,12 @@ pub struct Machine {
 impl Machine {
     /// A life that starts dockerd and registers now.
     pub fn new(cfg: Config, now: Instant) -> (Machine, Vec<Action>) {
+        let dockerd = cfg.dockerd;
         let mut m = Machine {
             cfg,
             phase: Phase::StartingUp {
-                dockerd: None,
+                // Without a dockerd, there is none to wait for.
+                dockerd: (!dockerd).then_some(Ok(())),
                 registration: None,
                 stop_by: None,
             },
@@ -275,7 +280,10 @@ impl Machine {
         };
         let mut out = Vec::new();
         m.publish(Health::Starting, &mut out);
-        out.extend([Action::StartDockerd, Action::Register]);
+        if dockerd {
+            out.push(Action::StartDockerd);
+        }
+        out.push(Action::Register);
         (m, out)
     }
 

@@ -15,6 +15,7 @@ fn cfg() -> Config {
         deregisters: true,
         pass_deprecated: false,
         registrar: "jit",
+        dockerd: true,
     }
 }
 
@@ -164,6 +165,47 @@ fn a_job_runs_then_the_runner_is_deleted_dockerd_stopped_and_the_life_exits_0() 
     );
     l.at(ms(100));
     finish(&mut l, STOP - ms(100));
+    assert_eq!(l.exit_code(), Exit::Ok);
+}
+
+/// DOCKERD=off: the registration alone starts the listener, and the end stops no dockerd.
+#[test]
+fn without_dockerd_the_registration_alone_starts_the_runner_and_the_end_stops_none() {
+    let (mut l, out) = Life::new(Config {
+        dockerd: false,
+        ..cfg()
+    });
+    assert_eq!(out, [Action::Publish(Health::Starting), Action::Register]);
+    l.at(ms(300));
+    assert_eq!(
+        l.on(registered(Some(ID))),
+        [
+            Action::Record {
+                runner_id: ID,
+                name: "sysrunner-a".into()
+            },
+            Action::StartListener
+        ]
+    );
+    assert_eq!(
+        l.on(marker(Marker::Listening)),
+        [Action::Publish(Health::Listening)]
+    );
+    assert_eq!(l.on(job_started()), [Action::Publish(Health::Busy)]);
+    assert_eq!(l.on(job_completed()), [Action::Publish(Health::Done)]);
+    assert_eq!(
+        l.on(exited(0)),
+        [Action::Publish(Health::Stopping), deregister(STOP)]
+    );
+    assert_eq!(
+        l.on(Event::Deregistered(Deleted::NotFound)),
+        [
+            Action::ForgetRecord,
+            Action::KillAll,
+            Action::Publish(Health::Done),
+            Action::Exit
+        ]
+    );
     assert_eq!(l.exit_code(), Exit::Ok);
 }
 
