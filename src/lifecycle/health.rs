@@ -23,6 +23,9 @@ pub struct Published {
     /// (`/proc/<pid>/root/run/docker.sock`), or `None` for the container's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_socket: Option<std::path::PathBuf>,
+    /// DOCKERD=off: there is no dockerd to ping.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_dockerd: bool,
 }
 
 pub fn now_epoch() -> u64 {
@@ -44,8 +47,9 @@ pub fn publish(dir: &Path, p: &Published) {
     }
 }
 
-/// Healthy: dockerd answers and the runner listens or works; starting and updating count as
-/// healthy for the allowance. `Err` says why not.
+/// Healthy: dockerd answers (where the life has one: `dockerd_answers` is true without) and the
+/// runner listens or works; starting and updating count as healthy for the allowance. `Err` says
+/// why not.
 pub fn judge(p: Option<&Published>, dockerd_answers: bool, now: u64) -> Result<(), String> {
     let Some(p) = p else {
         return Err(
@@ -78,7 +82,8 @@ pub async fn healthcheck(run_dir: &Path) -> Result<(), String> {
         .as_ref()
         .and_then(|p| p.docker_socket.clone())
         .unwrap_or_else(|| crate::dockerd::plan::SOCKET.into());
-    let pinged = crate::dockerd::ping(&socket).await;
+    let without = p.as_ref().is_some_and(|p| p.without_dockerd);
+    let pinged = without || crate::dockerd::ping(&socket).await;
     judge(p.as_ref(), pinged, now_epoch())
 }
 
@@ -98,6 +103,7 @@ mod tests {
             startup_allowance_secs: 120,
             runner: None,
             runner_version: Default::default(),
+            without_dockerd: false,
             docker_socket: None,
         }
     }
@@ -128,5 +134,19 @@ mod tests {
     fn no_state_or_stopping_is_unhealthy() {
         assert!(judge(None, true, 0).is_err());
         assert!(judge(Some(&p("stopping", 0)), true, 1).is_err());
+    }
+
+    /// DOCKERD=off: a listening runner is healthy without a dockerd to answer; with one planned,
+    /// the same state without an answering dockerd is not.
+    #[tokio::test]
+    async fn without_dockerd_nothing_is_pinged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = p("listening", now_epoch());
+        state.docker_socket = Some(dir.path().join("no-such.sock"));
+        publish(dir.path(), &state);
+        assert!(healthcheck(dir.path()).await.is_err());
+        state.without_dockerd = true;
+        publish(dir.path(), &state);
+        assert_eq!(healthcheck(dir.path()).await, Ok(()));
     }
 }

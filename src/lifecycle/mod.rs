@@ -442,6 +442,7 @@ impl RealHost {
                 .life
                 .as_ref()
                 .and_then(|l| sandboxed::outside(l, Path::new(SOCKET))),
+            without_dockerd: self.s.docker.dockerd == DockerdMode::Off,
         }
     }
 
