@@ -47,6 +47,7 @@ pub mod reaper;
 pub mod register;
 pub mod runner;
 pub mod sandbox;
+pub mod scale;
 pub mod scaleset;
 pub mod secret;
 pub mod trash;
