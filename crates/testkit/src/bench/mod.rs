@@ -83,6 +83,13 @@ pub fn run(opts: &Options) -> Exit {
         eprintln!("sysrunner-testkit bench: {}: {e}", opts.out.display());
         return Exit::Internal;
     }
+    let kit = match Staged::testkit() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("sysrunner-testkit bench: {e}");
+            return Exit::Internal;
+        }
+    };
     let steps = opts.runs as u64 * opts.kinds.len() as u64 * 2
         + opts.kinds.len() as u64 * opts.k.len() as u64;
     let bar = ProgressBar::new(steps);
@@ -97,7 +104,7 @@ pub fn run(opts: &Options) -> Exit {
     for run in 1..=opts.runs {
         for &kind in &opts.kinds {
             bar.set_message(format!("run {run}: {} limit", report::kind_name(kind)));
-            match limit(kind, &sysrunner, run) {
+            match limit(kind, &sysrunner, &kit.path, run) {
                 Ok(s) => samples.extend(s),
                 Err(e) => failures.push(format!("run {run}, {kind:?} limit: {e}")),
             }
@@ -212,11 +219,41 @@ fn fresh_data_root(rig: &Rig) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A copy of the kit's own binary where every box sees it (a box has its own `/tmp`, and the
+/// checkout may be there), for the in-box timer; removed when dropped.
+struct Staged {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Staged {
+    fn testkit() -> Result<Staged, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let kit = binaries::locate_testkit()?;
+        let dir = Path::new(crate::boxes::STATE_ROOT).join(format!("bench-{}", std::process::id()));
+        let path = dir.join(binaries::TESTKIT);
+        let staged = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::copy(&kit, &path)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        })();
+        let s = Staged { dir, path };
+        staged.map_err(|e| format!("copy {} to {}: {e}", kit.display(), s.path.display()))?;
+        Ok(s)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The bare dockerd, both ways, each in a fresh box of `kind` (a fresh network namespace: what one
 /// dockerd leaves there slows the next one's start), started and timed from inside the box by
 /// `bench-dockerd` (see `inside`).
-fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, String> {
-    let testkit = binaries::locate_testkit()?;
+fn limit(kind: BoxKind, sysrunner: &Path, testkit: &Path, run: u32) -> Result<Vec<Sample>, String> {
     let mut out = Vec::new();
     for first in [false, true] {
         let rig = Rig::start(kind, FakeConfig::default(), sysrunner)?;
@@ -284,7 +321,7 @@ fn limit(kind: BoxKind, sysrunner: &Path, run: u32) -> Result<Vec<Sample>, Strin
             .b
             .output(
                 rig.b
-                    .command(&testkit)
+                    .command(testkit)
                     .args(&args)
                     .env("PATH", crate::rig::BOX_PATH),
             )
