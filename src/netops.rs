@@ -215,6 +215,30 @@ pub async fn delete_links_where(
     Ok(deleted)
 }
 
+/// The names of the bridges that have a port (a link whose controller they are).
+pub async fn bridges_with_ports(handle: &Handle) -> Result<Vec<String>, rtnetlink::Error> {
+    let links: Vec<_> = handle.link().get().execute().try_collect().await?;
+    let controllers: Vec<u32> = links
+        .iter()
+        .filter_map(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Controller(i) => Some(*i),
+                _ => None,
+            })
+        })
+        .collect();
+    Ok(links
+        .iter()
+        .filter(|l| controllers.contains(&l.header.index))
+        .filter_map(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
 pub fn is_errno(e: &rtnetlink::Error, errno: nix::errno::Errno) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -(errno as i32))
 }

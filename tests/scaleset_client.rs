@@ -364,8 +364,8 @@ async fn a_whole_cycle_from_scale_set_to_completed_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_is_retried_or_recovered_by_the_rules() {
-    // Short requests, so that a hang costs two seconds of the test, not thirty.
-    let e = env_with(Duration::from_secs(2)).await;
+    // Short requests, so that a hang costs five seconds of the test, not thirty.
+    let e = env_with(Duration::from_secs(5)).await;
     let sets = "*/_apis/runtime/runnerscalesets";
 
     // 5xx: retried after the back-off's first second.
@@ -387,7 +387,7 @@ async fn every_fault_is_retried_or_recovered_by_the_rules() {
     assert_eq!(e.time.sleeps(), vec![1, 7]);
 
     // A hang: the request times out and is sent again.
-    e.fault("GET", "*/runnerscalesets/*", Fault::Hang { millis: 4000 })
+    e.fault("GET", "*/runnerscalesets/*", Fault::Hang { millis: 7000 })
         .await;
     assert_eq!(e.client.scale_set(set.id).await.unwrap().id, set.id);
     assert_eq!(e.time.sleeps(), vec![1, 7, 1]);

@@ -14,8 +14,10 @@
 //!
 //! Owns the decision of what is dockerd's ([`removal_script`], [`is_dockerds_link`]) and its
 //! removal ([`remove`]); call it before dockerd starts, never while one runs (it would cut off its
-//! containers). Leaves alone what Docker itself puts in a container's namespace: its embedded
-//! DNS's `DOCKER_OUTPUT` and `DOCKER_POSTROUTING` chains (underscores, not dockerd's hyphens).
+//! containers). Leaves alone what Docker itself puts in a container's namespace (its embedded
+//! DNS's `DOCKER_OUTPUT` and `DOCKER_POSTROUTING` chains: underscores, not dockerd's hyphens), the
+//! user's `DOCKER-USER` chain, rules naming a bridge outside `FORWARD` and `POSTROUTING`, and a
+//! bridge that still has ports (a namespace shared with a Docker whose containers run).
 
 use super::plan::Iptables;
 use crate::netops::{self, Family, Firewall, FirewallError};
@@ -23,11 +25,20 @@ use crate::process::{BoxFut, Commands};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-/// dockerd's own chains: `DOCKER` and every `DOCKER-…` (`-USER`, `-ISOLATION-STAGE-1`, and the
-/// ones newer releases add: `-FORWARD`, `-BRIDGE`, `-CT`, `-INTERNAL`, `-INGRESS`).
+/// dockerd's own chains: `DOCKER` and every `DOCKER-…` (`-ISOLATION-STAGE-1`, and the ones newer
+/// releases add: `-FORWARD`, `-BRIDGE`, `-CT`, `-INTERNAL`, `-INGRESS`), except `DOCKER-USER`:
+/// that one is the user's (Docker's documented place for rules of one's own, such as a DROP of
+/// the cloud's metadata address that an init container adds); dockerd keeps it, and so does
+/// this.
 pub fn is_dockerds_chain(name: &str) -> bool {
-    name == "DOCKER" || name.starts_with("DOCKER-")
+    (name == "DOCKER" || name.starts_with("DOCKER-")) && name != USER_CHAIN
 }
+
+const USER_CHAIN: &str = "DOCKER-USER";
+
+/// The built-in chains where dockerd writes rules naming its bridges (`FORWARD`'s accepts and
+/// drops, `POSTROUTING`'s masquerade): a rule naming a bridge elsewhere is somebody else's.
+const BRIDGE_RULE_CHAINS: [&str; 2] = ["FORWARD", "POSTROUTING"];
 
 /// dockerd's bridges: the default `docker0`, and `br-` with the first 12 hex digits of a
 /// network's id for every other bridge network.
@@ -40,8 +51,9 @@ pub fn is_dockerds_link(name: &str) -> bool {
 
 /// The `iptables-restore --noflush` script that removes an earlier dockerd's rules from an
 /// `iptables-save` dump, table by table: first every rule of another chain that jumps or goes to
-/// one of dockerd's chains or names one of its bridges (`-i`, `-o`), then dockerd's chains,
-/// flushed and deleted. `None` when the dump has none of them.
+/// one of dockerd's chains, and every rule of `FORWARD` or `POSTROUTING` that names one of its
+/// bridges (`-i`, `-o`), then dockerd's chains, flushed and deleted. `DOCKER-USER` and its rules
+/// stay (see [`is_dockerds_chain`]). `None` when the dump has none of them.
 pub fn removal_script(dump: &str) -> Option<String> {
     let mut chains: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut table = None;
@@ -58,9 +70,10 @@ pub fn removal_script(dump: &str) -> Option<String> {
     let mut by_table = netops::deletions_where(dump, |_, words| {
         let (chain, spec) = words.split_first().unwrap_or((&"", &[]));
         !is_dockerds_chain(chain)
+            && *chain != USER_CHAIN
             && spec.windows(2).any(|w| match w[0] {
                 "-j" | "-g" => is_dockerds_chain(w[1]),
-                "-i" | "-o" => is_dockerds_link(w[1]),
+                "-i" | "-o" => BRIDGE_RULE_CHAINS.contains(chain) && is_dockerds_link(w[1]),
                 _ => false,
             })
     });
@@ -110,8 +123,9 @@ pub async fn remove<C: Commands>(
         for family in [Family::V4, Family::V6] {
             let fw = match Firewall::find(backend.as_str(), family, commands.clone()) {
                 Ok(fw) => fw,
-                // An image without ip6tables has no IPv6 rules of dockerd's either.
-                Err(FirewallError::Missing { .. }) if family == Family::V6 => continue,
+                // An image without ip6tables has no IPv6 rules of dockerd's either; one without
+                // the backend at all has none of either (dockerd would not start there).
+                Err(FirewallError::Missing { .. }) => continue,
                 Err(e) => return Err(LeftoverError::from(e)),
             };
             if let Some(script) = removal_script(&fw.dump().await?) {
@@ -127,9 +141,16 @@ pub async fn remove<C: Commands>(
     let links = async {
         let (_conn, handle) =
             netops::netlink_here().map_err(|e| LeftoverError::Links(e.to_string()))?;
-        netops::delete_links_where(&handle, is_dockerds_link)
+        let in_use = netops::bridges_with_ports(&handle)
             .await
-            .map_err(|e| LeftoverError::Links(e.to_string()))
+            .map_err(|e| LeftoverError::Links(e.to_string()))?;
+        // A bridge with ports belongs to a dockerd whose containers run (a namespace shared
+        // with the host's own Docker): never ours to delete.
+        netops::delete_links_where(&handle, |n| {
+            is_dockerds_link(n) && !in_use.iter().any(|u| u == n)
+        })
+        .await
+        .map_err(|e| LeftoverError::Links(e.to_string()))
     };
     let (changes, links) = tokio::join!(rules, links);
     Ok(Removed {
@@ -143,7 +164,16 @@ pub async fn remove<C: Commands>(
 pub fn sweep<C: Commands>(backend: Iptables, commands: C) -> BoxFut<'static, ()> {
     Box::pin(async move {
         let started = Instant::now();
-        match remove(backend, &commands).await {
+        // Bounded: iptables waits up to 10 s for a held xtables lock, and dockerd's start waits
+        // for this.
+        let removed = tokio::time::timeout(SWEEP_LIMIT, remove(backend, &commands))
+            .await
+            .unwrap_or_else(|_| {
+                Err(LeftoverError::Links(format!(
+                    "gave up after {SWEEP_LIMIT:?}"
+                )))
+            });
+        match removed {
             Ok(r) if r.is_empty() => {}
             Ok(r) => tracing::info!(
                 took_ms = started.elapsed().as_millis() as u64,
@@ -159,6 +189,9 @@ pub fn sweep<C: Commands>(backend: Iptables, commands: C) -> BoxFut<'static, ()>
         }
     })
 }
+
+/// How long dockerd's start waits for the removal at most.
+const SWEEP_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[cfg(test)]
 mod tests {
@@ -177,6 +210,7 @@ mod tests {
 :DOCKER-ISOLATION-STAGE-2 - [0:0]
 :DOCKER-USER - [0:0]
 -A INPUT -i eth0 -p tcp --dport 22 -j ACCEPT
+-A INPUT -i docker0 -p udp --dport 53 -j ACCEPT
 -A FORWARD -j DOCKER-USER
 -A FORWARD -j DOCKER-ISOLATION-STAGE-1
 -A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
@@ -187,6 +221,7 @@ mod tests {
 -A DOCKER-ISOLATION-STAGE-1 -j RETURN
 -A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
 -A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -d 169.254.169.254/32 -j DROP
 -A DOCKER-USER -j RETURN
 COMMIT
 *nat
@@ -215,7 +250,6 @@ COMMIT
             script,
             "\
 *filter
--D FORWARD -j DOCKER-USER
 -D FORWARD -j DOCKER-ISOLATION-STAGE-1
 -D FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -D FORWARD -o docker0 -j DOCKER
@@ -224,11 +258,9 @@ COMMIT
 -F DOCKER
 -F DOCKER-ISOLATION-STAGE-1
 -F DOCKER-ISOLATION-STAGE-2
--F DOCKER-USER
 -X DOCKER
 -X DOCKER-ISOLATION-STAGE-1
 -X DOCKER-ISOLATION-STAGE-2
--X DOCKER-USER
 COMMIT
 *nat
 -D PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
@@ -240,7 +272,11 @@ COMMIT
 "
         );
         assert!(!script.contains("DOCKER_OUTPUT") && !script.contains("DOCKER_POSTROUTING"));
-        assert!(!script.contains("dport 22"));
+        assert!(!script.contains("dport 22") && !script.contains("dport 53"));
+        assert!(
+            !script.contains("DOCKER-USER"),
+            "the user's chain, its rules and the jump to it stay"
+        );
     }
 
     #[test]
@@ -263,15 +299,11 @@ COMMIT
 
     #[test]
     fn dockerds_names() {
-        for c in [
-            "DOCKER",
-            "DOCKER-USER",
-            "DOCKER-ISOLATION-STAGE-2",
-            "DOCKER-FORWARD",
-        ] {
+        for c in ["DOCKER", "DOCKER-ISOLATION-STAGE-2", "DOCKER-FORWARD"] {
             assert!(is_dockerds_chain(c), "{c}");
         }
         for c in [
+            "DOCKER-USER",
             "DOCKER_OUTPUT",
             "DOCKER_POSTROUTING",
             "DOCKERX",

@@ -50,6 +50,15 @@ pub struct Beside {
     pub sweep: Option<BoxFut<'static, ()>>,
 }
 
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Prepares the system as `plan` says, then starts dockerd and waits until it answers `/_ping`.
 /// The preparation blocks (it empties the data root, and the cgroup v2 nesting sleeps between
 /// retries), so it runs on tokio's blocking pool: `run` starts dockerd beside the registration on
@@ -84,7 +93,7 @@ pub async fn launch(
         tracing::debug!("dockerd: {line}");
     }
     let Beside { replan, sweep } = beside;
-    let beside = tokio::spawn(async move {
+    let mut beside = AbortOnDrop(tokio::spawn(async move {
         let replan = async {
             match replan {
                 Some(r) => r.await,
@@ -97,14 +106,14 @@ pub async fn launch(
             }
         };
         tokio::join!(replan, sweep).0
-    });
+    }));
     let planned = plan.clone();
+    // Dropped unawaited (containerd failed first), the work beside it is cancelled; if it
+    // panicked, dockerd does not start and containerd is stopped.
     let before_dockerd = async move {
-        let replanned = match beside.await {
-            Ok(p) => p,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => None,
-        };
+        let replanned = (&mut beside.0).await.map_err(|e| {
+            StartError::Prepare(format!("the work beside containerd's start failed: {e}"))
+        })?;
         let Some(new) = replanned.filter(|p| p.daemon_json != planned.daemon_json) else {
             return Ok(());
         };

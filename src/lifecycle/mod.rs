@@ -167,10 +167,16 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
             let slot = sandboxed::build(req, planned, reaper.clone());
             // LIFE_SANDBOX=required: built beside the registration, dockerd's start waits for
             // it, and a failure ends the life. auto: waited for here, so that a sandbox that
-            // cannot be built still leaves the pristine reset.
-            let slot = if s.runner.sandbox == crate::config::LifeSandbox::Auto {
+            // cannot be built still leaves the pristine reset. Without a dockerd nothing else
+            // waits for it before the runner starts: waited for here too.
+            let auto = s.runner.sandbox == crate::config::LifeSandbox::Auto;
+            let slot = if auto || !dockerd_on {
                 match sandboxed::ready(&mut slot.state()).await {
                     Ok(()) => Some(slot),
+                    Err(why) if !auto => {
+                        slot.end(s.timeouts.stop).await;
+                        return Err(logged(Error::SandboxBuild(why)));
+                    }
                     Err(why) => {
                         if let sandbox::Decision::Reset { warning: Some(w) } =
                             sandbox::decide(s.runner.sandbox, Some(&why))

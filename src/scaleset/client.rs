@@ -31,6 +31,8 @@ pub const API_VERSION: &str = "api-version=6.0-preview";
 const SCALE_SETS: &str = "_apis/runtime/runnerscalesets";
 /// `_apis/distributedtask/pools/0/agents`.
 const AGENTS: &str = "_apis/distributedtask/pools/0/agents";
+/// How often runner-registration's 401 or 403 is tried again (GitHub's client: 4 retries).
+const AUTH_RETRIES: u32 = 4;
 /// The admin token is renewed this long before its `exp`, as GitHub's client does.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(60);
 
@@ -372,7 +374,10 @@ impl ActionsClient {
                             if status == 501 {
                                 return Ok(answer);
                             }
-                            if retry_auth && (status == 401 || status == 403) {
+                            if retry_auth
+                                && (status == 401 || status == 403)
+                                && retries < AUTH_RETRIES
+                            {
                                 (
                                     retry::backoff(retries, time.jitter()),
                                     format!(
@@ -391,7 +396,13 @@ impl ActionsClient {
                                 };
                                 match retry::decide(&attempt, retries, time.now(), time.jitter()) {
                                     Decision::Answer => return Ok(answer),
-                                    Decision::Retry { after, reason } => (after, reason),
+                                    // GitHub's client obeys Retry-After on a 503 too.
+                                    Decision::Retry { after, reason } => match retry_after {
+                                        Some(s) if status == 503 => {
+                                            (Duration::from_secs(s), reason)
+                                        }
+                                        _ => (after, reason),
+                                    },
                                 }
                             }
                         }

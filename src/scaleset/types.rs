@@ -90,7 +90,7 @@ pub struct RunnerRef {
     pub runner_scale_set_id: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JitAnswer {
     pub runner: RunnerRef,
@@ -106,7 +106,7 @@ pub struct SessionRequest<'a> {
     pub owner_name: &'a str,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionAnswer {
     #[serde(default)]
@@ -119,6 +119,37 @@ pub struct SessionAnswer {
     pub message_queue_access_token: String,
     #[serde(default)]
     pub statistics: Option<Statistics>,
+}
+
+// The JIT config and the queue token are credentials: never in a `{:?}`.
+impl std::fmt::Debug for JitAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitAnswer")
+            .field("runner", &self.runner)
+            .field("encoded_jit_config", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SessionAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionAnswer")
+            .field("session_id", &self.session_id)
+            .field("owner_name", &self.owner_name)
+            .field("message_queue_url", &self.message_queue_url)
+            .field("message_queue_access_token", &"<redacted>")
+            .field("statistics", &self.statistics)
+            .finish()
+    }
+}
+
+/// A null where a value is expected reads as the default, as Go's JSON decoding reads it.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A message of the scale set's queue.
@@ -138,14 +169,23 @@ pub struct QueueMessage {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Job {
+    #[serde(deserialize_with = "null_default")]
     pub runner_request_id: i64,
+    #[serde(deserialize_with = "null_default")]
     pub repository_name: String,
+    #[serde(deserialize_with = "null_default")]
     pub owner_name: String,
+    #[serde(deserialize_with = "null_default")]
     pub job_id: String,
+    #[serde(deserialize_with = "null_default")]
     pub job_workflow_ref: String,
+    #[serde(deserialize_with = "null_default")]
     pub job_display_name: String,
+    #[serde(deserialize_with = "null_default")]
     pub workflow_run_id: i64,
+    #[serde(deserialize_with = "null_default")]
     pub event_name: String,
+    #[serde(deserialize_with = "null_default")]
     pub request_labels: Vec<String>,
     pub queue_time: Option<String>,
     pub finish_time: Option<String>,
@@ -180,17 +220,17 @@ pub enum JobMessage {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawJobMessage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     message_type: String,
     #[serde(flatten)]
     job: Job,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     acquire_job_url: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     runner_id: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     runner_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     result: String,
 }
 
@@ -279,7 +319,7 @@ mod tests {
            "acquireJobUrl":"https://x/acquire","repositoryName":"r","ownerName":"o","queueTime":"2026-12-02T10:00:00Z"},
           {"messageType":"JobAssigned","runnerRequestId":11,"jobId":"a1"},
           {"messageType":"JobStarted","runnerRequestId":11,"jobId":"a1","runnerId":5,"runnerName":"runner-1"},
-          {"messageType":"JobCompleted","runnerRequestId":11,"jobId":"a1","result":"succeeded","runnerId":5,"runnerName":"runner-1","finishTime":null},
+          {"messageType":"JobCompleted","runnerRequestId":11,"jobId":"a1","result":"succeeded","runnerId":5,"runnerName":"runner-1","finishTime":null,"jobWorkflowRef":null,"eventName":null},
           {"messageType":"SomethingNew"}
         ]"#;
         let m = job_messages(body).unwrap();
