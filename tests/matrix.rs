@@ -135,13 +135,12 @@ fn the_privileged_like_box_runs_the_whole_matrix() {
     case(BoxKind::PrivilegedLike, "privileged", "privileged");
 }
 
-/// Default docker capabilities (no CAP_SYS_ADMIN, no CAP_NET_ADMIN) and a read-only cgroupfs:
-/// exit 78 with the remedy, and not one API call.
-#[test]
-fn an_unsupported_container_exits_78_without_an_api_call() {
-    let Some(_serial) = ready() else { return };
-    let r = Runner::start(BoxKind::PrivilegedLike, FakeConfig::default());
-    let env = r.settings("sysrunner-unsupported");
+/// `sysrunner run` in the box as in a container with Docker's default capabilities (no
+/// CAP_SYS_ADMIN, no CAP_NET_ADMIN) and a read-only cgroupfs, with exactly `env`.
+fn run_unsupported(
+    r: &Runner,
+    env: &std::collections::BTreeMap<String, String>,
+) -> std::process::Output {
     let script = format!(
         "for d in /sys/fs/cgroup/*; do mount -o remount,bind,ro \"$d\" 2>/dev/null; done; \
          exec setpriv --bounding-set -sys_admin,-net_admin --inh-caps -sys_admin,-net_admin -- {exe} run",
@@ -150,9 +149,18 @@ fn an_unsupported_container_exits_78_without_an_api_call() {
     let mut cmd = r.b.command("sh");
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(&env)
+        .envs(env)
         .args(["-c", &script]);
-    let out = r.b.output(&mut cmd).unwrap();
+    r.b.output(&mut cmd).unwrap()
+}
+
+/// Default docker capabilities (no CAP_SYS_ADMIN, no CAP_NET_ADMIN) and a read-only cgroupfs:
+/// exit 78 with the remedy, and not one API call.
+#[test]
+fn an_unsupported_container_exits_78_without_an_api_call() {
+    let Some(_serial) = ready() else { return };
+    let r = Runner::start(BoxKind::PrivilegedLike, FakeConfig::default());
+    let out = run_unsupported(&r, &r.settings("sysrunner-unsupported"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(
@@ -190,17 +198,7 @@ fn an_unsupported_container_runs_a_life_without_dockerd_when_dockerd_is_off() {
             "echo ran-without-docker",
         ],
     );
-    let script = format!(
-        "for d in /sys/fs/cgroup/*; do mount -o remount,bind,ro \"$d\" 2>/dev/null; done; \
-         exec setpriv --bounding-set -sys_admin,-net_admin --inh-caps -sys_admin,-net_admin -- {exe} run",
-        exe = r.b.sysrunner_in_box().display()
-    );
-    let mut cmd = r.b.command("sh");
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(&env)
-        .args(["-c", &script]);
-    let out = r.b.output(&mut cmd).unwrap();
+    let out = run_unsupported(&r, &env);
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

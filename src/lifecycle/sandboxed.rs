@@ -50,16 +50,7 @@ pub async fn plan(
             report.runtime.as_str(),
             report.reasons.join("; ")
         );
-        return match sandbox::decide(setting, Some(&why)) {
-            sandbox::Decision::Refuse(msg) => Err(Error::Sandbox(msg)),
-            sandbox::Decision::Reset { warning } => {
-                if let Some(w) = warning {
-                    tracing::warn!(phase = "sandbox", "{w}");
-                }
-                Ok(None)
-            }
-            sandbox::Decision::Sandbox => unreachable!("decided with a reason against it"),
-        };
+        return without_sandbox(setting, &why);
     };
     let req = Request::for_container(
         report.runtime,
@@ -81,7 +72,13 @@ pub async fn plan(
         Ok(planned) => return Ok(Some((req, planned))),
         Err(e) => e.to_string(),
     };
-    match sandbox::decide(setting, Some(&why)) {
+    without_sandbox(setting, &why)
+}
+
+/// No sandbox can be had, for `why`: the pristine reset with LIFE_SANDBOX's warning, or its
+/// refusal.
+fn without_sandbox<T>(setting: LifeSandbox, why: &str) -> Result<Option<T>, Error> {
+    match sandbox::decide(setting, Some(why)) {
         sandbox::Decision::Refuse(msg) => Err(Error::Sandbox(msg)),
         sandbox::Decision::Reset { warning } => {
             if let Some(w) = warning {
