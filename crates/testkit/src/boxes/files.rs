@@ -5,10 +5,21 @@
 
 use std::net::Ipv4Addr;
 
-/// A container id as Docker makes one: 64 lowercase hex digits (32 random bytes).
+/// A container id as Docker makes one: 64 lowercase hex digits (32 random bytes), drawn again
+/// while its first 12 are all decimal digits, as moby's `stringid.GenerateRandomID` does: such a
+/// hostname reads as a number to the C library (`gethostbyname("687517539823")` is "Unknown
+/// host" without asking `/etc/hosts`), about once in 280 ids.
 pub fn container_id() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    container_id_from(rand::random)
+}
+
+fn container_id_from(mut draw: impl FnMut() -> [u8; 32]) -> String {
+    loop {
+        let id: String = draw().iter().map(|b| format!("{b:02x}")).collect();
+        if !default_hostname(&id).bytes().all(|b| b.is_ascii_digit()) {
+            return id;
+        }
+    }
 }
 
 /// The hostname Docker gives a container unless told otherwise: its id's first 12 hex digits.
@@ -87,6 +98,19 @@ mod tests {
         assert_ne!(id, container_id());
         assert_eq!(default_hostname(&id), id[..12]);
         assert_eq!(hostname("0123456789ab"), "0123456789ab\n");
+    }
+
+    #[test]
+    fn an_id_whose_hostname_would_be_all_digits_is_drawn_again() {
+        let mut draws = [[0x12u8; 32], [0x12; 32], [0xab; 32]].into_iter();
+        let id = container_id_from(|| draws.next().unwrap());
+        assert_eq!(default_hostname(&id), "abababababab");
+        assert_eq!(draws.next(), None, "the third draw was the first kept");
+        // One letter among the first 12 digits is enough.
+        let mut first = [0x12u8; 32];
+        first[5] = 0x1a;
+        let id = container_id_from(|| first);
+        assert_eq!(default_hostname(&id), "12121212121a");
     }
 
     #[test]
