@@ -43,6 +43,9 @@ fn settings_of(subcommand: &str) -> impl Iterator<Item = &'static config::Settin
         if subcommand == "probe" {
             return config::probe_reads(s);
         }
+        if subcommand == "scale" {
+            return config::scale_reads(s);
+        }
         groups.contains(&s.group)
     })
 }
@@ -138,6 +141,18 @@ pub fn command() -> Command {
                 )
                 .args(setting_args("prune"))
                 .after_help(format!("{}{}", env_only_note("prune"), Exit::help_table())),
+        )
+        .subcommand(
+            Command::new("scale")
+                .about("The controller: one fresh runner container per job on this Docker host, through GitHub's runner scale set API; the only holder of the credentials")
+                .arg(
+                    Arg::new("delete-scale-set")
+                        .long("delete-scale-set")
+                        .action(ArgAction::SetTrue)
+                        .help("On SIGTERM, after the drain, delete the scale set at GitHub too (default: keep it for the next start)"),
+                )
+                .args(setting_args("scale"))
+                .after_help(format!("{}{}", env_only_note("scale"), Exit::help_table())),
         )
         .subcommand(
             Command::new("dockerd-check")
@@ -268,6 +283,28 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
                         block_on(crate::dockerd_check::run(&settings, &command))
                     }),
             )
+        }
+        Some(("scale", m)) => {
+            let flags = given_flags(m, "scale");
+            let delete = m.get_flag("delete-scale-set");
+            match config::load_scale(&inputs(&flags)) {
+                Err(problems) => Exit::from(&usage(problems)),
+                Ok(settings) => {
+                    crate::logging::init(&settings.log);
+                    for w in &settings.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    let outcome = block_on(async {
+                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                        forward_signals(tx);
+                        crate::scale::controller::run(settings, delete, rx).await
+                    });
+                    if let Err(e) = &outcome {
+                        tracing::error!("{e}");
+                    }
+                    Exit::of(&outcome)
+                }
+            }
         }
         Some(("healthcheck", _)) => {
             let verdict = block_on(crate::lifecycle::health::healthcheck(std::path::Path::new(
@@ -502,7 +539,7 @@ fn runner_versions(settings: &config::ProbeSettings) -> crate::runner::version::
 fn usage(problems: config::Problems) -> Error {
     eprint!("{problems}");
     eprintln!(
-        "sysrunner: {} invalid setting(s); nothing was started. See `sysrunner run --help`.",
+        "sysrunner: {} invalid setting(s); nothing was started. See `sysrunner <command> --help`.",
         problems.0.len()
     );
     Error::Settings(problems)

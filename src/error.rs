@@ -85,6 +85,21 @@ pub enum Error {
     #[error("cannot write the report as JSON: {0}")]
     Json(#[from] serde_json::Error),
 
+    // `sysrunner scale`.
+    #[error(transparent)]
+    Scaleset(#[from] crate::scaleset::ScalesetError),
+    #[error(transparent)]
+    Engine(#[from] crate::scale::docker::EngineError),
+    /// No runtime for runner containers (SCALE_RUNTIME and what the host's Docker lists).
+    #[error("{0}")]
+    ScaleRuntime(String),
+    /// SCALE_IMAGE is not on the host.
+    #[error("{0}")]
+    ScaleImage(String),
+    /// SCALE_LISTEN cannot be bound.
+    #[error("{0}")]
+    ScaleListen(String),
+
     /// `healthcheck`: the published state or dockerd says no.
     #[error("unhealthy: {0}")]
     Unhealthy(String),

@@ -74,17 +74,19 @@ impl Exit {
             Exit::VersionDeprecated => {
                 "GitHub refuses the image's runner as too old; only with ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1 (actions-runner-controller sets it), else 75"
             }
-            Exit::Usage => "invalid settings or command line; nothing was started",
+            Exit::Usage => {
+                "invalid settings or command line; nothing was started (`scale`: also SCALE_IMAGE not on the host, SCALE_LISTEN taken)"
+            }
             Exit::Unavailable => "GitHub unreachable or failing after every retry (API_DEADLINE)",
             Exit::Internal => "internal error, or a command that is not implemented yet",
             Exit::TempFail => {
-                "temporary failure worth a restart: dockerd did not start, the runner crashed"
+                "temporary failure worth a restart: dockerd did not start, the runner crashed (`scale`: the host's Docker Engine failed, or another controller holds the session)"
             }
             Exit::Refused => {
                 "GitHub refused: bad credentials, missing permission, unknown scope, or a live runner already has this name"
             }
             Exit::Unsupported => {
-                "unsupported runtime: the container cannot run dockerd, or this is a host"
+                "unsupported runtime: the container cannot run dockerd, or this is a host (`scale`: no runtime for runner containers: no sysbox-runc, privileged not allowed)"
             }
             Exit::Unhealthy => "`healthcheck` only: unhealthy",
         }
@@ -143,6 +145,11 @@ impl From<&Error> for Exit {
             | Error::Capture { .. }
             | Error::Json(_) => Exit::Internal,
             Error::Unhealthy(_) => Exit::Unhealthy,
+            Error::Scaleset(e) => Exit::from(e),
+            // The host's Docker Engine: worth a restart (compose's `restart: always`).
+            Error::Engine(_) => Exit::TempFail,
+            Error::ScaleRuntime(_) => Exit::Unsupported,
+            Error::ScaleImage(_) | Error::ScaleListen(_) => Exit::Usage,
         }
     }
 }
@@ -159,6 +166,20 @@ impl From<&ApiError> for Exit {
             // Retrying will not help: credentials, permissions, the scope, the name.
             ApiError::Refused { .. } | ApiError::Duplicate { .. } => Exit::Refused,
             ApiError::Unavailable { .. } | ApiError::Unexpected { .. } => Exit::Unavailable,
+        }
+    }
+}
+
+impl From<&crate::scaleset::ScalesetError> for Exit {
+    fn from(e: &crate::scaleset::ScalesetError) -> Exit {
+        use crate::scaleset::ScalesetError as E;
+        match e {
+            E::Rest(e) => Exit::from(e),
+            // Credentials, permissions, a group or scale set that is not there.
+            E::Refused { .. } | E::Unexpected { .. } => Exit::Refused,
+            E::Unavailable { .. } => Exit::Unavailable,
+            // Another controller holds the session: a later start may find it gone.
+            E::SessionConflict { .. } => Exit::TempFail,
         }
     }
 }

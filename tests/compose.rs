@@ -163,3 +163,81 @@ fn renews_volumes_on_up(line: &str) -> bool {
         })
     })
 }
+
+/// compose.scale.yml: the controller alone holds the socket and the credentials (a secret file,
+/// never a value in its environment), keeps its session id in a named volume, drains within its
+/// grace period, refuses to start without a scale set name, and the runner image is a service
+/// compose pulls but never starts.
+#[test]
+fn compose_scale_runs_the_controller_with_the_socket_and_pulls_the_runner_image() {
+    if !testkit::require("compose.scale.yml", &[Need::Compose]) {
+        return;
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = "compose.scale.yml";
+    let missing = testkit::compose::config(repo, file, &[]).unwrap_err();
+    assert!(missing.contains("SCALE_SET_NAME"), "{missing}");
+    let all = testkit::compose::config(repo, file, &[("SCALE_SET_NAME", "ci-host1")]).unwrap();
+    let svc = &all["services"]["controller"];
+    assert_eq!(svc["entrypoint"], serde_json::json!(["sysrunner", "scale"]));
+    assert_eq!(svc["restart"], "always");
+    let env = &svc["environment"];
+    assert_eq!(env["SCALE_SET_NAME"], "ci-host1");
+    assert_eq!(env["ACCESS_TOKEN_FILE"], "/run/secrets/access_token");
+    assert!(env.get("ACCESS_TOKEN").is_none(), "{env}");
+    let image = format!("ghcr.io/sysrunner/sysrunner:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(svc["image"], image.as_str());
+    assert_eq!(env["SCALE_IMAGE"], image.as_str());
+    let volumes = svc["volumes"].as_array().unwrap();
+    let mount = |target: &str| {
+        volumes
+            .iter()
+            .find(|v| v["target"] == target)
+            .unwrap_or_else(|| panic!("nothing mounted at {target}: {volumes:?}"))
+    };
+    assert_eq!(
+        mount("/var/run/docker.sock")["source"],
+        "/var/run/docker.sock"
+    );
+    assert_eq!(env["SCALE_DOCKER_SOCKET"], "/var/run/docker.sock");
+    let state = env["SCALE_STATE_DIR"].as_str().unwrap();
+    assert_eq!(
+        mount(state)["type"],
+        "volume",
+        "the session id outlives a recreate"
+    );
+    let grace = go_duration(svc["stop_grace_period"].as_str().unwrap());
+    assert_eq!(
+        grace,
+        setting(svc, "DRAIN_TIMEOUT") + setting(svc, "STOP_TIMEOUT") + Duration::from_secs(1)
+    );
+    // Every value the controller is given is a valid setting of `sysrunner scale`.
+    let flags = std::collections::BTreeMap::new();
+    let vars: std::collections::BTreeMap<String, String> = env
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .chain([
+            ("REPO".to_string(), "octo-org/octo-repo".to_string()),
+            ("ACCESS_TOKEN".to_string(), "ghp_x".to_string()),
+        ])
+        .filter(|(k, _)| k != "ACCESS_TOKEN_FILE")
+        .collect();
+    let env_fn = |n: &str| vars.get(n).map(std::ffi::OsString::from);
+    let read = |_: &std::path::Path| -> std::io::Result<String> { unreachable!() };
+    let inputs = sysrunner::config::Inputs {
+        flags: &flags,
+        env: &env_fn,
+        read_file: &read,
+        hostname: None,
+    };
+    let s = sysrunner::config::load_scale(&inputs).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(s.listen.map(|a| a.port()), Some(9102));
+    let runner = &all["services"]["runner-image"];
+    assert_eq!(runner["image"], image.as_str());
+    assert_eq!(
+        runner["deploy"]["replicas"], 0,
+        "pulled, never started: {runner}"
+    );
+}

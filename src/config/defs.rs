@@ -12,6 +12,7 @@ pub enum Group {
     Docker,
     Time,
     Logs,
+    Scale,
 }
 
 impl Group {
@@ -24,6 +25,7 @@ impl Group {
             Group::Docker => "Docker",
             Group::Time => "Time",
             Group::Logs => "Logs",
+            Group::Scale => "Scale (`sysrunner scale` only)",
         }
     }
 }
@@ -86,6 +88,16 @@ pub enum Kind {
     Duration,
     /// A tracing filter: `info`, `debug`, `sysrunner=debug,dockerd=warn`.
     LogLevel,
+    /// A whole number, 0 or more.
+    Count,
+    /// A size in bytes, with an optional `k`, `m` or `g` (binary).
+    Bytes,
+    /// A number of CPUs, fractions allowed (`1.5`).
+    Cpus,
+    /// `HOST:PORT`, or a bare port for every address.
+    Listen,
+    /// A Docker image reference.
+    Image,
 }
 
 impl Kind {
@@ -114,6 +126,11 @@ impl Kind {
             Kind::Mtu => "`detect` or 68..65535".into(),
             Kind::Duration => "duration: `90`, `90s`, `5m`, `1h`".into(),
             Kind::LogLevel => "`error` … `trace`, or a tracing filter".into(),
+            Kind::Count => "whole number".into(),
+            Kind::Bytes => "bytes: `512m`, `4g`".into(),
+            Kind::Cpus => "CPUs: `2`, `1.5`".into(),
+            Kind::Listen => "`HOST:PORT` or a port".into(),
+            Kind::Image => "image reference".into(),
         }
     }
 
@@ -214,7 +231,7 @@ macro_rules! settings {
 
 use super::parse::{Parse, kind};
 use super::values::{Collector, Field};
-use super::{DataPolicy, DockerdMode, ImageStore, LifeSandbox, LogFormat, Mode};
+use super::{DataPolicy, DockerdMode, ImageStore, LifeSandbox, LogFormat, Mode, ScaleRuntime};
 use DefaultValue::{Derived, None as Unset, Value};
 
 settings! {
@@ -290,6 +307,32 @@ settings! {
         "`text` for people, `json` for one object per line.";
     log_level LOG_LEVEL: Logs, kind::LogLevel, Value("info"),
         "Log level or tracing filter.";
+    scale_set_name SCALE_SET_NAME: Scale, kind::RunnerName, Derived("`RUNNER_NAME_PREFIX-<hostname>`"),
+        "The scale set this controller owns; one per host. Its runners are named `SCALE_SET_NAME-<8 hex>`; without RUNNER_LABELS, `runs-on:` names the scale set.";
+    scale_image SCALE_IMAGE: Scale, kind::Image, Value("ghcr.io/sysrunner/sysrunner:0.1.0"),
+        "The runner image each job's container is made from (pulled beforehand; the controller never pulls).";
+    scale_runtime SCALE_RUNTIME: Scale, kind::Choice<ScaleRuntime>, Value("auto"),
+        "`auto`: `sysbox-runc` where the host's Docker lists it, else `privileged` if SCALE_ALLOW_PRIVILEGED, else exit 78; `sysbox`; `privileged`; `runc`: plain containers with DOCKERD=off (jobs without Docker).";
+    scale_allow_privileged SCALE_ALLOW_PRIVILEGED: Scale, kind::Bool, Value("false"),
+        "Allow `--privileged` runner containers (a job is then root on the host): the fallback when sysbox is not installed.";
+    scale_min_runners SCALE_MIN_RUNNERS: Scale, kind::Count, Value("0"),
+        "Idle runners kept waiting for jobs (the warm pool); 0 scales to zero.";
+    scale_max_runners SCALE_MAX_RUNNERS: Scale, kind::Count, Value("4"),
+        "At most this many runner containers at once on this host.";
+    scale_cpus SCALE_CPUS: Scale, kind::Cpus, Unset,
+        "CPU limit of each runner container (`docker run --cpus`).";
+    scale_memory SCALE_MEMORY: Scale, kind::Bytes, Unset,
+        "Memory limit of each runner container (`docker run --memory`).";
+    scale_pids SCALE_PIDS: Scale, kind::Count, Unset,
+        "Process limit of each runner container (`docker run --pids-limit`).";
+    scale_network SCALE_NETWORK: Scale, kind::RunnerName, Value("bridge"),
+        "The Docker network runner containers join.";
+    scale_docker_socket SCALE_DOCKER_SOCKET: Scale, kind::AbsPath, Value("/var/run/docker.sock"),
+        "The host's Docker Engine socket.";
+    scale_state_dir SCALE_STATE_DIR: Scale, kind::AbsPath, Value("/var/lib/sysrunner-scale"),
+        "Where the controller keeps its message session's id (a volume, so a recreated controller meets no 409).";
+    scale_listen SCALE_LISTEN: Scale, kind::Listen, Unset,
+        "Serve `/metrics` (Prometheus) and `/healthz` here; off unless set.";
 }
 
 /// Variables of other runner images, and what to set instead. Set, each gets one warning; they are

@@ -228,6 +228,16 @@ choice! {
     }
 }
 
+choice! {
+    /// SCALE_RUNTIME: what runner containers `sysrunner scale` starts run on.
+    pub enum ScaleRuntime {
+        Auto = "auto",
+        Sysbox = "sysbox",
+        Privileged = "privileged",
+        Runc = "runc",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerSettings {
     /// `off`: no inner dockerd (jobs that need no Docker; runtimes that cannot run one).
@@ -345,6 +355,107 @@ pub fn load_api(inputs: &Inputs) -> Result<ApiSettings, Problems> {
     })
 }
 
+/// What `sysrunner scale` needs: the scope and credentials it alone holds, GitHub, the scale set
+/// it owns, the runner containers it starts, timeouts and logs.
+#[derive(Debug, Clone)]
+pub struct ScaleSettings {
+    pub scope: Scope,
+    pub auth: Auth,
+    pub github: GitHubUrls,
+    /// SCALE_SET_NAME: also the prefix of its runners' names.
+    pub name: String,
+    /// RUNNER_LABELS, or the scale set's name.
+    pub labels: Vec<String>,
+    pub group: String,
+    pub image: String,
+    pub runtime: ScaleRuntime,
+    pub allow_privileged: bool,
+    pub min_runners: u32,
+    pub max_runners: u32,
+    pub limits: ContainerLimits,
+    pub network: String,
+    pub docker_socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub listen: Option<std::net::SocketAddr>,
+    pub timeouts: Timeouts,
+    pub log: LogSettings,
+    pub warnings: Vec<String>,
+}
+
+/// SCALE_CPUS, SCALE_MEMORY, SCALE_PIDS: each runner container's limits (none when unset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContainerLimits {
+    pub nano_cpus: Option<u64>,
+    pub memory: Option<u64>,
+    pub pids: Option<u32>,
+}
+
+/// What `scale` reads: of the runner group only the name prefix, labels and group (its runners
+/// are configured by their JIT configs); DOCKERD and the other settings of a life belong to the
+/// runner image, not to the controller.
+pub fn scale_reads(s: &Setting) -> bool {
+    match s.group {
+        Group::Scope | Group::Credentials | Group::GitHub | Group::Time | Group::Logs => true,
+        Group::Scale => true,
+        Group::Runner => [
+            defs::name::RUNNER_NAME_PREFIX,
+            defs::name::RUNNER_LABELS,
+            defs::name::RUNNER_GROUP,
+        ]
+        .contains(&s.name),
+        Group::Docker => false,
+    }
+}
+
+/// Validates what `scale` reads.
+pub fn load_scale(inputs: &Inputs) -> Result<ScaleSettings, Problems> {
+    let mut r = collect(inputs, &scale_reads);
+    let registration = r.registration();
+    let github = r.github();
+    let timeouts = r.timeouts();
+    let log = r.log();
+    let warnings = r.warnings(inputs);
+    let scale = r.scale(inputs.hostname.as_deref());
+    let (scope, auth) = match registration {
+        Some(Registration::Api { scope, auth, .. }) => (Some(scope), Some(auth)),
+        Some(Registration::PreMade { .. }) => {
+            r.problem(
+                defs::name::ACTIONS_RUNNER_INPUT_JITCONFIG,
+                None,
+                "is set, but the controller makes a JIT config for each of its runners",
+                "give a scope and credentials (ACCESS_TOKEN or a GitHub App) instead",
+            );
+            (None, None)
+        }
+        None => (None, None),
+    };
+    if !r.problems.is_empty() {
+        return Err(Problems(r.problems));
+    }
+    let s = scale.expect("no problems means scale settings");
+    Ok(ScaleSettings {
+        scope: scope.expect("no problems means a scope"),
+        auth: auth.expect("no problems means credentials"),
+        github,
+        name: s.name,
+        labels: s.labels,
+        group: s.group,
+        image: s.image,
+        runtime: s.runtime,
+        allow_privileged: s.allow_privileged,
+        min_runners: s.min,
+        max_runners: s.max,
+        limits: s.limits,
+        network: s.network,
+        docker_socket: s.docker_socket,
+        state_dir: s.state_dir,
+        listen: s.listen,
+        timeouts,
+        log,
+        warnings,
+    })
+}
+
 /// What `sysrunner probe` needs: the dockerd plan's inputs, the runner release and logging.
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
@@ -361,7 +472,7 @@ pub const DEPRECATED_EXIT_VAR: &str = "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_
 
 /// Validates every setting `run` reads.
 pub fn load_run(inputs: &Inputs) -> Result<RunSettings, Problems> {
-    let (mut r, secret_files) = collect_with_files(inputs, &|_| true);
+    let (mut r, secret_files) = collect_with_files(inputs, &|s| s.group != Group::Scale);
     let registration = r.registration();
     let github = r.github();
     let runner = r.runner(inputs.hostname.as_deref(), &registration);
@@ -392,7 +503,7 @@ pub fn probe_reads(s: &Setting) -> bool {
     match s.group {
         Group::Docker | Group::Time | Group::Logs => true,
         Group::Runner => [defs::name::RUNNER_DIR, defs::name::RUNNER_USER].contains(&s.name),
-        Group::Scope | Group::Credentials | Group::GitHub => false,
+        Group::Scope | Group::Credentials | Group::GitHub | Group::Scale => false,
     }
 }
 

@@ -103,6 +103,12 @@ pub mod kind {
         Mtu => Option<u32> = |raw, _| mtu(raw);
         Duration => std::time::Duration = |raw, _| duration(raw);
         LogLevel => String = log_level;
+        Count => u32 = |raw, _| count(raw);
+        Bytes => u64 = |raw, _| bytes(raw);
+        /// In billionths of a CPU, as Docker's `NanoCpus`.
+        Cpus => u64 = |raw, _| nano_cpus(raw);
+        Listen => std::net::SocketAddr = |raw, _| listen(raw);
+        Image => String = |raw, _| image(raw);
     }
 
     /// One of the words of `E`.
@@ -448,6 +454,95 @@ pub fn duration(raw: &str) -> Result<Duration, Bad> {
         .ok_or_else(|| bad("is longer than a week", fix))
 }
 
+/// A whole number from 0 to 10 000.
+pub fn count(raw: &str) -> Result<u32, Bad> {
+    raw.parse::<u32>()
+        .ok()
+        .filter(|n| *n <= 10_000)
+        .ok_or_else(|| bad("is not a whole number up to 10000", "write e.g. 0, 1 or 8"))
+}
+
+/// Bytes: a whole number with an optional binary `k`, `m` or `g` (either case, `b` allowed
+/// after it), as `docker run --memory` takes it; at least 6 MiB, Docker's own minimum.
+pub fn bytes(raw: &str) -> Result<u64, Bad> {
+    let fix = "write a size such as 512m or 4g";
+    let lower = raw.to_ascii_lowercase();
+    let lower = lower.strip_suffix('b').unwrap_or(&lower);
+    let (digits, scale) = match lower.char_indices().last() {
+        Some((i, 'k')) => (&lower[..i], 1u64 << 10),
+        Some((i, 'm')) => (&lower[..i], 1 << 20),
+        Some((i, 'g')) => (&lower[..i], 1 << 30),
+        _ => (lower, 1),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad("is not a size", fix))?;
+    let b = n
+        .checked_mul(scale)
+        .ok_or_else(|| bad("is too large", fix))?;
+    if b < 6 << 20 {
+        return Err(bad("is under 6m, Docker's smallest memory limit", fix));
+    }
+    Ok(b)
+}
+
+/// CPUs as a decimal (`2`, `1.5`, `0.25`), in billionths; more than 0.
+pub fn nano_cpus(raw: &str) -> Result<u64, Bad> {
+    let fix = "write a number of CPUs such as 2 or 1.5";
+    let (whole, frac) = raw.split_once('.').unwrap_or((raw, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && frac.is_empty() || !digits(whole) || !digits(frac) || frac.len() > 9 {
+        return Err(bad("is not a number of CPUs", fix));
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole
+            .parse()
+            .map_err(|_| bad("is not a number of CPUs", fix))?
+    };
+    let frac: u64 = format!("{frac:0<9}").parse().unwrap_or(0);
+    let nano = whole
+        .checked_mul(1_000_000_000)
+        .and_then(|w| w.checked_add(frac))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| bad("is not a number of CPUs above 0", fix))?;
+    Ok(nano)
+}
+
+/// `HOST:PORT` (`127.0.0.1:9090`, `[::]:9090`), or a bare port for every IPv4 address.
+pub fn listen(raw: &str) -> Result<std::net::SocketAddr, Bad> {
+    let fix = "write an address and port such as 0.0.0.0:9090, or a port";
+    if let Ok(port) = raw.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    raw.parse()
+        .map_err(|_| bad("is not an address and port", fix))
+}
+
+/// A Docker image reference: `name[:tag][@digest]`, lowercase name, no spaces.
+pub fn image(raw: &str) -> Result<String, Bad> {
+    let fix = "write an image reference such as ghcr.io/sysrunner/sysrunner:0.1.0";
+    let name = raw.split('@').next().unwrap_or("");
+    let path = match name.rsplit_once(':') {
+        // A colon after the last slash starts a tag; before it, a registry's port.
+        Some((p, tag)) if !tag.contains('/') => {
+            if tag.is_empty() || tag.len() > 128 {
+                return Err(bad("has an empty or over-long tag", fix));
+            }
+            p
+        }
+        _ => name,
+    };
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c);
+    if path.is_empty() || !path.chars().all(ok_char) || path.starts_with('/') || path.ends_with('/')
+    {
+        return Err(bad(
+            "is not an image reference (lowercase letters, digits, `.` `_` `-` `/`, then `:tag`)",
+            fix,
+        ));
+    }
+    Ok(raw.to_string())
+}
+
 fn log_level(raw: &str, name: &str) -> Result<String, Bad> {
     tracing_subscriber::EnvFilter::builder()
         .parse(raw)
@@ -674,5 +769,67 @@ mod tests {
         refused::<kind::JitConfig>("not base64!");
         refused::<kind::JitConfig>(&b64("not json"));
         refused::<kind::JitConfig>(&b64(r#"{"runner":"x"}"#));
+    }
+
+    #[test]
+    fn counts_are_whole_numbers_up_to_ten_thousand() {
+        assert_eq!(ok::<kind::Count>("0"), 0);
+        assert_eq!(ok::<kind::Count>("8"), 8);
+        for r in ["-1", "1.5", "", "10001", "four"] {
+            refused::<kind::Count>(r);
+        }
+    }
+
+    #[test]
+    fn bytes_take_binary_units_and_docker_minimum() {
+        assert_eq!(ok::<kind::Bytes>("512m"), 512 << 20);
+        assert_eq!(ok::<kind::Bytes>("4G"), 4 << 30);
+        assert_eq!(ok::<kind::Bytes>("2gb"), 2 << 30);
+        assert_eq!(ok::<kind::Bytes>("8192k"), 8 << 20);
+        assert_eq!(ok::<kind::Bytes>("6291456"), 6 << 20);
+        assert!(refused::<kind::Bytes>("4m").what.contains("6m"));
+        for r in ["", "g", "1.5g", "4t", "-1g", "99999999999999999999g"] {
+            refused::<kind::Bytes>(r);
+        }
+    }
+
+    #[test]
+    fn cpus_are_decimals_in_billionths() {
+        assert_eq!(ok::<kind::Cpus>("2"), 2_000_000_000);
+        assert_eq!(ok::<kind::Cpus>("1.5"), 1_500_000_000);
+        assert_eq!(ok::<kind::Cpus>(".25"), 250_000_000);
+        assert_eq!(ok::<kind::Cpus>("0.000000001"), 1);
+        for r in ["0", "0.0", "", ".", "1.2.3", "-1", "1e3", "0.0000000001"] {
+            refused::<kind::Cpus>(r);
+        }
+    }
+
+    #[test]
+    fn listen_takes_an_address_and_port_or_a_port() {
+        assert_eq!(ok::<kind::Listen>("9090").to_string(), "0.0.0.0:9090");
+        assert_eq!(
+            ok::<kind::Listen>("127.0.0.1:9102").to_string(),
+            "127.0.0.1:9102"
+        );
+        assert_eq!(ok::<kind::Listen>("[::]:9090").to_string(), "[::]:9090");
+        for r in ["localhost:9090", ":9090", "99999", "1.2.3.4"] {
+            refused::<kind::Listen>(r);
+        }
+    }
+
+    #[test]
+    fn images_are_references() {
+        for r in [
+            "ghcr.io/sysrunner/sysrunner:0.1.0",
+            "sysrunner",
+            "localhost:5000/a/b:tag",
+            "sysrunner@sha256:abc",
+            "registry.example:443/x",
+        ] {
+            ok::<kind::Image>(r);
+        }
+        for r in ["", "Sysrunner", "a b", "x:", "/x", "x/"] {
+            refused::<kind::Image>(r);
+        }
     }
 }

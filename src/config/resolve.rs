@@ -337,6 +337,102 @@ impl Resolver {
         }
     }
 
+    /// The scale group's rules: a set name that fits with its runners' suffix, min ≤ max, max ≥ 1,
+    /// privileged only when allowed.
+    pub fn scale(&mut self, hostname: Option<&str>) -> Option<ScaleParts> {
+        let prefix = self.name_prefix();
+        // `<name>-<8 hex>` must stay a runner name.
+        let longest = MAX_RUNNER_NAME - 9;
+        let name = match self.v.scale_set_name.value.clone() {
+            Some(n) => Some(n),
+            None if self.v.scale_set_name.given => None,
+            None => match hostname.filter(|h| !h.is_empty()) {
+                Some(h) => Some(format!("{prefix}-{h}")),
+                None => {
+                    self.problem(
+                        SCALE_SET_NAME,
+                        None,
+                        "is not set and the host name is unknown",
+                        "set SCALE_SET_NAME, one per host, e.g. sysrunner-host1",
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(n) = &name
+            && n.len() > longest
+        {
+            self.problem(
+                SCALE_SET_NAME,
+                Some(n.clone()),
+                &format!("is longer than {longest} characters, so `<name>-<8 hex>` would not be a runner name"),
+                "set a shorter SCALE_SET_NAME",
+            );
+        }
+        let min = self.v.scale_min_runners.or_default();
+        let max = self.v.scale_max_runners.or_default();
+        if max == Some(0) {
+            self.problem(
+                SCALE_MAX_RUNNERS,
+                Some("0".into()),
+                "is zero: no job could ever run",
+                "give at least 1",
+            );
+        }
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            self.problem(
+                SCALE_MIN_RUNNERS,
+                Some(lo.to_string()),
+                &format!("is more than SCALE_MAX_RUNNERS ({hi})"),
+                "make SCALE_MIN_RUNNERS at most SCALE_MAX_RUNNERS",
+            );
+        }
+        let runtime = self.v.scale_runtime.or_default();
+        let allow_privileged = self.v.scale_allow_privileged.or_default() == Some(true);
+        if runtime == Some(ScaleRuntime::Privileged) && !allow_privileged {
+            self.problem(
+                SCALE_RUNTIME,
+                Some("privileged".into()),
+                "asks for privileged runner containers, in which a job is root on the host",
+                "install sysbox and use SCALE_RUNTIME=sysbox, or set SCALE_ALLOW_PRIVILEGED=true to accept it",
+            );
+        }
+        if self.v.scale_pids.value == Some(0) {
+            self.problem(
+                SCALE_PIDS,
+                Some("0".into()),
+                "is zero: no process could start",
+                "leave it unset for no limit, or give e.g. 4096",
+            );
+        }
+        let labels = match self.v.runner_labels.value.clone() {
+            Some(l) if !l.is_empty() => Some(l),
+            Some(_) | None if self.v.runner_labels.given => None,
+            _ => name.clone().map(|n| vec![n]),
+        };
+        Some(ScaleParts {
+            name: name?,
+            labels: labels?,
+            group: self.v.runner_group.or_default()?,
+            image: self.v.scale_image.or_default()?,
+            runtime: runtime?,
+            allow_privileged,
+            min: min?,
+            max: max?,
+            limits: ContainerLimits {
+                nano_cpus: self.v.scale_cpus.value,
+                memory: self.v.scale_memory.value,
+                pids: self.v.scale_pids.value,
+            },
+            network: self.v.scale_network.or_default()?,
+            docker_socket: self.v.scale_docker_socket.or_default()?,
+            state_dir: self.v.scale_state_dir.or_default()?,
+            listen: self.v.scale_listen.value,
+        })
+    }
+
     pub fn timeouts(&mut self) -> Timeouts {
         let t = Timeouts {
             drain: duration(&self.v.drain_timeout),
@@ -418,4 +514,21 @@ impl Resolver {
 /// A duration setting; a refused one counts as its default, which keeps the checks going.
 fn duration(f: &Field<Duration>) -> Duration {
     f.or_default().unwrap_or(Duration::ZERO)
+}
+
+/// What [`Resolver::scale`] resolves, before the scope and credentials join it.
+pub struct ScaleParts {
+    pub name: String,
+    pub labels: Vec<String>,
+    pub group: String,
+    pub image: String,
+    pub runtime: ScaleRuntime,
+    pub allow_privileged: bool,
+    pub min: u32,
+    pub max: u32,
+    pub limits: ContainerLimits,
+    pub network: String,
+    pub docker_socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub listen: Option<std::net::SocketAddr>,
 }

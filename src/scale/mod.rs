@@ -4,6 +4,11 @@
 //! container per runner through the Docker Engine API) is built on them. Knows nothing of HTTP,
 //! Docker or the clock.
 
+pub mod controller;
+pub mod docker;
+pub mod metrics;
+pub mod spec;
+
 /// SCALE_MIN_RUNNERS and SCALE_MAX_RUNNERS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

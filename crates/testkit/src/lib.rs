@@ -21,9 +21,11 @@
 //! - [`openapi`]: the fake's answers checked against GitHub's OpenAPI description.
 //! - [`rig`]: a runner container's stand-in (a box, the fake runner, the fake GitHub beside it),
 //!   and an image's container against the fake GitHub, reached by name.
+//! - [`scale_rig`]: a rig whose box runs a real dockerd with a small runner image, for a
+//!   controller that starts one runner container per job.
 //! - [`demo`]: one whole life of `sysrunner run` in a box, followed by its log's `phase` fields.
-//! - [`image`], [`docker`], [`compose`]: a busybox image and image trees, dockerd in a box, the
-//!   compose files as Docker Compose reads them.
+//! - [`image`], [`docker`], [`compose`]: a busybox image, a runner image and image trees, dockerd
+//!   in a box, the compose files as Docker Compose reads them.
 //! - [`gate`], [`lock`]: whether a test may run here; locks across processes.
 //! - [`binaries`]: where `sysrunner-testkit`, `fake-runner-listener` and `sysrunner` are.
 //! - [`cli`], [`exit`]: the `sysrunner-testkit` command line and its exit codes.
@@ -73,6 +75,7 @@ pub mod image;
 pub mod lock;
 pub mod openapi;
 pub mod rig;
+pub mod scale_rig;
 
 pub use boxes::{BoxKind, TestBox};
 pub use gate::{Need, require};

@@ -1,0 +1,781 @@
+//! `sysrunner scale`'s controller: the one holder of the credentials. Creates or finds its scale
+//! set, adopts or removes what an earlier run left, opens the message session and follows it as
+//! GitHub's listener does (statistics, delete the message, acquire the available jobs, started,
+//! completed, then the desired count), keeps one container per runner through [`Engine`], and
+//! drains on SIGTERM. What to do is decided by the pure functions of [`super`] and
+//! [`super::spec`]; this module carries it out and owns the runners' bookkeeping.
+
+use super::docker::{Engine, Found};
+use super::metrics::Metrics;
+use super::spec::{self, Runtime};
+use super::{Change, Limits, Pool, change, desired};
+use crate::config::ScaleSettings;
+use crate::error::Error;
+use crate::github::{self, RealTime};
+use crate::runner::version::{Version, offered, runner_arch};
+use crate::scaleset::{
+    ActionsClient, ConflictPolicy, JobMessage, MessageSession, Options, QueueMessage,
+    RunnerSetting, ScaleSet, ScaleSetLabel, ensure_labels, job_messages,
+};
+use nix::sys::signal::Signal;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What a runner is doing, as far as the controller knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// JIT config or container on the way.
+    Starting,
+    /// Its container runs; no job seen.
+    Idle,
+    /// JobStarted named it.
+    Busy,
+    /// Being removed (scale-down or drain).
+    Leaving,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    runner_id: Option<u64>,
+    container: Option<String>,
+    state: State,
+    /// A JobStarted named it: when its container exits, GitHub has removed it already.
+    had_job: bool,
+}
+
+/// What spawned work reports back.
+#[derive(Debug)]
+enum Event {
+    Started {
+        name: String,
+        runner_id: u64,
+        container: String,
+    },
+    StartFailed {
+        name: String,
+        runner_id: Option<u64>,
+        error: String,
+    },
+    Exited {
+        name: String,
+        container: String,
+        code: Option<i64>,
+    },
+}
+
+/// Start failures back off: 2 s doubling to 60 s, reset by a start that works.
+fn start_backoff(failures: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(failures.min(6)).min(60))
+}
+
+struct Controller {
+    s: Arc<ScaleSettings>,
+    engine: Engine,
+    runtime: Runtime,
+    actions: Arc<ActionsClient>,
+    set_id: u64,
+    runners: BTreeMap<String, Tracked>,
+    events: mpsc::UnboundedSender<Event>,
+    metrics: Metrics,
+    /// The image id GitHub refused the runner of (a runner exited 7).
+    refused: Option<String>,
+    failures: u32,
+    not_before: Option<Instant>,
+    assigned: i64,
+    assigned_at: HashMap<i64, Instant>,
+}
+
+/// Runs the controller until SIGTERM/SIGINT and its drain, or a failure it cannot recover from.
+pub async fn run(
+    settings: ScaleSettings,
+    delete_scale_set: bool,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+) -> Result<(), Error> {
+    let s = Arc::new(settings);
+    let engine = Engine::connect(&s.docker_socket).await?;
+    let listed = engine.runtimes().await?;
+    let runtime = spec::choose_runtime(s.runtime, &listed, s.allow_privileged)
+        .map_err(Error::ScaleRuntime)?;
+    if runtime == Runtime::Privileged {
+        tracing::warn!(
+            "runner containers run privileged (SCALE_ALLOW_PRIVILEGED=true): a job is root on this host"
+        );
+    }
+    let image = engine.image(&s.image).await?.ok_or_else(|| {
+        Error::ScaleImage(format!(
+            "SCALE_IMAGE={} is not on this host; remedy: `docker pull {}` (the controller never pulls: a registry outage must not start runners from an unknown image)",
+            s.image, s.image
+        ))
+    })?;
+    tracing::info!(
+        runtime = runtime.word(),
+        image = %s.image,
+        "runner containers: {} from {}",
+        runtime.word(),
+        s.image
+    );
+    let time: Arc<dyn github::Time> = Arc::new(RealTime);
+    let rest = Arc::new(github::Client::new(
+        &s.github.api,
+        s.scope.clone(),
+        s.auth.clone(),
+        github::ClientOptions {
+            request_timeout: s.timeouts.api,
+            deadline: s.timeouts.api_deadline,
+            time: time.clone(),
+        },
+    )?);
+    let actions = Arc::new(ActionsClient::new(
+        rest.clone(),
+        &s.github.api,
+        &s.github.web,
+        &s.scope,
+        Options {
+            request_timeout: s.timeouts.api,
+            deadline: s.timeouts.api_deadline,
+            poll_timeout: Duration::from_secs(90),
+            time: time.clone(),
+        },
+    )?);
+    check_versions(&rest, image.runner_version.as_deref()).await;
+    let group = actions.runner_group(&s.group).await?;
+    let wanted = ensure_labels(ScaleSet {
+        name: s.name.clone(),
+        runner_group_id: group.id,
+        labels: s
+            .labels
+            .iter()
+            .map(|l| ScaleSetLabel {
+                kind: "System".into(),
+                name: l.clone(),
+            })
+            .collect(),
+        runner_setting: RunnerSetting {
+            disable_update: true,
+        },
+        ..Default::default()
+    });
+    let set = match actions.scale_set_by_name(group.id, &s.name).await? {
+        Some(found) => {
+            let same_labels = {
+                let mut a: Vec<&str> = found.labels.iter().map(|l| l.name.as_str()).collect();
+                let mut b: Vec<&str> = wanted.labels.iter().map(|l| l.name.as_str()).collect();
+                a.sort();
+                b.sort();
+                a == b
+            };
+            if same_labels && found.runner_setting.disable_update {
+                found
+            } else {
+                actions.update_scale_set(found.id, wanted.clone()).await?
+            }
+        }
+        None => actions.create_scale_set(wanted).await?,
+    };
+    tracing::info!(
+        scale_set = set.id,
+        name = %s.name,
+        labels = %s.labels.join(","),
+        group = %group.name,
+        "scale set ready"
+    );
+    let metrics = Metrics::new();
+    let _server =
+        match s.listen {
+            Some(addr) => Some(super::metrics::serve(addr, metrics.clone()).await.map_err(
+                |e| Error::ScaleListen(format!("SCALE_LISTEN={addr}: cannot listen: {e}")),
+            )?),
+            None => None,
+        };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut c = Controller {
+        s: s.clone(),
+        engine,
+        runtime,
+        actions: actions.clone(),
+        set_id: set.id,
+        runners: BTreeMap::new(),
+        events: tx,
+        metrics,
+        refused: None,
+        failures: 0,
+        not_before: None,
+        assigned: 0,
+        assigned_at: HashMap::new(),
+    };
+    c.adopt(&rest).await?;
+    let store = s.state_dir.join(format!("session-{}", set.id));
+    let owner = format!("sysrunner-scale-{}", s.name);
+    let mut session = MessageSession::open(
+        actions.clone(),
+        set.id,
+        &owner,
+        Some(store),
+        ConflictPolicy::default(),
+        time.as_ref(),
+    )
+    .await?;
+    c.assigned = session.session().statistics.total_assigned_jobs;
+    c.metrics.set_health(Ok(()));
+    c.scale().await;
+    let mut last_id = 0i64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let failure = 'listen: loop {
+        let capacity = s.max_runners;
+        let got = {
+            let poll = session.get_message(last_id, capacity);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    r = &mut poll => break r,
+                    Some(ev) = rx.recv() => {
+                        c.on_event(ev).await;
+                        c.scale().await;
+                    }
+                    sig = signals.recv() => {
+                        tracing::info!(signal = ?sig, "stopping: no new jobs, draining the runners");
+                        break 'listen None;
+                    }
+                    _ = tick.tick() => {
+                        c.check_image().await;
+                        c.scale().await;
+                    }
+                }
+            }
+        };
+        match got {
+            Ok(None) => c.scale().await,
+            Ok(Some(msg)) => {
+                last_id = msg.message_id;
+                if let Err(e) = c.handle(&mut session, msg).await {
+                    break Some(e);
+                }
+                c.scale().await;
+            }
+            Err(e) => break Some(e),
+        }
+    };
+    c.metrics.set_health(Err("draining".into()));
+    c.drain(&mut rx, &mut signals).await;
+    let closed = session.close().await;
+    if let Err(e) = &closed {
+        tracing::warn!("could not delete the message session: {e}");
+    }
+    if delete_scale_set {
+        match actions.delete_scale_set(set.id).await {
+            Ok(()) => tracing::info!(scale_set = set.id, "scale set deleted"),
+            Err(e) => tracing::warn!("could not delete the scale set: {e}"),
+        }
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Warns when the image's runner is behind the newest release GitHub offers: the scale set
+/// disables self-update, so such runners are refused once GitHub stops accepting that version.
+async fn check_versions(rest: &github::Client, image: Option<&str>) {
+    let image = image.and_then(Version::parse);
+    let offered_v = match rest.runner_downloads().await {
+        Ok(d) => offered(d.iter().map(|d| d.filename.as_str()), runner_arch()),
+        Err(e) => {
+            tracing::warn!("cannot read the runner versions GitHub offers: {e}");
+            None
+        }
+    };
+    match (image, offered_v) {
+        (Some(i), Some(o)) if i < o => tracing::warn!(
+            image = %i,
+            offered = %o,
+            "the image's actions/runner {i} is older than {o}, the newest GitHub offers: the scale set disables self-update, so GitHub will refuse these runners (exit 7) once {i} is too old; update SCALE_IMAGE to an image with {o}"
+        ),
+        (None, _) => tracing::info!(
+            "the image does not name its actions/runner version (label {}); its runners are not compared with GitHub's newest",
+            spec::LABEL_RUNNER_VERSION
+        ),
+        _ => {}
+    }
+}
+
+impl Controller {
+    fn pool(&self) -> Pool {
+        let mut p = Pool::default();
+        for t in self.runners.values() {
+            match t.state {
+                State::Starting => p.starting += 1,
+                State::Idle => p.idle += 1,
+                State::Busy => p.busy += 1,
+                State::Leaving => {}
+            }
+        }
+        p
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            min: self.s.min_runners,
+            max: self.s.max_runners,
+        }
+    }
+
+    fn publish(&self, want: u32) {
+        let p = self.pool();
+        self.metrics.desired.set(i64::from(want));
+        self.metrics.idle.set(i64::from(p.idle));
+        self.metrics.busy.set(i64::from(p.busy));
+        self.metrics.starting.set(i64::from(p.starting));
+        self.metrics
+            .version_refused
+            .set(i64::from(self.refused.is_some()));
+    }
+
+    /// Goes from the runners it has to the runners it wants.
+    async fn scale(&mut self) {
+        let want = desired(self.assigned, self.limits());
+        let held = self.not_before.is_some_and(|t| Instant::now() < t);
+        match change(want, self.pool(), self.refused.is_some() || held) {
+            Change::Start(n) => {
+                for _ in 0..n {
+                    self.start_one();
+                }
+            }
+            Change::RemoveIdle(n) => {
+                let idle: Vec<String> = self
+                    .runners
+                    .iter()
+                    .filter(|(_, t)| t.state == State::Idle)
+                    .map(|(n, _)| n.clone())
+                    .take(n as usize)
+                    .collect();
+                for name in idle {
+                    self.remove_idle(&name).await;
+                }
+            }
+            Change::Keep => {}
+        }
+        self.publish(want);
+    }
+
+    /// A JIT config and a container, in a task of their own; the outcome comes back as an event.
+    fn start_one(&mut self) {
+        let name = spec::runner_name(&self.s.name, rand::random());
+        self.runners.insert(
+            name.clone(),
+            Tracked {
+                runner_id: None,
+                container: None,
+                state: State::Starting,
+                had_job: false,
+            },
+        );
+        let (actions, engine, s, runtime, set, tx) = (
+            self.actions.clone(),
+            self.engine.clone(),
+            self.s.clone(),
+            self.runtime,
+            self.set_id,
+            self.events.clone(),
+        );
+        tokio::spawn(async move {
+            let jit = match actions.jit_config(set, &name).await {
+                Ok(j) => j,
+                Err(e) => {
+                    let _ = tx.send(Event::StartFailed {
+                        name,
+                        runner_id: None,
+                        error: e.to_string(),
+                    });
+                    return;
+                }
+            };
+            let spec = spec::runner_spec(&s, runtime, &name, jit.runner.id, jit.encoded.expose());
+            match engine.start(&spec).await {
+                Ok(container) => {
+                    let _ = tx.send(Event::Started {
+                        name: name.clone(),
+                        runner_id: jit.runner.id,
+                        container: container.clone(),
+                    });
+                    let code = engine.wait(&container).await;
+                    let _ = tx.send(Event::Exited {
+                        name,
+                        container,
+                        code,
+                    });
+                }
+                Err(e) => {
+                    let _ = tx.send(Event::StartFailed {
+                        name,
+                        runner_id: Some(jit.runner.id),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        });
+    }
+
+    fn watch(&self, name: String, container: String) {
+        let (engine, tx) = (self.engine.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let code = engine.wait(&container).await;
+            let _ = tx.send(Event::Exited {
+                name,
+                container,
+                code,
+            });
+        });
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Started {
+                name,
+                runner_id,
+                container,
+            } => {
+                self.failures = 0;
+                self.not_before = None;
+                tracing::info!(runner = %name, runner_id, container = %short(&container), "runner container started");
+                match self.runners.get_mut(&name) {
+                    Some(t) => {
+                        t.runner_id = Some(runner_id);
+                        t.container = Some(container);
+                        if t.state == State::Starting {
+                            t.state = State::Idle;
+                        }
+                    }
+                    None => {
+                        // Forgotten meanwhile (drained): remove it at once.
+                        let _ = self.actions.remove_runner(runner_id).await;
+                        let _ = self.engine.remove(&container).await;
+                    }
+                }
+            }
+            Event::StartFailed {
+                name,
+                runner_id,
+                error,
+            } => {
+                self.runners.remove(&name);
+                self.metrics.start_failures.inc();
+                self.failures += 1;
+                let wait = start_backoff(self.failures);
+                self.not_before = Some(Instant::now() + wait);
+                tracing::error!(runner = %name, "cannot start a runner: {error}; next try in {wait:?}");
+                if let Some(id) = runner_id {
+                    self.forget_runner(id, &name).await;
+                }
+            }
+            Event::Exited {
+                name,
+                container,
+                code,
+            } => {
+                let t = self.runners.remove(&name);
+                if let Err(e) = self.engine.remove(&container).await {
+                    tracing::warn!(runner = %name, "{e}");
+                }
+                let had_job = t.as_ref().is_some_and(|t| t.had_job);
+                tracing::info!(runner = %name, exit = ?code, had_job, "runner container exited and was removed");
+                if code == Some(7) {
+                    if let Ok(Some(img)) = self.engine.image(&self.s.image).await {
+                        self.refused = Some(img.id);
+                    } else {
+                        self.refused = Some(String::new());
+                    }
+                    self.metrics.version_refused.set(1);
+                    self.metrics.set_health(Err(format!(
+                        "GitHub refuses the runner version of {}: no runner is started until the image is updated",
+                        self.s.image
+                    )));
+                    tracing::error!(
+                        runner = %name,
+                        image = %self.s.image,
+                        "GitHub refused the image's runner version (exit 7): no new runner until {} is updated (`docker pull`)",
+                        self.s.image
+                    );
+                }
+                if !had_job && let Some(id) = t.and_then(|t| t.runner_id) {
+                    self.forget_runner(id, &name).await;
+                }
+            }
+        }
+    }
+
+    /// Deletes a runner that will never run a job (its container is gone or never started).
+    async fn forget_runner(&self, id: u64, name: &str) {
+        match self.actions.remove_runner(id).await {
+            Ok(true) => tracing::info!(runner = %name, runner_id = id, "runner deleted at GitHub"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(runner = %name, "cannot delete the runner at GitHub: {e}"),
+        }
+    }
+
+    /// An updated image (a new id under SCALE_IMAGE) lifts a version refusal.
+    async fn check_image(&mut self) {
+        let Some(refused) = &self.refused else { return };
+        if let Ok(Some(img)) = self.engine.image(&self.s.image).await
+            && !refused.is_empty()
+            && img.id != *refused
+        {
+            tracing::info!(image = %self.s.image, "the image was updated: starting runners again");
+            self.refused = None;
+            self.metrics.version_refused.set(0);
+            self.metrics.set_health(Ok(()));
+        }
+    }
+
+    /// Removes an idle runner: at GitHub first (a busy one is refused there and kept), then its
+    /// container.
+    async fn remove_idle(&mut self, name: &str) {
+        let Some(t) = self.runners.get_mut(name) else {
+            return;
+        };
+        let (id, container) = (t.runner_id, t.container.clone());
+        if let Some(id) = id {
+            match self.actions.remove_runner(id).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(runner = %name, "kept: GitHub did not remove it ({e})");
+                    if let Some(t) = self.runners.get_mut(name) {
+                        t.state = State::Busy;
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(t) = self.runners.get_mut(name) {
+            t.state = State::Leaving;
+            // Its removal at GitHub stands for the job it never had.
+            t.had_job = true;
+        }
+        if let Some(c) = container
+            && let Err(e) = self.engine.remove(&c).await
+        {
+            tracing::warn!(runner = %name, "{e}");
+        }
+        tracing::info!(runner = %name, "idle runner removed");
+    }
+
+    /// The listener's order: statistics, delete the message, acquire the available jobs,
+    /// started, completed, then the desired count (by the caller).
+    async fn handle(
+        &mut self,
+        session: &mut MessageSession,
+        msg: QueueMessage,
+    ) -> Result<(), crate::scaleset::ScalesetError> {
+        if let Some(stats) = &msg.statistics {
+            self.assigned = stats.total_assigned_jobs;
+        }
+        let jobs = match job_messages(&msg.body) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(
+                    message = msg.message_id,
+                    "a message body that is not job messages: {e}"
+                );
+                Vec::new()
+            }
+        };
+        session.delete_message(msg.message_id).await?;
+        let available: Vec<i64> = jobs
+            .iter()
+            .filter_map(|j| match j {
+                JobMessage::Available { job, .. } => Some(job.runner_request_id),
+                _ => None,
+            })
+            .collect();
+        if !available.is_empty() {
+            let got = session.acquire_jobs(&available).await?;
+            tracing::info!(
+                requested = available.len(),
+                acquired = got.len(),
+                "jobs acquired"
+            );
+        }
+        let now = Instant::now();
+        for j in &jobs {
+            match j {
+                JobMessage::Assigned { job } => {
+                    self.assigned_at.entry(job.runner_request_id).or_insert(now);
+                }
+                JobMessage::Started {
+                    job, runner_name, ..
+                } => {
+                    self.metrics.jobs_started.inc();
+                    if let Some(t0) = self.assigned_at.remove(&job.runner_request_id) {
+                        self.metrics
+                            .job_start
+                            .observe(now.duration_since(t0).as_secs_f64());
+                    }
+                    tracing::info!(runner = %runner_name, job = %job.job_display_name, "job started");
+                    if let Some(t) = self.runners.get_mut(runner_name) {
+                        t.state = State::Busy;
+                        t.had_job = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for j in &jobs {
+            if let JobMessage::Completed {
+                job,
+                result,
+                runner_name,
+                ..
+            } = j
+            {
+                self.metrics.jobs_completed.inc();
+                self.assigned_at.remove(&job.runner_request_id);
+                tracing::info!(runner = %runner_name, job = %job.job_display_name, result = %result, "job completed");
+                if let Some(t) = self.runners.get_mut(runner_name) {
+                    t.had_job = true;
+                    // Its container ends on its own; until then it is not a free runner.
+                    t.state = State::Leaving;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What an earlier run left: running containers are adopted (as idle: a busy one is refused
+    /// removal at GitHub and kept), exited ones removed with their runners, and runners named
+    /// `SCALE_SET_NAME-…` that no container backs deleted through the REST listing (the scale
+    /// set API cannot list its runners).
+    async fn adopt(&mut self, rest: &github::Client) -> Result<(), Error> {
+        let found: Vec<Found> = self.engine.ours(&self.s.name).await?;
+        for f in found {
+            if f.running && !f.runner_name.is_empty() {
+                tracing::info!(runner = %f.runner_name, container = %short(&f.id), "adopted a running runner container an earlier run left");
+                self.runners.insert(
+                    f.runner_name.clone(),
+                    Tracked {
+                        runner_id: f.runner_id,
+                        container: Some(f.id.clone()),
+                        state: State::Idle,
+                        had_job: false,
+                    },
+                );
+                self.watch(f.runner_name, f.id);
+            } else {
+                tracing::info!(runner = %f.runner_name, container = %short(&f.id), "removed a stopped runner container an earlier run left");
+                self.engine.remove(&f.id).await?;
+                if let Some(id) = f.runner_id {
+                    self.forget_runner(id, &f.runner_name).await;
+                }
+            }
+        }
+        let prefix = format!("{}-", self.s.name);
+        let listed = rest.list_runners(None).await?;
+        for r in listed {
+            if r.name.starts_with(&prefix) && !self.runners.contains_key(&r.name) {
+                match rest.delete_runner(r.id).await {
+                    Ok(github::Deleted::Busy) => {
+                        tracing::warn!(runner = %r.name, "a runner of this scale set without a container is busy at GitHub; left alone")
+                    }
+                    Ok(_) => {
+                        tracing::info!(runner = %r.name, "deleted a runner an earlier run left without a container")
+                    }
+                    Err(e) => {
+                        tracing::warn!(runner = %r.name, "cannot delete a runner an earlier run left: {e}")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM: idle and starting runners go at once; busy ones get DRAIN_TIMEOUT to finish,
+    /// then their containers are stopped (the runner cancels its job and deregisters).
+    async fn drain(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Event>,
+        signals: &mut mpsc::UnboundedReceiver<Signal>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.s.timeouts.drain;
+        // A runner still being made is waited for even past the drain (its JIT config and
+        // container come within API_DEADLINE), so that no container is made after the end.
+        let starting_limit = deadline + self.s.timeouts.api_deadline + Duration::from_secs(30);
+        let mut past = false;
+        loop {
+            let idle: Vec<String> = self
+                .runners
+                .iter()
+                .filter(|(_, t)| t.state == State::Idle)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in idle {
+                self.remove_idle(&name).await;
+            }
+            let starting = self
+                .runners
+                .values()
+                .filter(|t| t.state == State::Starting)
+                .count();
+            if self.runners.is_empty() || (past && starting == 0) {
+                break;
+            }
+            let busy = self
+                .runners
+                .values()
+                .filter(|t| t.state == State::Busy)
+                .count();
+            tracing::info!(busy, starting, left = self.runners.len(), "draining");
+            let until = if past { starting_limit } else { deadline };
+            tokio::select! {
+                Some(ev) = rx.recv() => self.on_event(ev).await,
+                _ = tokio::time::sleep_until(until) => {
+                    if past {
+                        break;
+                    }
+                    past = true;
+                }
+                _ = signals.recv(), if !past => {
+                    tracing::warn!("a second signal: stopping the busy runners now");
+                    past = true;
+                }
+            }
+            self.publish(0);
+        }
+        // Past the drain: stop what is left (their runners cancel and deregister), then remove.
+        let left: Vec<(String, Option<String>)> = self
+            .runners
+            .iter()
+            .map(|(n, t)| (n.clone(), t.container.clone()))
+            .collect();
+        for (name, container) in left {
+            if let Some(c) = container {
+                tracing::warn!(runner = %name, "stopping a runner past DRAIN_TIMEOUT");
+                if let Err(e) = self.engine.stop(&c, self.s.timeouts.stop).await {
+                    tracing::warn!(runner = %name, "{e}");
+                }
+                let _ = self.engine.remove(&c).await;
+            }
+            if let Some(t) = self.runners.remove(&name)
+                && let Some(id) = t.runner_id
+            {
+                self.forget_runner(id, &name).await;
+            }
+        }
+        self.publish(0);
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_failures_back_off_from_2s_to_a_minute() {
+        let secs: Vec<u64> = (1..=8).map(|n| start_backoff(n).as_secs()).collect();
+        assert_eq!(secs, vec![2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+}

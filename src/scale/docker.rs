@@ -1,0 +1,246 @@
+//! The host's Docker Engine, as `sysrunner scale` uses it: through its API on the socket (bollard),
+//! never the `docker` CLI. Owns the calls (runtimes, the image's labels, create and start a runner
+//! container, list ours by label, wait, stop, remove with its volumes) and their errors; decides
+//! nothing: which containers to make and when is the controller's, what they are is `spec`'s.
+
+use super::spec::{LABEL_RUNNER, LABEL_RUNNER_ID, LABEL_SET, RunnerSpec};
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+#[error("Docker Engine at {socket}: {what}: {source}")]
+pub struct EngineError {
+    pub socket: String,
+    pub what: String,
+    #[source]
+    pub source: bollard::errors::Error,
+}
+
+/// A container of ours that the engine lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub id: String,
+    pub runner_name: String,
+    pub runner_id: Option<u64>,
+    pub running: bool,
+}
+
+/// The image: its id (to notice an update) and its runner version label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub id: String,
+    pub runner_version: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    socket: String,
+}
+
+impl Engine {
+    /// Connects to the socket and agrees on an API version with the daemon (older engines
+    /// refuse a client's newer version).
+    pub async fn connect(socket: &Path) -> Result<Engine, EngineError> {
+        let name = socket.display().to_string();
+        let err = |what: &str, source| EngineError {
+            socket: name.clone(),
+            what: what.into(),
+            source,
+        };
+        let docker = Docker::connect_with_unix(&name, 120, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| err("connect", e))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| err("agree on an API version", e))?;
+        Ok(Engine {
+            docker,
+            socket: name,
+        })
+    }
+
+    fn err(&self, what: impl Into<String>, source: bollard::errors::Error) -> EngineError {
+        EngineError {
+            socket: self.socket.clone(),
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The OCI runtimes the daemon lists (`docker info`), sorted.
+    pub async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| self.err("read its info", e))?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The image's id and runner version label; `None` when the image is not there.
+    pub async fn image(&self, image: &str) -> Result<Option<ImageFacts>, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(Some(ImageFacts {
+                id: i.id.unwrap_or_default(),
+                runner_version: i
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(super::spec::LABEL_RUNNER_VERSION).cloned()),
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.err(format!("inspect the image {image}"), e)),
+        }
+    }
+
+    /// Creates and starts the runner's container; its id. A container created but not started
+    /// is removed before the error is returned.
+    pub async fn start(&self, spec: &RunnerSpec) -> Result<String, EngineError> {
+        let host = HostConfig {
+            runtime: spec.runtime.clone(),
+            privileged: Some(spec.privileged),
+            nano_cpus: spec.limits.nano_cpus.map(|n| n as i64),
+            memory: spec.limits.memory.map(|m| m as i64),
+            pids_limit: spec.limits.pids.map(i64::from),
+            network_mode: Some(spec.network.clone()),
+            tmpfs: Some(spec.tmpfs.clone().into_iter().collect()),
+            auto_remove: Some(false),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(
+                spec.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| self.err(format!("create the container {}", spec.name), e))?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove(&created.id).await;
+            return Err(self.err(format!("start the container {}", spec.name), e));
+        }
+        Ok(created.id)
+    }
+
+    /// Every container of the scale set `set`, running or not.
+    pub async fn ours(&self, set: &str) -> Result<Vec<Found>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_SET}={set}")])]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.err("list the scale set's containers", e))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                Some(Found {
+                    id: c.id?,
+                    runner_name: labels.get(LABEL_RUNNER).cloned().unwrap_or_default(),
+                    runner_id: labels.get(LABEL_RUNNER_ID).and_then(|i| i.parse().ok()),
+                    running: c.state.is_some_and(|s| {
+                        matches!(
+                            s,
+                            bollard::models::ContainerSummaryStateEnum::RUNNING
+                                | bollard::models::ContainerSummaryStateEnum::RESTARTING
+                                | bollard::models::ContainerSummaryStateEnum::PAUSED
+                        )
+                    }),
+                })
+            })
+            .collect())
+    }
+
+    /// Waits for the container to exit; its exit code (`None` when the engine could not say, or
+    /// the container is gone).
+    pub async fn wait(&self, id: &str) -> Option<i64> {
+        let mut s = self.docker.wait_container(id, None::<WaitContainerOptions>);
+        match s.next().await {
+            Some(Ok(r)) => Some(r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
+            Some(Err(e)) => {
+                tracing::warn!(container = id, "waiting for the container: {e}");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// SIGTERM (the image's STOPSIGNAL), then SIGKILL after `grace`.
+    pub async fn stop(&self, id: &str, grace: std::time::Duration) -> Result<(), EngineError> {
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        match self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(t),
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Gone, or already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 304,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(self.err(format!("stop the container {id}"), e)),
+        }
+    }
+
+    /// Removes the container and its anonymous volumes, running or not; gone already is done.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    v: true,
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            // "removal already in progress": another remover got there first.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(self.err(format!("remove the container {id}"), e)),
+        }
+    }
+}

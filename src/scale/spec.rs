@@ -1,0 +1,254 @@
+//! What one runner container is: its runtime (chosen from what the host's Docker lists and the
+//! settings allow), its environment (the JIT config and nothing else of the controller's), its
+//! labels (how a later run finds it), its limits and mounts. Pure: [`super::docker`] turns a
+//! [`RunnerSpec`] into an Engine API call; nothing here talks to Docker.
+
+use crate::config::{ContainerLimits, ScaleRuntime, ScaleSettings};
+use std::collections::BTreeMap;
+
+/// The scale set a container belongs to (its name).
+pub const LABEL_SET: &str = "sysrunner.scale-set";
+/// The runner's name at GitHub.
+pub const LABEL_RUNNER: &str = "sysrunner.runner-name";
+/// The runner's id at GitHub.
+pub const LABEL_RUNNER_ID: &str = "sysrunner.runner-id";
+/// The image label that names the image's actions/runner version (set by the Dockerfiles).
+pub const LABEL_RUNNER_VERSION: &str = "io.github.sysrunner.runner-version";
+
+/// The OCI runtime name sysbox registers with Docker.
+pub const SYSBOX_RUNC: &str = "sysbox-runc";
+
+/// How runner containers run on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// `runtime: sysbox-runc`: the runner's dockerd in a user namespace, no privilege on the host.
+    Sysbox,
+    /// `privileged: true`: a job is root on the host.
+    Privileged,
+    /// The host's default runtime with `DOCKERD=off`: jobs without Docker.
+    Runc,
+}
+
+impl Runtime {
+    pub fn word(self) -> &'static str {
+        match self {
+            Runtime::Sysbox => "sysbox",
+            Runtime::Privileged => "privileged",
+            Runtime::Runc => "runc",
+        }
+    }
+}
+
+/// Chooses the runtime from SCALE_RUNTIME and the runtimes the host's Docker lists (`docker
+/// info`'s `Runtimes`), or says why none will do and what to do about it.
+pub fn choose_runtime(
+    setting: ScaleRuntime,
+    listed: &[String],
+    allow_privileged: bool,
+) -> Result<Runtime, String> {
+    let has_sysbox = listed.iter().any(|r| r == SYSBOX_RUNC);
+    match setting {
+        ScaleRuntime::Sysbox if has_sysbox => Ok(Runtime::Sysbox),
+        ScaleRuntime::Sysbox => Err(format!(
+            "SCALE_RUNTIME=sysbox, but the host's Docker lists no {SYSBOX_RUNC} runtime (it lists: {}); remedy: install sysbox on the host (it registers the runtime with dockerd), or set SCALE_RUNTIME=runc for jobs without Docker",
+            listed.join(", ")
+        )),
+        ScaleRuntime::Privileged if allow_privileged => Ok(Runtime::Privileged),
+        ScaleRuntime::Privileged => Err(
+            "SCALE_RUNTIME=privileged without SCALE_ALLOW_PRIVILEGED=true; remedy: install sysbox, or accept that jobs are root on the host with SCALE_ALLOW_PRIVILEGED=true".into(),
+        ),
+        ScaleRuntime::Runc => Ok(Runtime::Runc),
+        ScaleRuntime::Auto if has_sysbox => Ok(Runtime::Sysbox),
+        ScaleRuntime::Auto if allow_privileged => Ok(Runtime::Privileged),
+        ScaleRuntime::Auto => Err(format!(
+            "the host's Docker lists no {SYSBOX_RUNC} runtime (it lists: {}), and privileged runner containers are not allowed; remedy: install sysbox on the host (https://github.com/nestybox/sysbox), or set SCALE_ALLOW_PRIVILEGED=true (a job is then root on the host), or SCALE_RUNTIME=runc for jobs that need no Docker",
+            listed.join(", ")
+        )),
+    }
+}
+
+/// One runner container, as the Engine API will be asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerSpec {
+    /// The container's name: the runner's.
+    pub name: String,
+    pub image: String,
+    /// `NAME=value`, the JIT config among them.
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `Some("sysbox-runc")`, or the host's default.
+    pub runtime: Option<String>,
+    pub privileged: bool,
+    pub limits: ContainerLimits,
+    pub network: String,
+    /// Path → options, as compose's `tmpfs:` gives them to the runner image.
+    pub tmpfs: BTreeMap<String, String>,
+}
+
+/// actions/runner's switch that makes a refused runner version exit 7.
+pub const DEPRECATED_EXIT: &str = "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1";
+
+/// The runner's container: the JIT config is the only secret it gets, and the only setting
+/// besides the exit-7 switch (and `DOCKERD=off` on plain runc). No restart policy: the
+/// controller removes it when it exits. `/tmp` is exec and `/run` a tmpfs, as in the compose
+/// files.
+pub fn runner_spec(
+    s: &ScaleSettings,
+    runtime: Runtime,
+    runner_name: &str,
+    runner_id: u64,
+    jit: &str,
+) -> RunnerSpec {
+    let mut env = vec![
+        format!("ACTIONS_RUNNER_INPUT_JITCONFIG={jit}"),
+        DEPRECATED_EXIT.to_string(),
+    ];
+    if runtime == Runtime::Runc {
+        env.push("DOCKERD=off".into());
+    }
+    let labels = BTreeMap::from([
+        (LABEL_SET.to_string(), s.name.clone()),
+        (LABEL_RUNNER.to_string(), runner_name.to_string()),
+        (LABEL_RUNNER_ID.to_string(), runner_id.to_string()),
+    ]);
+    let tmpfs = BTreeMap::from([
+        ("/tmp".to_string(), "exec,mode=1777,size=2g".to_string()),
+        ("/run".to_string(), "mode=755,size=256m".to_string()),
+    ]);
+    RunnerSpec {
+        name: runner_name.to_string(),
+        image: s.image.clone(),
+        env,
+        labels,
+        runtime: (runtime == Runtime::Sysbox).then(|| SYSBOX_RUNC.to_string()),
+        privileged: runtime == Runtime::Privileged,
+        limits: s.limits,
+        network: s.network.clone(),
+        tmpfs,
+    }
+}
+
+/// A runner's name: the scale set's, a dash and 8 random hex digits.
+pub fn runner_name(set: &str, random: u32) -> String {
+    format!("{set}-{random:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn auto_prefers_sysbox_then_privileged_if_allowed_else_refuses_with_the_remedy() {
+        let with = listed(&["io.containerd.runc.v2", "runc", SYSBOX_RUNC]);
+        let without = listed(&["io.containerd.runc.v2", "runc"]);
+        use ScaleRuntime::*;
+        assert_eq!(choose_runtime(Auto, &with, false), Ok(Runtime::Sysbox));
+        assert_eq!(choose_runtime(Auto, &with, true), Ok(Runtime::Sysbox));
+        assert_eq!(
+            choose_runtime(Auto, &without, true),
+            Ok(Runtime::Privileged)
+        );
+        let e = choose_runtime(Auto, &without, false).unwrap_err();
+        assert!(
+            e.contains("remedy") && e.contains("SCALE_ALLOW_PRIVILEGED=true"),
+            "{e}"
+        );
+        assert!(
+            e.contains("runc, io.containerd.runc.v2") || e.contains("io.containerd.runc.v2, runc"),
+            "{e}"
+        );
+        assert!(choose_runtime(Sysbox, &without, true).is_err());
+        assert_eq!(choose_runtime(Sysbox, &with, false), Ok(Runtime::Sysbox));
+        assert!(choose_runtime(Privileged, &with, false).is_err());
+        assert_eq!(
+            choose_runtime(Privileged, &with, true),
+            Ok(Runtime::Privileged)
+        );
+        assert_eq!(choose_runtime(Runc, &without, false), Ok(Runtime::Runc));
+    }
+
+    fn settings() -> ScaleSettings {
+        use crate::config::*;
+        ScaleSettings {
+            scope: Scope::Org("octo".into()),
+            auth: Auth::Token(crate::secret::Secret::new("ghp_x")),
+            github: GitHubUrls {
+                web: "https://github.com".into(),
+                api: "https://api.github.com".into(),
+            },
+            name: "ci-host1".into(),
+            labels: vec!["ci".into()],
+            group: "Default".into(),
+            image: "ghcr.io/sysrunner/sysrunner:0.1.0".into(),
+            runtime: ScaleRuntime::Auto,
+            allow_privileged: false,
+            min_runners: 0,
+            max_runners: 4,
+            limits: ContainerLimits {
+                nano_cpus: Some(1_500_000_000),
+                memory: Some(4 << 30),
+                pids: Some(4096),
+            },
+            network: "bridge".into(),
+            docker_socket: "/var/run/docker.sock".into(),
+            state_dir: "/var/lib/sysrunner-scale".into(),
+            listen: None,
+            timeouts: Timeouts {
+                drain: std::time::Duration::ZERO,
+                stop: std::time::Duration::from_secs(9),
+                api: std::time::Duration::from_secs(10),
+                api_deadline: std::time::Duration::from_secs(300),
+            },
+            log: LogSettings {
+                format: LogFormat::Text,
+                level: "info".into(),
+            },
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn a_sysbox_runner_gets_the_jit_config_the_exit_7_switch_and_nothing_else() {
+        let s = settings();
+        let spec = runner_spec(&s, Runtime::Sysbox, "ci-host1-0000002a", 42, "eyJqaXQ");
+        assert_eq!(
+            spec.env,
+            vec![
+                "ACTIONS_RUNNER_INPUT_JITCONFIG=eyJqaXQ".to_string(),
+                DEPRECATED_EXIT.to_string()
+            ]
+        );
+        assert_eq!(spec.runtime.as_deref(), Some(SYSBOX_RUNC));
+        assert!(!spec.privileged);
+        assert_eq!(spec.labels[LABEL_SET], "ci-host1");
+        assert_eq!(spec.labels[LABEL_RUNNER], "ci-host1-0000002a");
+        assert_eq!(spec.labels[LABEL_RUNNER_ID], "42");
+        assert_eq!(spec.limits, s.limits);
+        assert_eq!(spec.tmpfs["/tmp"], "exec,mode=1777,size=2g");
+        assert!(
+            !spec.env.iter().any(|e| e.contains("ghp_")),
+            "the controller's token never reaches a runner"
+        );
+    }
+
+    #[test]
+    fn privileged_and_runc_runners_differ_only_in_how_they_run() {
+        let s = settings();
+        let p = runner_spec(&s, Runtime::Privileged, "n", 1, "j");
+        assert!(p.privileged && p.runtime.is_none());
+        assert!(!p.env.iter().any(|e| e.starts_with("DOCKERD=")));
+        let r = runner_spec(&s, Runtime::Runc, "n", 1, "j");
+        assert!(!r.privileged && r.runtime.is_none());
+        assert!(r.env.contains(&"DOCKERD=off".to_string()));
+    }
+
+    #[test]
+    fn runner_names_are_the_set_and_8_hex_digits() {
+        assert_eq!(runner_name("ci-host1", 0x2a), "ci-host1-0000002a");
+        assert_eq!(runner_name("x", u32::MAX), "x-ffffffff");
+    }
+}

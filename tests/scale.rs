@@ -1,0 +1,552 @@
+//! `sysrunner scale` against a real dockerd (in a privileged-like box), the fake GitHub's scale
+//! set API and a small runner image (sysrunner with `DOCKERD=off` and the fake runner): the
+//! controller in the box, one plain runc container per job on dockerd's default bridge. This
+//! machine cannot start sysbox or privileged containers, so `SCALE_RUNTIME=runc`; the runtime
+//! choice itself is `scale::spec`'s unit tests.
+
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+use sysrunner_testkit as testkit;
+use sysrunner_testkit::Need;
+use sysrunner_testkit::fake_github::{
+    ControlClient, FakeConfig, Fault, FaultRule, Job, JobResult, JobSpec, JobStatus, NewRunner,
+};
+use sysrunner_testkit::scale_rig::{IMAGE, SOCKET, ScaleRig};
+
+const NEEDS: &[Need] = &[
+    Need::Root,
+    Need::UserNamespaces,
+    Need::Cgroups,
+    Need::Overlay,
+    Need::Dockerd,
+    Need::Busybox,
+];
+const LABEL: &str = "sysrunner.scale-set";
+const LIMIT: Duration = Duration::from_secs(120);
+const METRICS: &str = "127.0.0.1:9102";
+
+fn ready(what: &str) -> Option<sysrunner_testkit::lock::Lock> {
+    testkit::require(what, NEEDS).then(testkit::serial)
+}
+
+struct Stand {
+    s: ScaleRig,
+    url: String,
+    exe: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// A running controller: its process and its log.
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits for its exit: the code, or a panic with its log.
+    fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st.code(), self.log());
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!(
+                    "the controller did not exit within {limit:?}\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Stand {
+    fn start(cfg: FakeConfig) -> Stand {
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_sysrunner"));
+        let s = ScaleRig::start(cfg, &exe).unwrap_or_else(|e| panic!("scale rig: {e}"));
+        let url = s.rig.settings("x")["GITHUB_URL"].clone();
+        Stand {
+            s,
+            url,
+            exe,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn ctl<T: Send + 'static, F: std::future::Future<Output = T> + Send + 'static>(
+        &self,
+        f: impl FnOnce(ControlClient) -> F,
+    ) -> T {
+        let c = ControlClient::new(&self.url);
+        self.s.rig.in_github_netns(f(c))
+    }
+
+    fn settings(&self, set: &str) -> BTreeMap<String, String> {
+        [
+            ("REPO", "octo-org/octo-repo"),
+            ("ACCESS_TOKEN", testkit::rig::TOKEN),
+            ("GITHUB_URL", &self.url),
+            ("GITHUB_API_URL", &self.url),
+            ("SCALE_SET_NAME", set),
+            ("SCALE_IMAGE", IMAGE),
+            ("SCALE_RUNTIME", "runc"),
+            ("SCALE_DOCKER_SOCKET", SOCKET),
+            ("SCALE_STATE_DIR", "/var/lib/sysrunner/scale"),
+            ("SCALE_MAX_RUNNERS", "4"),
+            ("API_TIMEOUT", "5s"),
+            ("API_DEADLINE", "30s"),
+            ("LOG_FORMAT", "json"),
+            ("NO_COLOR", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn controller(&self, env: &BTreeMap<String, String>, log: &str) -> Controller {
+        let log = self.dir.path().join(log);
+        let child = self
+            .s
+            .rig
+            .spawn_in_box(&self.s.rig.b.sysrunner_in_box(), &["scale"], env, &log)
+            .unwrap();
+        let _ = &self.exe;
+        Controller { child, log }
+    }
+
+    fn queue(&self, name: &str, labels: &[&str], steps: &[&str]) -> Job {
+        let spec = JobSpec {
+            runner_name: String::new(),
+            name: name.into(),
+            steps: steps.iter().map(|s| s.to_string()).collect(),
+            scope: None,
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+        };
+        self.ctl(|c| async move { c.queue_job(&spec).await })
+            .expect("queue a job")
+    }
+
+    fn job(&self, id: u64) -> Job {
+        self.ctl(move |c| async move { c.job(id).await }).unwrap()
+    }
+
+    fn runner_names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.s.rig.runners().into_iter().map(|r| r.name).collect();
+        n.sort();
+        n
+    }
+
+    fn ours(&self, set: &str) -> Vec<String> {
+        self.s.containers(&format!("{LABEL}={set}"))
+    }
+
+    fn running(&self, set: &str) -> Vec<String> {
+        let out = self.s.docker(&format!(
+            "ps --quiet --no-trunc --filter label={LABEL}={set} --filter status=running"
+        ));
+        out.lines().map(String::from).collect()
+    }
+
+    /// Polls every 100 ms until `f` holds; panics with the controller's log after `limit`.
+    fn until(&self, c: &Controller, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{what}: not within {limit:?}\n--- runners {:?}\n--- containers {}\n--- controller\n{}",
+            self.runner_names(),
+            self.s.docker("ps --all"),
+            c.log()
+        );
+    }
+
+    fn done(&self, id: u64) -> bool {
+        self.job(id).status == JobStatus::Completed
+    }
+
+    /// `wget` in the box (the controller's port is on the box's loopback): the body, or the error.
+    fn http(&self, path: &str) -> Result<String, String> {
+        let out = self
+            .s
+            .rig
+            .b
+            .output(self.s.rig.b.command("/bin/busybox").args([
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://{METRICS}{path}"),
+            ]))
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.http("/metrics").ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+fn succeeded(st: &Stand, job: &Job, c: &Controller) {
+    let j = st.job(job.id);
+    assert_eq!(
+        j.result,
+        Some(JobResult::Succeeded),
+        "{}: {}\n{}",
+        j.name,
+        j.output,
+        c.log()
+    );
+}
+
+/// 0 → three jobs queued → three containers, three jobs done → nothing left: no container, no
+/// runner; SIGTERM ends the controller with 0 and its session is gone.
+#[test]
+fn three_jobs_get_three_fresh_containers_and_nothing_is_left() {
+    let Some(_serial) = ready("scale: three jobs") else {
+        return;
+    };
+    // GitHub offers a newer runner than the image's (the fake runner's 2.336.0).
+    let st = Stand::start(FakeConfig {
+        runner_version: "2.999.0".into(),
+        ..FakeConfig::default()
+    });
+    let mut env = st.settings("scale-a");
+    env.insert("SCALE_LISTEN".into(), METRICS.into());
+    let c = st.controller(&env, "a.log");
+    st.until(&c, "the controller listening", LIMIT, || {
+        st.http("/healthz").is_ok()
+    });
+    assert!(st.ours("scale-a").is_empty(), "scaled to zero at start");
+    let log = c.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"image\":\"2.336.0\"") && l.contains("\"offered\":\"2.999.0\"")),
+        "no warning naming both runner versions:\n{log}"
+    );
+    let jobs: Vec<Job> = (0..3)
+        .map(|i| {
+            st.queue(
+                &format!("job-{i}"),
+                &["scale-a"],
+                &[
+                    "echo in a fresh container",
+                    "test ! -e /var/run/docker.sock",
+                ],
+            )
+        })
+        .collect();
+    let mut most = 0;
+    st.until(&c, "three jobs done", LIMIT, || {
+        most = most.max(st.ours("scale-a").len());
+        jobs.iter().all(|j| st.done(j.id))
+    });
+    for j in &jobs {
+        succeeded(&st, j, &c);
+    }
+    // Each job had its own runner: three distinct runner ids took them.
+    let mut took: Vec<u64> = jobs.iter().filter_map(|j| st.job(j.id).runner_id).collect();
+    took.sort();
+    took.dedup();
+    assert_eq!(
+        took.len(),
+        3,
+        "{:?}",
+        jobs.iter().map(|j| st.job(j.id)).collect::<Vec<_>>()
+    );
+    assert!(most <= 4, "at most SCALE_MAX_RUNNERS containers: {most}");
+    st.until(&c, "no container and no runner left", LIMIT, || {
+        st.ours("scale-a").is_empty() && st.runner_names().is_empty()
+    });
+    assert_eq!(st.metric("sysrunner_scale_jobs_completed_total"), Some(3.0));
+    assert_eq!(st.metric("sysrunner_scale_jobs_started_total"), Some(3.0));
+    c.signal(Signal::SIGTERM);
+    let (code, log) = c.wait(LIMIT);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        !log.contains("ghp_") && !log.contains(testkit::rig::TOKEN),
+        "a secret in the log"
+    );
+    let sets = st.ctl(|c| async move { c.scale_sets().await }).unwrap();
+    assert!(sets.iter().all(|s| s.session.is_none()), "{sets:?}");
+}
+
+/// SCALE_MIN_RUNNERS=1 keeps one runner warm; one that dies before a job is replaced and its
+/// runner deleted; a controller SIGKILLed and started again recovers its session at once (the
+/// kept session id) and adopts the running container, removes an exited one and deletes a
+/// runner of its name that no container backs.
+#[test]
+fn a_warm_runner_is_kept_replaced_when_it_dies_and_adopted_after_a_crash() {
+    let Some(_serial) = ready("scale: warm pool and adoption") else {
+        return;
+    };
+    let st = Stand::start(FakeConfig::default());
+    let mut env = st.settings("scale-b");
+    env.insert("SCALE_MIN_RUNNERS".into(), "1".into());
+    let c = st.controller(&env, "b1.log");
+    st.until(&c, "one warm runner", LIMIT, || {
+        st.running("scale-b").len() == 1 && st.runner_names().len() == 1
+    });
+    let first = st.running("scale-b")[0].clone();
+    let first_runner = st.runner_names()[0].clone();
+    // It dies before any job: replaced, and its runner deleted at GitHub.
+    st.s.docker(&format!("kill {first}"));
+    st.until(&c, "the dead runner replaced", LIMIT, || {
+        let r = st.running("scale-b");
+        let names = st.runner_names();
+        r.len() == 1 && r[0] != first && names.len() == 1 && names[0] != first_runner
+    });
+    assert!(
+        !st.ours("scale-b").contains(&first),
+        "the dead container was removed"
+    );
+    // A job takes the warm runner, and another one is warm after it.
+    let job = st.queue("warm", &["scale-b"], &["echo warm"]);
+    st.until(&c, "the job done", LIMIT, || st.done(job.id));
+    succeeded(&st, &job, &c);
+    let took = st.job(job.id).runner_id;
+    st.until(&c, "one warm runner again, not the job's", LIMIT, || {
+        let runners = st.s.rig.runners();
+        st.ours("scale-b").len() == 1
+            && st.running("scale-b").len() == 1
+            && runners.len() == 1
+            && Some(runners[0].id) != took
+    });
+
+    // A crash: SIGKILL. Meanwhile one more warm container exits and a runner of its name
+    // appears at GitHub without any container.
+    c.signal(Signal::SIGKILL);
+    let (_, first_log) = c.wait(LIMIT);
+    let running = st.running("scale-b");
+    assert_eq!(running.len(), 1, "{}\n{first_log}", st.s.docker("ps --all"));
+    let kept = running[0].clone();
+    let stray = st
+        .ctl(|c| async move {
+            c.create_runner(&NewRunner {
+                scope: "repos/octo-org/octo-repo".into(),
+                name: "scale-b-deadbeef".into(),
+                labels: vec![],
+                runner_group_id: None,
+                ephemeral: true,
+            })
+            .await
+        })
+        .unwrap();
+    let t0 = Instant::now();
+    let c = st.controller(&env, "b2.log");
+    st.until(
+        &c,
+        "the stray runner deleted, the running container adopted",
+        LIMIT,
+        || !st.runner_names().contains(&stray.name) && c.log().contains("adopted"),
+    );
+    assert_eq!(
+        st.running("scale-b"),
+        vec![kept.clone()],
+        "adopted, not replaced"
+    );
+    st.until(&c, "the session open again", LIMIT, || {
+        c.log().contains("message session open")
+    });
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "the old session was deleted, not waited out (30 s a try): {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        !c.log().contains("already has an active message session"),
+        "{}",
+        c.log()
+    );
+    let job = st.queue("after-crash", &["scale-b"], &["echo adopted"]);
+    st.until(&c, "a job after the crash done", LIMIT, || st.done(job.id));
+    succeeded(&st, &job, &c);
+    c.signal(Signal::SIGTERM);
+    let (code, log) = c.wait(LIMIT);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        st.ours("scale-b").is_empty(),
+        "SIGTERM removed the warm runner"
+    );
+    assert!(st.runner_names().is_empty(), "{:?}", st.runner_names());
+}
+
+/// SIGTERM while a job runs: no new job is taken, the busy runner finishes (DRAIN_TIMEOUT), then
+/// the controller exits 0 with nothing left; with --delete-scale-set the scale set goes too.
+#[test]
+fn sigterm_while_busy_lets_the_job_finish() {
+    let Some(_serial) = ready("scale: drain") else {
+        return;
+    };
+    let st = Stand::start(FakeConfig::default());
+    let mut env = st.settings("scale-c");
+    env.insert("DRAIN_TIMEOUT".into(), "60s".into());
+    let log = st.dir.path().join("c.log");
+    let child =
+        st.s.rig
+            .spawn_in_box(
+                &st.s.rig.b.sysrunner_in_box(),
+                &["scale", "--delete-scale-set"],
+                &env,
+                &log,
+            )
+            .unwrap();
+    let c = Controller { child, log };
+    let job = st.queue("long", &["scale-c"], &["sleep 4", "echo finished"]);
+    st.until(&c, "the job running", LIMIT, || {
+        st.job(job.id).status == JobStatus::InProgress
+    });
+    c.signal(Signal::SIGTERM);
+    let (code, log) = c.wait(LIMIT);
+    assert_eq!(code, Some(0), "{log}");
+    let j = st.job(job.id);
+    assert_eq!(j.result, Some(JobResult::Succeeded), "{}\n{log}", j.output);
+    assert!(st.ours("scale-c").is_empty());
+    assert!(st.runner_names().is_empty());
+    let sets = st.ctl(|c| async move { c.scale_sets().await }).unwrap();
+    assert!(sets.is_empty(), "--delete-scale-set: {sets:?}");
+}
+
+/// Generating JIT configs fails for a while (503s past the client's retries): the controller
+/// backs off, counts the failures, and the job still runs once the service answers.
+#[test]
+fn a_5xx_burst_on_jit_configs_backs_off_and_recovers() {
+    let Some(_serial) = ready("scale: JIT faults") else {
+        return;
+    };
+    let st = Stand::start(FakeConfig::default());
+    let mut env = st.settings("scale-d");
+    env.insert("SCALE_LISTEN".into(), METRICS.into());
+    env.insert("API_DEADLINE".into(), "5s".into());
+    env.insert("API_TIMEOUT".into(), "2s".into());
+    st.ctl(|c| async move {
+        c.add_fault(&FaultRule {
+            method: "POST".into(),
+            path: "*generatejitconfig*".into(),
+            count: 8,
+            fault: Fault::ServerError { status: 503 },
+        })
+        .await
+    })
+    .unwrap();
+    let c = st.controller(&env, "d.log");
+    let job = st.queue("through-faults", &["scale-d"], &["echo recovered"]);
+    st.until(&c, "the job done", Duration::from_secs(180), || {
+        st.done(job.id)
+    });
+    succeeded(&st, &job, &c);
+    let faults = st.ctl(|c| async move { c.faults().await }).unwrap();
+    assert!(faults.iter().all(|f| f.remaining == 0), "{faults:?}");
+    assert!(
+        st.metric("sysrunner_scale_container_start_failures_total")
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{}",
+        c.log()
+    );
+    st.until(&c, "nothing left", LIMIT, || {
+        st.ours("scale-d").is_empty() && st.runner_names().is_empty()
+    });
+    c.signal(Signal::SIGTERM);
+    assert_eq!(c.wait(LIMIT).0, Some(0));
+}
+
+/// Two controllers (two scale sets, one label) share the queue: every job runs once.
+#[test]
+fn two_controllers_with_one_label_share_the_queue() {
+    let Some(_serial) = ready("scale: two controllers") else {
+        return;
+    };
+    let st = Stand::start(FakeConfig::default());
+    let mut a = st.settings("scale-e1");
+    a.insert("RUNNER_LABELS".into(), "shared".into());
+    a.insert(
+        "SCALE_STATE_DIR".into(),
+        "/var/lib/sysrunner/scale-e1".into(),
+    );
+    let mut b = st.settings("scale-e2");
+    b.insert("RUNNER_LABELS".into(), "shared".into());
+    b.insert(
+        "SCALE_STATE_DIR".into(),
+        "/var/lib/sysrunner/scale-e2".into(),
+    );
+    let ca = st.controller(&a, "e1.log");
+    let cb = st.controller(&b, "e2.log");
+    st.until(&ca, "both scale sets", LIMIT, || {
+        st.ctl(|c| async move { c.scale_sets().await })
+            .unwrap()
+            .iter()
+            .filter(|s| s.session.is_some())
+            .count()
+            == 2
+    });
+    let jobs: Vec<Job> = (0..4)
+        .map(|i| st.queue(&format!("shared-{i}"), &["shared"], &["echo shared"]))
+        .collect();
+    st.until(&ca, "four jobs done", LIMIT, || {
+        jobs.iter().all(|j| st.done(j.id))
+    });
+    for j in &jobs {
+        succeeded(&st, j, &ca);
+    }
+    st.until(&ca, "nothing left", LIMIT, || {
+        st.ours("scale-e1").is_empty()
+            && st.ours("scale-e2").is_empty()
+            && st.runner_names().is_empty()
+    });
+    ca.signal(Signal::SIGTERM);
+    cb.signal(Signal::SIGTERM);
+    assert_eq!(ca.wait(LIMIT).0, Some(0));
+    assert_eq!(cb.wait(LIMIT).0, Some(0));
+}
+
+/// GitHub refuses the image's runner version: the runner exits 7, the controller starts no
+/// more runners and says so in its log, `/metrics` and `/healthz`.
+#[test]
+fn a_refused_runner_version_stops_scaling_up() {
+    let Some(_serial) = ready("scale: refused version") else {
+        return;
+    };
+    let st = Stand::start(FakeConfig {
+        min_runner_version: "9.999.0".into(),
+        ..FakeConfig::default()
+    });
+    let mut env = st.settings("scale-f");
+    env.insert("SCALE_LISTEN".into(), METRICS.into());
+    env.insert("SCALE_MIN_RUNNERS".into(), "1".into());
+    let c = st.controller(&env, "f.log");
+    st.until(&c, "the refusal seen", LIMIT, || {
+        st.metric("sysrunner_scale_version_refused") == Some(1.0)
+    });
+    let health = st.http("/healthz");
+    assert!(health.is_err(), "{health:?}");
+    assert!(c.log().contains("exit 7"), "{}", c.log());
+    // Nothing new is started: the warm pool stays empty.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(st.ours("scale-f").is_empty(), "{}", st.s.docker("ps --all"));
+    c.signal(Signal::SIGTERM);
+    assert_eq!(c.wait(LIMIT).0, Some(0));
+}
