@@ -62,6 +62,28 @@ impl Case {
     fn ok(&self) -> RunSettings {
         self.run().unwrap_or_else(|p| panic!("refused:\n{p}"))
     }
+    fn scale(&self) -> Result<ScaleSettings, Problems> {
+        let env = |k: &str| self.env.get(k).map(OsString::from);
+        let read = |p: &Path| {
+            self.files
+                .get(p)
+                .cloned()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        };
+        load_scale(&Inputs {
+            flags: &self.flags,
+            env: &env,
+            read_file: &read,
+            hostname: self.hostname.clone(),
+        })
+    }
+    /// `scale`'s problems, each as its printed line.
+    fn scale_refused(&self) -> Vec<String> {
+        match self.scale() {
+            Ok(s) => panic!("accepted: {s:?}"),
+            Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
+        }
+    }
     /// The problems, each as its printed line.
     fn refused(&self) -> Vec<String> {
         match self.run() {
@@ -636,4 +658,116 @@ fn secrets_have_no_flag() {
         defs::setting("ACCESS_TOKEN_FILE").flag().as_deref(),
         Some("access-token-file")
     );
+}
+
+#[test]
+fn scale_defaults_name_the_set_after_the_host_and_label_it_with_its_name() {
+    let s = Case::valid(&[]).scale().unwrap();
+    assert_eq!(s.name, "sysrunner-3f2a9c1d7e0b");
+    assert_eq!(s.labels, vec!["sysrunner-3f2a9c1d7e0b".to_string()]);
+    assert_eq!((s.min_runners, s.max_runners), (0, 4));
+    assert_eq!(s.runtime, ScaleRuntime::Auto);
+    assert!(!s.allow_privileged);
+    assert_eq!(s.limits, ContainerLimits::default());
+    assert_eq!(s.network, "bridge");
+    assert_eq!(s.docker_socket, Path::new("/var/run/docker.sock"));
+    assert_eq!(s.listen, None);
+    assert_eq!(s.group, "Default");
+    let s = Case::valid(&[
+        ("SCALE_SET_NAME", "ci-host1"),
+        ("RUNNER_LABELS", "linux,big"),
+        ("SCALE_CPUS", "1.5"),
+        ("SCALE_MEMORY", "4g"),
+        ("SCALE_PIDS", "4096"),
+        ("SCALE_LISTEN", "9102"),
+    ])
+    .scale()
+    .unwrap();
+    assert_eq!(s.name, "ci-host1");
+    assert_eq!(s.labels, vec!["linux".to_string(), "big".to_string()]);
+    assert_eq!(
+        s.limits,
+        ContainerLimits {
+            nano_cpus: Some(1_500_000_000),
+            memory: Some(4 << 30),
+            pids: Some(4096)
+        }
+    );
+    assert_eq!(s.listen.unwrap().port(), 9102);
+}
+
+#[test]
+fn scale_refuses_every_broken_rule_at_once_naming_each_variable() {
+    let lines = Case::valid(&[
+        (
+            "SCALE_SET_NAME",
+            "a-name-that-is-far-too-long-for-its-runners-eight-hex-suffix",
+        ),
+        ("SCALE_MIN_RUNNERS", "5"),
+        ("SCALE_MAX_RUNNERS", "2"),
+        ("SCALE_RUNTIME", "privileged"),
+        ("SCALE_PIDS", "0"),
+        ("SCALE_MEMORY", "lots"),
+        ("SCALE_IMAGE", "Not An Image"),
+    ])
+    .scale_refused();
+    for var in [
+        "SCALE_SET_NAME",
+        "SCALE_MIN_RUNNERS",
+        "SCALE_RUNTIME",
+        "SCALE_PIDS",
+        "SCALE_MEMORY",
+        "SCALE_IMAGE",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(var)),
+            "no problem names {var}: {lines:#?}"
+        );
+    }
+    let runtime = lines
+        .iter()
+        .find(|l| l.starts_with("SCALE_RUNTIME"))
+        .unwrap();
+    assert!(runtime.contains("SCALE_ALLOW_PRIVILEGED=true"), "{runtime}");
+    let lines = Case::valid(&[("SCALE_MAX_RUNNERS", "0")]).scale_refused();
+    assert!(
+        lines[0].starts_with("SCALE_MAX_RUNNERS") && lines[0].contains("at least 1"),
+        "{lines:?}"
+    );
+    assert!(
+        Case::valid(&[
+            ("SCALE_RUNTIME", "privileged"),
+            ("SCALE_ALLOW_PRIVILEGED", "true")
+        ])
+        .scale()
+        .is_ok()
+    );
+}
+
+#[test]
+fn scale_needs_credentials_of_its_own_not_a_jit_config() {
+    use base64::Engine;
+    let jit = base64::engine::general_purpose::STANDARD.encode(r#"{".runner":"e30="}"#);
+    let lines =
+        Case::new(&[("ACTIONS_RUNNER_INPUT_JITCONFIG", &jit), ("REPO", "o/r")]).scale_refused();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ACTIONS_RUNNER_INPUT_JITCONFIG") && l.contains("credentials")),
+        "{lines:#?}"
+    );
+    // Without a host name, the set needs a name.
+    let mut c = Case::valid(&[]);
+    c.hostname = None;
+    let lines = c.scale_refused();
+    assert!(
+        lines.iter().any(|l| l.starts_with("SCALE_SET_NAME")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn run_ignores_the_scale_settings() {
+    // A broken SCALE_ value does not stop a runner container's life.
+    Case::valid(&[("SCALE_MAX_RUNNERS", "lots")]).ok();
 }
