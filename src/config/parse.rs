@@ -237,6 +237,19 @@ fn jit_config(raw: &str) -> Result<Secret, Bad> {
     Ok(Secret::new(raw.trim()))
 }
 
+/// The runner name a JIT config carries (`agentName` in its `.runner` document, itself base64 of
+/// JSON, as actions/runner writes the `.runner` file), if it says one.
+pub fn jit_agent_name(encoded: &str) -> Option<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let doc: serde_json::Value = serde_json::from_slice(&b64.decode(encoded.trim()).ok()?).ok()?;
+    let runner = b64.decode(doc.get(".runner")?.as_str()?).ok()?;
+    let runner: serde_json::Value =
+        serde_json::from_slice(runner.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&runner)).ok()?;
+    let name = runner.get("agentName")?.as_str()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 fn app_id(raw: &str) -> Result<String, Bad> {
     let numeric = !raw.is_empty() && raw.chars().all(|c| c.is_ascii_digit()) && raw.len() <= 19;
     let numeric = numeric && raw.parse::<u64>().is_ok_and(|n| n > 0);
@@ -757,6 +770,19 @@ mod tests {
         ok::<kind::LogLevel>("debug");
         ok::<kind::LogLevel>("sysrunner=debug,dockerd=warn");
         refused::<kind::LogLevel>("loud=[");
+    }
+
+    #[test]
+    fn a_jit_config_names_its_runner() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let runner = b64(r#"{"agentId":7,"agentName":"ci-host1-0000002a","poolId":1}"#);
+        let jit = b64(&format!(
+            r#"{{".runner":"{runner}",".credentials":"e30="}}"#
+        ));
+        assert_eq!(jit_agent_name(&jit).as_deref(), Some("ci-host1-0000002a"));
+        assert_eq!(jit_agent_name(&b64(r#"{".runner":"e30="}"#)), None);
+        assert_eq!(jit_agent_name("not base64!"), None);
     }
 
     #[test]

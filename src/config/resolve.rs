@@ -231,8 +231,16 @@ impl Resolver {
             Some(n) => Some(n),
             // Already reported as a problem.
             None if self.v.runner_name.given => None,
-            // A JIT config carries its own name; this one is only for our logs.
-            None if premade => Some(format!("{prefix}-{}", hostname.unwrap_or("jit"))),
+            // A JIT config carries its own name: the one GitHub knows, for our logs.
+            None if premade => Some(
+                match registration {
+                    Some(Registration::PreMade { jit_config, .. }) => {
+                        super::parse::jit_agent_name(jit_config.expose())
+                    }
+                    _ => None,
+                }
+                .unwrap_or_else(|| format!("{prefix}-{}", hostname.unwrap_or("jit"))),
+            ),
             None => match hostname.filter(|h| !h.is_empty()) {
                 Some(h) => {
                     let n = format!("{prefix}-{h}");

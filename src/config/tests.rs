@@ -771,3 +771,17 @@ fn run_ignores_the_scale_settings() {
     // A broken SCALE_ value does not stop a runner container's life.
     Case::valid(&[("SCALE_MAX_RUNNERS", "lots")]).ok();
 }
+
+#[test]
+fn a_premade_runner_is_named_as_its_jit_config_says() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let runner = b64(r#"{"agentId":7,"agentName":"ci-host1-0000002a"}"#);
+    let jit = b64(&format!(r#"{{".runner":"{runner}"}}"#));
+    let s = Case::new(&[("ACTIONS_RUNNER_INPUT_JITCONFIG", &jit)]).ok();
+    assert_eq!(s.runner.name, "ci-host1-0000002a");
+    // Without a name in it: the prefix and the host name, for the logs.
+    let jit = b64(r#"{".runner":"e30="}"#);
+    let s = Case::new(&[("ACTIONS_RUNNER_INPUT_JITCONFIG", &jit)]).ok();
+    assert_eq!(s.runner.name, "sysrunner-3f2a9c1d7e0b");
+}
