@@ -4,16 +4,31 @@
 use crate::config::{LogFormat, LogSettings};
 use tracing_subscriber::EnvFilter;
 
+/// Directives that hold whatever LOG_LEVEL says. bollard logs every request body at debug and
+/// trace, and a runner container's create body holds its JIT config; the HTTP crates under it
+/// and reqwest log connections and headers. netlink warns about every attribute newer than
+/// itself: noise, not news.
+pub const FIXED_DIRECTIVES: &[&str] = &[
+    "bollard=info",
+    "hyper=info",
+    "hyper_util=info",
+    "reqwest=info",
+    "netlink_packet_route=error",
+];
+
+/// The filter LOG_LEVEL asks for, with [`FIXED_DIRECTIVES`] on top.
+pub fn filter(level: &str) -> EnvFilter {
+    let mut filter = EnvFilter::builder()
+        .parse(level)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    for d in FIXED_DIRECTIVES {
+        filter = filter.add_directive(d.parse().expect("a valid directive"));
+    }
+    filter
+}
+
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::builder()
-        .parse(&settings.level)
-        .unwrap_or_else(|_| EnvFilter::new("info"))
-        // It warns about every netlink attribute newer than itself: noise, not news.
-        .add_directive(
-            "netlink_packet_route=error"
-                .parse()
-                .expect("a valid directive"),
-        );
+    let filter = filter(&settings.level);
     // Colours only for a person at a terminal: `docker logs`, files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -26,4 +41,18 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_or_trace_never_reaches_the_crates_that_log_request_bodies() {
+        for level in ["debug", "trace", "bollard=trace,debug"] {
+            let f = filter(level).to_string();
+            assert!(f.contains("bollard=info"), "{level}: {f}");
+            assert!(!f.contains("bollard=trace"), "{level}: {f}");
+        }
+    }
 }

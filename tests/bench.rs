@@ -1,7 +1,8 @@
 //! `sysrunner-testkit bench --runs 1 --k 1`, the CI smoke run of the benchmark (BENCHMARK.md is
 //! made by the same command with more runs): it measures every variant once in both boxes and
-//! writes the table, the CSV, the SVG and the markdown report. Not a timed test: it asserts what
-//! was measured and written, never how fast.
+//! writes the table, the CSV, the SVG and the markdown report; and `bench-scale --runs 1 --jobs
+//! 1`, the same for `sysrunner scale`'s section. Not timed tests: they assert what was measured
+//! and written, never how fast.
 
 use std::process::Command;
 use sysrunner_testkit as testkit;
@@ -80,6 +81,80 @@ fn the_benchmark_measures_every_variant_once_and_writes_its_reports() {
         "![time to listening](bench.svg)",
         "| first life: listening |",
         "## Where the limit's time goes",
+    ] {
+        assert!(md.contains(part), "{part:?} missing:\n{md}");
+    }
+}
+
+/// `sysrunner-testkit bench-scale --runs 1 --jobs 1`, the CI smoke run of the scale benchmark:
+/// the controller warm and from zero with one job, and both limits, each measured once; the CSV
+/// and the markdown section written (the rest of the file left alone). Not a timed test.
+#[test]
+fn the_scale_benchmark_measures_every_variant_once_and_writes_its_reports() {
+    // tests/scale.rs's needs: a box with a real dockerd and the runner image.
+    if !testkit::require("bench-scale", &testkit::gate::BOX_WITH_DOCKERD) {
+        return;
+    }
+    let _serial = testkit::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("BENCHMARK.md");
+    std::fs::write(&md, "# Benchmark\n\nkept\n").unwrap();
+    let out = Command::new(testkit::binaries::testkit())
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .args(["bench-scale", "--runs", "1", "--jobs", "1"])
+        .arg("--sysrunner")
+        .arg(EXE)
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--markdown")
+        .arg(&md)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+
+    let csv = std::fs::read_to_string(dir.path().join("scale.csv")).unwrap();
+    for (variant, metric) in [
+        ("warm", "busy_ms"),
+        ("warm", "completed_ms"),
+        ("warm", "all_busy_ms"),
+        ("warm", "acquired_ms"),
+        ("zero", "busy_ms"),
+        ("zero", "completed_ms"),
+        ("zero", "all_busy_ms"),
+        ("zero", "acquired_ms"),
+        ("zero", "container_started_ms"),
+        ("limit-warm", "busy_ms"),
+        ("limit-warm", "completed_ms"),
+        ("limit-zero", "busy_ms"),
+        ("limit-zero", "completed_ms"),
+        ("limit-zero", "docker_run_returned_ms"),
+    ] {
+        let row = csv
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("1,{variant},1,")) && l.contains(&format!(",{metric},"))
+            })
+            .unwrap_or_else(|| panic!("{variant} {metric} missing:\n{csv}"));
+        let value: f64 = row.rsplit(',').next().unwrap().parse().unwrap();
+        assert!(value > 0.0, "{row}");
+    }
+    let md = std::fs::read_to_string(&md).unwrap();
+    assert!(md.starts_with("# Benchmark\n\nkept\n"), "{md}");
+    for part in [
+        "<!-- scale:start -->\n## sysrunner scale",
+        "bench-scale --sysrunner",
+        "DOCKERD=off",
+        "| warm | 1 | 1 |",
+        "| from zero | 1 | 1 |",
+        "| limit for from zero | 1 | 1 |",
+        "| limit for warm | 1 | 1 |",
+        "<!-- scale:end -->",
     ] {
         assert!(md.contains(part), "{part:?} missing:\n{md}");
     }

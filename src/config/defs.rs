@@ -94,7 +94,7 @@ pub enum Kind {
     Bytes,
     /// A number of CPUs, fractions allowed (`1.5`).
     Cpus,
-    /// `HOST:PORT`, or a bare port for every address.
+    /// `IP:PORT`, or a bare port for every IPv4 address.
     Listen,
     /// A Docker image reference.
     Image,
@@ -129,7 +129,7 @@ impl Kind {
             Kind::Count => "whole number".into(),
             Kind::Bytes => "bytes: `512m`, `4g`".into(),
             Kind::Cpus => "CPUs: `2`, `1.5`".into(),
-            Kind::Listen => "`HOST:PORT` or a port".into(),
+            Kind::Listen => "`IP:PORT`, or a port for every address".into(),
             Kind::Image => "image reference".into(),
         }
     }

@@ -467,12 +467,17 @@ pub fn duration(raw: &str) -> Result<Duration, Bad> {
         .ok_or_else(|| bad("is longer than a week", fix))
 }
 
-/// A whole number from 0 to 10 000.
+/// A whole number from 0 to 4 194 304 (the kernel's largest pid_max).
 pub fn count(raw: &str) -> Result<u32, Bad> {
     raw.parse::<u32>()
         .ok()
-        .filter(|n| *n <= 10_000)
-        .ok_or_else(|| bad("is not a whole number up to 10000", "write e.g. 0, 1 or 8"))
+        .filter(|n| *n <= 1 << 22)
+        .ok_or_else(|| {
+            bad(
+                "is not a whole number up to 4194304",
+                "write a whole number such as 8 or 4096",
+            )
+        })
 }
 
 /// Bytes: a whole number with an optional binary `k`, `m` or `g` (either case, `b` allowed
@@ -534,12 +539,41 @@ pub fn listen(raw: &str) -> Result<std::net::SocketAddr, Bad> {
 /// A Docker image reference: `name[:tag][@digest]`, lowercase name, no spaces.
 pub fn image(raw: &str) -> Result<String, Bad> {
     let fix = "write an image reference such as ghcr.io/sysrunner/sysrunner:0.1.0";
-    let name = raw.split('@').next().unwrap_or("");
+    let (name, digest) = match raw.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (raw, None),
+    };
+    if let Some(d) = digest {
+        let ok = d.split_once(':').is_some_and(|(algo, hex)| {
+            !algo.is_empty()
+                && algo
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && hex.len() >= 32
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        });
+        if !ok {
+            return Err(bad("has a digest that is not `algorithm:hex`", fix));
+        }
+    }
     let path = match name.rsplit_once(':') {
         // A colon after the last slash starts a tag; before it, a registry's port.
         Some((p, tag)) if !tag.contains('/') => {
-            if tag.is_empty() || tag.len() > 128 {
-                return Err(bad("has an empty or over-long tag", fix));
+            let tag_ok = tag.len() <= 128
+                && tag
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !tag_ok {
+                return Err(bad(
+                    "has a tag that is not letters, digits, `.` `_` `-`",
+                    fix,
+                ));
             }
             p
         }
@@ -801,7 +835,8 @@ mod tests {
     fn counts_are_whole_numbers_up_to_ten_thousand() {
         assert_eq!(ok::<kind::Count>("0"), 0);
         assert_eq!(ok::<kind::Count>("8"), 8);
-        for r in ["-1", "1.5", "", "10001", "four"] {
+        assert_eq!(ok::<kind::Count>("32768"), 32768);
+        for r in ["-1", "1.5", "", "4194305", "four"] {
             refused::<kind::Count>(r);
         }
     }
@@ -849,12 +884,23 @@ mod tests {
             "ghcr.io/sysrunner/sysrunner:0.1.0",
             "sysrunner",
             "localhost:5000/a/b:tag",
-            "sysrunner@sha256:abc",
+            "sysrunner@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
             "registry.example:443/x",
         ] {
             ok::<kind::Image>(r);
         }
-        for r in ["", "Sysrunner", "a b", "x:", "/x", "x/"] {
+        for r in [
+            "",
+            "Sysrunner",
+            "a b",
+            "x:",
+            "/x",
+            "x/",
+            "x@",
+            "x@sha256:zz",
+            "x:-t",
+            "x:t!",
+        ] {
             refused::<kind::Image>(r);
         }
     }

@@ -78,7 +78,10 @@ struct Controller {
     set_id: u64,
     runners: BTreeMap<String, Tracked>,
     events: mpsc::UnboundedSender<Event>,
+    /// The tasks making runners (JIT config, container) and waiting for their exits.
+    starts: tokio::task::JoinSet<()>,
     metrics: Metrics,
+    _server: Option<tokio::task::JoinHandle<()>>,
     /// The image id GitHub refused the runner of (a runner exited 7).
     refused: Option<String>,
     failures: u32,
@@ -93,6 +96,103 @@ pub async fn run(
     delete_scale_set: bool,
     mut signals: mpsc::UnboundedReceiver<Signal>,
 ) -> Result<(), Error> {
+    // A signal during the set-up (a 409 is waited out for minutes) ends it at once: nothing has
+    // been started yet that a drain would have to remove.
+    let (mut c, mut session, mut rx, rest) = tokio::select! {
+        r = setup(settings) => r?,
+        sig = signals.recv() => {
+            tracing::info!(signal = ?sig, "stopped during the set-up");
+            return Ok(());
+        }
+    };
+    let s = c.s.clone();
+    c.metrics.set_health(Ok(()));
+    c.forget_orphans(&rest).await;
+    c.assigned = session.session().statistics.total_assigned_jobs;
+    c.scale().await;
+    let mut last_id = 0i64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let failure = 'listen: loop {
+        let capacity = s.max_runners;
+        let got = {
+            let poll = session.get_message(last_id, capacity);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    r = &mut poll => break r,
+                    Some(ev) = rx.recv() => {
+                        c.on_event(ev).await;
+                        c.scale().await;
+                    }
+                    sig = signals.recv() => {
+                        tracing::info!(signal = ?sig, "stopping: no new jobs, draining the runners");
+                        break 'listen None;
+                    }
+                    _ = tick.tick() => {
+                        c.check_image().await;
+                        c.scale().await;
+                    }
+                }
+            }
+        };
+        match got {
+            Ok(None) => c.scale().await,
+            Ok(Some(msg)) => {
+                last_id = msg.message_id;
+                if let Err(e) = c.handle(&mut session, msg).await {
+                    break Some(e);
+                }
+                c.scale().await;
+            }
+            Err(e) => break Some(e),
+        }
+    };
+    let set_id = c.set_id;
+    let actions = c.actions.clone();
+    match &failure {
+        None => {
+            c.metrics.set_health(Err("draining".into()));
+            c.drain(&mut rx, &mut signals).await;
+        }
+        // GitHub failed past API_DEADLINE: the runners and their jobs are not this failure's
+        // business. They are left running for the next start (compose restarts the controller)
+        // to adopt; starts in flight are cut off, and what they made is found the same way.
+        Some(e) => {
+            c.metrics.set_health(Err(e.to_string()));
+            tracing::error!(
+                runners = c.runners.len(),
+                "{e}; leaving the runners to the next start, which adopts them"
+            );
+            c.starts.abort_all();
+        }
+    }
+    let closed = session.close().await;
+    if let Err(e) = &closed {
+        tracing::warn!("could not delete the message session: {e}");
+    }
+    if delete_scale_set && failure.is_none() {
+        match actions.delete_scale_set(set_id).await {
+            Ok(()) => tracing::info!(scale_set = set_id, "scale set deleted"),
+            Err(e) => tracing::warn!("could not delete the scale set: {e}"),
+        }
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+type Setup = (
+    Controller,
+    MessageSession,
+    mpsc::UnboundedReceiver<Event>,
+    Arc<github::Client>,
+);
+
+/// Everything before the first poll: the engine and its runtime, the image, the clients, the
+/// scale set, what an earlier run left on this host, and the message session.
+async fn setup(settings: ScaleSettings) -> Result<Setup, Error> {
     let s = Arc::new(settings);
     let engine = Engine::connect(&s.docker_socket).await?;
     let listed = engine.runtimes().await?;
@@ -182,14 +282,14 @@ pub async fn run(
         "scale set ready"
     );
     let metrics = Metrics::new();
-    let _server =
+    let server =
         match s.listen {
             Some(addr) => Some(super::metrics::serve(addr, metrics.clone()).await.map_err(
                 |e| Error::ScaleListen(format!("SCALE_LISTEN={addr}: cannot listen: {e}")),
             )?),
             None => None,
         };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let mut c = Controller {
         s: s.clone(),
         engine,
@@ -198,17 +298,19 @@ pub async fn run(
         set_id: set.id,
         runners: BTreeMap::new(),
         events: tx,
+        starts: tokio::task::JoinSet::new(),
         metrics,
+        _server: server,
         refused: None,
         failures: 0,
         not_before: None,
         assigned: 0,
         assigned_at: HashMap::new(),
     };
-    c.adopt(&rest).await?;
+    c.adopt().await?;
     let store = s.state_dir.join(format!("session-{}", set.id));
     let owner = format!("sysrunner-scale-{}", s.name);
-    let mut session = MessageSession::open(
+    let session = MessageSession::open(
         actions.clone(),
         set.id,
         &owner,
@@ -217,63 +319,7 @@ pub async fn run(
         time.as_ref(),
     )
     .await?;
-    c.assigned = session.session().statistics.total_assigned_jobs;
-    c.metrics.set_health(Ok(()));
-    c.scale().await;
-    let mut last_id = 0i64;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let failure = 'listen: loop {
-        let capacity = s.max_runners;
-        let got = {
-            let poll = session.get_message(last_id, capacity);
-            tokio::pin!(poll);
-            loop {
-                tokio::select! {
-                    r = &mut poll => break r,
-                    Some(ev) = rx.recv() => {
-                        c.on_event(ev).await;
-                        c.scale().await;
-                    }
-                    sig = signals.recv() => {
-                        tracing::info!(signal = ?sig, "stopping: no new jobs, draining the runners");
-                        break 'listen None;
-                    }
-                    _ = tick.tick() => {
-                        c.check_image().await;
-                        c.scale().await;
-                    }
-                }
-            }
-        };
-        match got {
-            Ok(None) => c.scale().await,
-            Ok(Some(msg)) => {
-                last_id = msg.message_id;
-                if let Err(e) = c.handle(&mut session, msg).await {
-                    break Some(e);
-                }
-                c.scale().await;
-            }
-            Err(e) => break Some(e),
-        }
-    };
-    c.metrics.set_health(Err("draining".into()));
-    c.drain(&mut rx, &mut signals).await;
-    let closed = session.close().await;
-    if let Err(e) = &closed {
-        tracing::warn!("could not delete the message session: {e}");
-    }
-    if delete_scale_set {
-        match actions.delete_scale_set(set.id).await {
-            Ok(()) => tracing::info!(scale_set = set.id, "scale set deleted"),
-            Err(e) => tracing::warn!("could not delete the scale set: {e}"),
-        }
-    }
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
+    Ok((c, session, rx, rest))
 }
 
 /// Warns when the image's runner is behind the newest release GitHub offers: the scale set
@@ -335,11 +381,23 @@ impl Controller {
 
     /// Goes from the runners it has to the runners it wants.
     async fn scale(&mut self) {
+        while self.starts.try_join_next().is_some() {}
         let want = desired(self.assigned, self.limits());
         let held = self.not_before.is_some_and(|t| Instant::now() < t);
         match change(want, self.pool(), self.refused.is_some() || held) {
             Change::Start(n) => {
-                for _ in 0..n {
+                // SCALE_MAX_RUNNERS counts containers: one whose job completed runs until it
+                // has deregistered.
+                let leaving = self
+                    .runners
+                    .values()
+                    .filter(|t| t.state == State::Leaving && t.container.is_some())
+                    .count() as u32;
+                let room = self
+                    .s
+                    .max_runners
+                    .saturating_sub(self.pool().total() + leaving);
+                for _ in 0..n.min(room) {
                     self.start_one();
                 }
             }
@@ -362,7 +420,12 @@ impl Controller {
 
     /// A JIT config and a container, in a task of their own; the outcome comes back as an event.
     fn start_one(&mut self) {
-        let name = spec::runner_name(&self.s.name, rand::random());
+        let name = loop {
+            let n = spec::runner_name(&self.s.name, rand::random());
+            if !self.runners.contains_key(&n) {
+                break n;
+            }
+        };
         self.runners.insert(
             name.clone(),
             Tracked {
@@ -380,7 +443,7 @@ impl Controller {
             self.set_id,
             self.events.clone(),
         );
-        tokio::spawn(async move {
+        self.starts.spawn(async move {
             let jit = match actions.jit_config(set, &name).await {
                 Ok(j) => j,
                 Err(e) => {
@@ -392,7 +455,7 @@ impl Controller {
                     return;
                 }
             };
-            let spec = spec::runner_spec(&s, runtime, &name, jit.runner.id, jit.encoded.expose());
+            let spec = spec::runner_spec(&s, runtime, &name, jit.runner.id, jit.encoded);
             match engine.start(&spec).await {
                 Ok(container) => {
                     let _ = tx.send(Event::Started {
@@ -418,9 +481,9 @@ impl Controller {
         });
     }
 
-    fn watch(&self, name: String, container: String) {
+    fn watch(&mut self, name: String, container: String) {
         let (engine, tx) = (self.engine.clone(), self.events.clone());
-        tokio::spawn(async move {
+        self.starts.spawn(async move {
             let code = engine.wait(&container).await;
             let _ = tx.send(Event::Exited {
                 name,
@@ -437,8 +500,6 @@ impl Controller {
                 runner_id,
                 container,
             } => {
-                self.failures = 0;
-                self.not_before = None;
                 tracing::info!(runner = %name, runner_id, container = %short(&container), "runner container started");
                 match self.runners.get_mut(&name) {
                     Some(t) => {
@@ -462,9 +523,7 @@ impl Controller {
             } => {
                 self.runners.remove(&name);
                 self.metrics.start_failures.inc();
-                self.failures += 1;
-                let wait = start_backoff(self.failures);
-                self.not_before = Some(Instant::now() + wait);
+                let wait = self.failed(&format!("cannot start a runner: {error}"));
                 tracing::error!(runner = %name, "cannot start a runner: {error}; next try in {wait:?}");
                 if let Some(id) = runner_id {
                     self.forget_runner(id, &name).await;
@@ -480,13 +539,30 @@ impl Controller {
                     tracing::warn!(runner = %name, "{e}");
                 }
                 let had_job = t.as_ref().is_some_and(|t| t.had_job);
+                let removed = t.as_ref().is_some_and(|t| t.state == State::Leaving);
                 tracing::info!(runner = %name, exit = ?code, had_job, "runner container exited and was removed");
-                if code == Some(7) {
-                    if let Ok(Some(img)) = self.engine.image(&self.s.image).await {
-                        self.refused = Some(img.id);
-                    } else {
-                        self.refused = Some(String::new());
+                if had_job {
+                    // A runner that ran its job: the image works.
+                    self.failures = 0;
+                    self.not_before = None;
+                    if self.refused.is_none() {
+                        self.metrics.set_health(Ok(()));
                     }
+                } else if !removed && code != Some(7) {
+                    // It ended before any job (a crash-looping image, a bad limit): back off as
+                    // for a start that failed, or it would be made again at once, forever.
+                    let wait = self.failed(&format!(
+                        "runner container {name} exited {code:?} before any job"
+                    ));
+                    tracing::warn!(runner = %name, "it exited before any job; next start in {wait:?}");
+                }
+                if code == Some(7) {
+                    // An empty id (the image could not be read now) is filled in by the next
+                    // check: it only marks the refusal, it never lifts it.
+                    self.refused = Some(match self.engine.image(&self.s.image).await {
+                        Ok(Some(img)) => img.id,
+                        _ => String::new(),
+                    });
                     self.metrics.version_refused.set(1);
                     self.metrics.set_health(Err(format!(
                         "GitHub refuses the runner version of {}: no runner is started until the image is updated",
@@ -499,11 +575,29 @@ impl Controller {
                         self.s.image
                     );
                 }
-                if !had_job && let Some(id) = t.and_then(|t| t.runner_id) {
+                if !had_job
+                    && !removed
+                    && let Some(id) = t.and_then(|t| t.runner_id)
+                {
                     self.forget_runner(id, &name).await;
                 }
             }
         }
+    }
+
+    /// Counts a failure to bring a runner up: the next start waits (2 s doubling to 60 s), and
+    /// after five in a row `/healthz` says why.
+    fn failed(&mut self, why: &str) -> Duration {
+        self.failures += 1;
+        let wait = start_backoff(self.failures);
+        self.not_before = Some(Instant::now() + wait);
+        if self.failures >= 5 && self.refused.is_none() {
+            self.metrics.set_health(Err(format!(
+                "{} runners in a row failed to come up; the last: {why}",
+                self.failures
+            )));
+        }
+        wait
     }
 
     /// Deletes a runner that will never run a job (its container is gone or never started).
@@ -517,11 +611,15 @@ impl Controller {
 
     /// An updated image (a new id under SCALE_IMAGE) lifts a version refusal.
     async fn check_image(&mut self) {
-        let Some(refused) = &self.refused else { return };
-        if let Ok(Some(img)) = self.engine.image(&self.s.image).await
-            && !refused.is_empty()
-            && img.id != *refused
-        {
+        let Some(refused) = self.refused.clone() else {
+            return;
+        };
+        let Ok(Some(img)) = self.engine.image(&self.s.image).await else {
+            return;
+        };
+        if refused.is_empty() {
+            self.refused = Some(img.id);
+        } else if img.id != refused {
             tracing::info!(image = %self.s.image, "the image was updated: starting runners again");
             self.refused = None;
             self.metrics.version_refused.set(0);
@@ -539,19 +637,21 @@ impl Controller {
         if let Some(id) = id {
             match self.actions.remove_runner(id).await {
                 Ok(_) => {}
-                Err(e) => {
-                    tracing::info!(runner = %name, "kept: GitHub did not remove it ({e})");
+                Err(e) if e.type_name().is_some_and(|t| t.contains("JobStillRunning")) => {
+                    tracing::info!(runner = %name, "kept: it has a job already");
                     if let Some(t) = self.runners.get_mut(name) {
                         t.state = State::Busy;
                     }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(runner = %name, "kept for now: GitHub did not remove it ({e})");
                     return;
                 }
             }
         }
         if let Some(t) = self.runners.get_mut(name) {
             t.state = State::Leaving;
-            // Its removal at GitHub stands for the job it never had.
-            t.had_job = true;
         }
         if let Some(c) = container
             && let Err(e) = self.engine.remove(&c).await
@@ -571,16 +671,13 @@ impl Controller {
         if let Some(stats) = &msg.statistics {
             self.assigned = stats.total_assigned_jobs;
         }
-        let jobs = match job_messages(&msg.body) {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(
-                    message = msg.message_id,
-                    "a message body that is not job messages: {e}"
-                );
-                Vec::new()
-            }
-        };
+        // Unread, a message is not acknowledged: GitHub's listener fails on it the same way, and
+        // the message comes back to the next session.
+        let jobs =
+            job_messages(&msg.body).map_err(|e| crate::scaleset::ScalesetError::Unexpected {
+                what: format!("message {}", msg.message_id),
+                detail: format!("a body that is not job messages: {e}"),
+            })?;
         session.delete_message(msg.message_id).await?;
         let available: Vec<i64> = jobs
             .iter()
@@ -642,11 +739,9 @@ impl Controller {
         Ok(())
     }
 
-    /// What an earlier run left: running containers are adopted (as idle: a busy one is refused
-    /// removal at GitHub and kept), exited ones removed with their runners, and runners named
-    /// `SCALE_SET_NAME-…` that no container backs deleted through the REST listing (the scale
-    /// set API cannot list its runners).
-    async fn adopt(&mut self, rest: &github::Client) -> Result<(), Error> {
+    /// What an earlier run left on this host: running containers are adopted (as idle: a busy
+    /// one is refused removal at GitHub and kept), exited ones removed with their runners.
+    async fn adopt(&mut self) -> Result<(), Error> {
         let found: Vec<Found> = self.engine.ours(&self.s.name).await?;
         for f in found {
             if f.running && !f.runner_name.is_empty() {
@@ -669,24 +764,46 @@ impl Controller {
                 }
             }
         }
-        let prefix = format!("{}-", self.s.name);
-        let listed = rest.list_runners(None).await?;
+        Ok(())
+    }
+
+    /// Runners of this scale set that no container backs (a container removed while the
+    /// controller was down), found through the REST listing, since the scale set API cannot
+    /// list its runners: named exactly `SCALE_SET_NAME-<8 hex>` and, asked one by one, of this
+    /// scale set. Run once the session is open, so that a second controller given the same
+    /// name by mistake meets the 409 before it touches anything.
+    async fn forget_orphans(&self, rest: &github::Client) {
+        let listed = match rest.list_runners(None).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("cannot list the runners to find those an earlier run left: {e}");
+                return;
+            }
+        };
         for r in listed {
-            if r.name.starts_with(&prefix) && !self.runners.contains_key(&r.name) {
-                match rest.delete_runner(r.id).await {
-                    Ok(github::Deleted::Busy) => {
-                        tracing::warn!(runner = %r.name, "a runner of this scale set without a container is busy at GitHub; left alone")
-                    }
-                    Ok(_) => {
-                        tracing::info!(runner = %r.name, "deleted a runner an earlier run left without a container")
-                    }
-                    Err(e) => {
-                        tracing::warn!(runner = %r.name, "cannot delete a runner an earlier run left: {e}")
-                    }
+            if !spec::is_runner_name(&self.s.name, &r.name) || self.runners.contains_key(&r.name) {
+                continue;
+            }
+            match self.actions.runner_by_name(&r.name).await {
+                Ok(Some(a)) if a.runner_scale_set_id == self.set_id => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(runner = %r.name, "cannot tell whose runner it is: {e}");
+                    continue;
+                }
+            }
+            match rest.delete_runner(r.id).await {
+                Ok(github::Deleted::Busy) => {
+                    tracing::warn!(runner = %r.name, "a runner of this scale set without a container is busy at GitHub; left alone")
+                }
+                Ok(_) => {
+                    tracing::info!(runner = %r.name, "deleted a runner an earlier run left without a container")
+                }
+                Err(e) => {
+                    tracing::warn!(runner = %r.name, "cannot delete a runner an earlier run left: {e}")
                 }
             }
         }
-        Ok(())
     }
 
     /// SIGTERM: idle and starting runners go at once; busy ones get DRAIN_TIMEOUT to finish,
@@ -697,10 +814,10 @@ impl Controller {
         signals: &mut mpsc::UnboundedReceiver<Signal>,
     ) {
         let deadline = tokio::time::Instant::now() + self.s.timeouts.drain;
-        // A runner still being made is waited for even past the drain (its JIT config and
-        // container come within API_DEADLINE), so that no container is made after the end.
-        let starting_limit = deadline + self.s.timeouts.api_deadline + Duration::from_secs(30);
-        let mut past = false;
+        // A runner still being made gets a few seconds past the drain to show its container
+        // (then removed like an idle one); after that its task is cut off, and what it made is
+        // found by the next start (containers by label, runners by name).
+        let mut starting_limit = None;
         loop {
             let idle: Vec<String> = self
                 .runners
@@ -716,7 +833,7 @@ impl Controller {
                 .values()
                 .filter(|t| t.state == State::Starting)
                 .count();
-            if self.runners.is_empty() || (past && starting == 0) {
+            if self.runners.is_empty() || (starting_limit.is_some() && starting == 0) {
                 break;
             }
             let busy = self
@@ -725,37 +842,40 @@ impl Controller {
                 .filter(|t| t.state == State::Busy)
                 .count();
             tracing::info!(busy, starting, left = self.runners.len(), "draining");
-            let until = if past { starting_limit } else { deadline };
+            let until = starting_limit.unwrap_or(deadline);
             tokio::select! {
                 Some(ev) = rx.recv() => self.on_event(ev).await,
                 _ = tokio::time::sleep_until(until) => {
-                    if past {
+                    if starting_limit.is_some() {
                         break;
                     }
-                    past = true;
+                    starting_limit = Some(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
-                _ = signals.recv(), if !past => {
+                _ = signals.recv(), if starting_limit.is_none() => {
                     tracing::warn!("a second signal: stopping the busy runners now");
-                    past = true;
+                    starting_limit = Some(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
             }
             self.publish(0);
         }
-        // Past the drain: stop what is left (their runners cancel and deregister), then remove.
-        let left: Vec<(String, Option<String>)> = self
-            .runners
-            .iter()
-            .map(|(n, t)| (n.clone(), t.container.clone()))
-            .collect();
-        for (name, container) in left {
-            if let Some(c) = container {
+        self.starts.abort_all();
+        // Past the drain: stop what is left at once, all together (each runner cancels its job
+        // and deregisters within STOP_TIMEOUT), then remove the containers.
+        let left: Vec<(String, Tracked)> = std::mem::take(&mut self.runners).into_iter().collect();
+        let stops = left.iter().filter_map(|(name, t)| {
+            let c = t.container.clone()?;
+            let (engine, grace, name) = (self.engine.clone(), self.s.timeouts.stop, name.clone());
+            Some(async move {
                 tracing::warn!(runner = %name, "stopping a runner past DRAIN_TIMEOUT");
-                if let Err(e) = self.engine.stop(&c, self.s.timeouts.stop).await {
+                if let Err(e) = engine.stop(&c, grace).await {
                     tracing::warn!(runner = %name, "{e}");
                 }
-                let _ = self.engine.remove(&c).await;
-            }
-            if let Some(t) = self.runners.remove(&name)
+                let _ = engine.remove(&c).await;
+            })
+        });
+        futures_util::future::join_all(stops).await;
+        for (name, t) in left {
+            if !t.had_job
                 && let Some(id) = t.runner_id
             {
                 self.forget_runner(id, &name).await;

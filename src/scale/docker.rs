@@ -120,7 +120,7 @@ impl Engine {
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            env: Some(spec.env.clone()),
+            env: Some(spec.environment()),
             labels: Some(
                 spec.labels
                     .iter()

@@ -4,6 +4,7 @@
 //! [`RunnerSpec`] into an Engine API call; nothing here talks to Docker.
 
 use crate::config::{ContainerLimits, ScaleRuntime, ScaleSettings};
+use crate::secret::Secret;
 use std::collections::BTreeMap;
 
 /// The scale set a container belongs to (its name).
@@ -68,12 +69,14 @@ pub fn choose_runtime(
 }
 
 /// One runner container, as the Engine API will be asked for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RunnerSpec {
     /// The container's name: the runner's.
     pub name: String,
     pub image: String,
-    /// `NAME=value`, the JIT config among them.
+    /// The runner's JIT config, its `ACTIONS_RUNNER_INPUT_JITCONFIG` (redacted in `Debug`).
+    pub jit: Secret,
+    /// `NAME=value`: the rest of its environment, no secret in it.
     pub env: Vec<String>,
     pub labels: BTreeMap<String, String>,
     /// `Some("sysbox-runc")`, or the host's default.
@@ -97,12 +100,9 @@ pub fn runner_spec(
     runtime: Runtime,
     runner_name: &str,
     runner_id: u64,
-    jit: &str,
+    jit: Secret,
 ) -> RunnerSpec {
-    let mut env = vec![
-        format!("ACTIONS_RUNNER_INPUT_JITCONFIG={jit}"),
-        DEPRECATED_EXIT.to_string(),
-    ];
+    let mut env = vec![DEPRECATED_EXIT.to_string()];
     if runtime == Runtime::Runc {
         env.push("DOCKERD=off".into());
     }
@@ -118,6 +118,7 @@ pub fn runner_spec(
     RunnerSpec {
         name: runner_name.to_string(),
         image: s.image.clone(),
+        jit,
         env,
         labels,
         runtime: (runtime == Runtime::Sysbox).then(|| SYSBOX_RUNC.to_string()),
@@ -128,9 +129,33 @@ pub fn runner_spec(
     }
 }
 
+/// The variable the runner image reads its JIT config from.
+pub const JIT_VAR: &str = "ACTIONS_RUNNER_INPUT_JITCONFIG";
+
+impl RunnerSpec {
+    /// The container's whole environment, the JIT config first: for the Engine API call only.
+    pub fn environment(&self) -> Vec<String> {
+        std::iter::once(format!("{JIT_VAR}={}", self.jit.expose()))
+            .chain(self.env.iter().cloned())
+            .collect()
+    }
+}
+
 /// A runner's name: the scale set's, a dash and 8 random hex digits.
 pub fn runner_name(set: &str, random: u32) -> String {
     format!("{set}-{random:08x}")
+}
+
+/// Whether `name` is one of the scale set `set`'s runner names: exactly `set-<8 hex>`.
+pub fn is_runner_name(set: &str, name: &str) -> bool {
+    name.strip_prefix(set)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| {
+            hex.len() == 8
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 #[cfg(test)]
@@ -214,14 +239,21 @@ mod tests {
     #[test]
     fn a_sysbox_runner_gets_the_jit_config_the_exit_7_switch_and_nothing_else() {
         let s = settings();
-        let spec = runner_spec(&s, Runtime::Sysbox, "ci-host1-0000002a", 42, "eyJqaXQ");
+        let spec = runner_spec(
+            &s,
+            Runtime::Sysbox,
+            "ci-host1-0000002a",
+            42,
+            Secret::new("eyJqaXQ"),
+        );
         assert_eq!(
-            spec.env,
+            spec.environment(),
             vec![
                 "ACTIONS_RUNNER_INPUT_JITCONFIG=eyJqaXQ".to_string(),
                 DEPRECATED_EXIT.to_string()
             ]
         );
+        assert!(!format!("{spec:?}").contains("eyJqaXQ"), "{spec:?}");
         assert_eq!(spec.runtime.as_deref(), Some(SYSBOX_RUNC));
         assert!(!spec.privileged);
         assert_eq!(spec.labels[LABEL_SET], "ci-host1");
@@ -230,7 +262,7 @@ mod tests {
         assert_eq!(spec.limits, s.limits);
         assert_eq!(spec.tmpfs["/tmp"], "exec,mode=1777,size=2g");
         assert!(
-            !spec.env.iter().any(|e| e.contains("ghp_")),
+            !spec.environment().iter().any(|e| e.contains("ghp_")),
             "the controller's token never reaches a runner"
         );
     }
@@ -238,10 +270,10 @@ mod tests {
     #[test]
     fn privileged_and_runc_runners_differ_only_in_how_they_run() {
         let s = settings();
-        let p = runner_spec(&s, Runtime::Privileged, "n", 1, "j");
+        let p = runner_spec(&s, Runtime::Privileged, "n", 1, Secret::new("j"));
         assert!(p.privileged && p.runtime.is_none());
         assert!(!p.env.iter().any(|e| e.starts_with("DOCKERD=")));
-        let r = runner_spec(&s, Runtime::Runc, "n", 1, "j");
+        let r = runner_spec(&s, Runtime::Runc, "n", 1, Secret::new("j"));
         assert!(!r.privileged && r.runtime.is_none());
         assert!(r.env.contains(&"DOCKERD=off".to_string()));
     }
@@ -250,5 +282,11 @@ mod tests {
     fn runner_names_are_the_set_and_8_hex_digits() {
         assert_eq!(runner_name("ci-host1", 0x2a), "ci-host1-0000002a");
         assert_eq!(runner_name("x", u32::MAX), "x-ffffffff");
+        assert!(is_runner_name("ci", &runner_name("ci", 7)));
+        // Another scale set whose name starts with this one's, or a runner made by hand.
+        assert!(!is_runner_name("ci", &runner_name("ci-gpu", 7)));
+        assert!(!is_runner_name("ci", "ci-deadbeef0"));
+        assert!(!is_runner_name("ci", "ci-DEADBEEF"));
+        assert!(!is_runner_name("ci", "ci-build"));
     }
 }
