@@ -134,6 +134,8 @@ fn the_scale_benchmark_measures_every_variant_once_and_writes_its_reports() {
         ("limit-zero", "busy_ms"),
         ("limit-zero", "completed_ms"),
         ("limit-zero", "docker_run_returned_ms"),
+        ("limit-zero", "docker_cli_ms"),
+        ("limit-zero", "container_started_ms"),
     ] {
         let row = csv
             .lines()

@@ -342,3 +342,24 @@ fn the_privileged_image_is_seen_as_privileged_and_its_dockerd_runs() {
     assert!(out.contains("server=26."), "{out}");
     c.remove().unwrap();
 }
+
+/// Both images name their actions/runner version in the label `sysrunner scale` compares with
+/// the newest release GitHub offers (here the fake runner's, passed as RUNNER_VERSION).
+#[test]
+fn both_images_label_their_runner_version() {
+    let Some(_serial) = ready("image labels", &[Need::Images]) else {
+        return;
+    };
+    for kind in ["sysbox", "privileged"] {
+        let path = image::exported_dir().join(format!("{kind}.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let label = &v[0]["Config"]["Labels"][sysrunner::scale::spec::LABEL_RUNNER_VERSION];
+        assert_eq!(
+            label.as_str(),
+            Some(sysrunner_testkit::fake_runner::VERSION),
+            "{kind}: {}",
+            v[0]["Config"]["Labels"]
+        );
+    }
+}

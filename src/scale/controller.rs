@@ -80,6 +80,8 @@ struct Controller {
     events: mpsc::UnboundedSender<Event>,
     /// The tasks making runners (JIT config, container) and waiting for their exits.
     starts: tokio::task::JoinSet<()>,
+    /// Removals of exited containers (and their unused runners): finished, never cut off.
+    cleanups: tokio::task::JoinSet<()>,
     metrics: Metrics,
     _server: Option<tokio::task::JoinHandle<()>>,
     /// The image id GitHub refused the runner of (a runner exited 7).
@@ -165,6 +167,7 @@ pub async fn run(
                 "{e}; leaving the runners to the next start, which adopts them"
             );
             c.starts.abort_all();
+            c.finish_cleanups().await;
         }
     }
     let closed = session.close().await;
@@ -299,6 +302,7 @@ async fn setup(settings: ScaleSettings) -> Result<Setup, Error> {
         runners: BTreeMap::new(),
         events: tx,
         starts: tokio::task::JoinSet::new(),
+        cleanups: tokio::task::JoinSet::new(),
         metrics,
         _server: server,
         refused: None,
@@ -382,6 +386,7 @@ impl Controller {
     /// Goes from the runners it has to the runners it wants.
     async fn scale(&mut self) {
         while self.starts.try_join_next().is_some() {}
+        while self.cleanups.try_join_next().is_some() {}
         let want = desired(self.assigned, self.limits());
         let held = self.not_before.is_some_and(|t| Instant::now() < t);
         match change(want, self.pool(), self.refused.is_some() || held) {
@@ -535,12 +540,24 @@ impl Controller {
                 code,
             } => {
                 let t = self.runners.remove(&name);
-                if let Err(e) = self.engine.remove(&container).await {
-                    tracing::warn!(runner = %name, "{e}");
-                }
                 let had_job = t.as_ref().is_some_and(|t| t.had_job);
                 let removed = t.as_ref().is_some_and(|t| t.state == State::Leaving);
-                tracing::info!(runner = %name, exit = ?code, had_job, "runner container exited and was removed");
+                tracing::info!(runner = %name, exit = ?code, had_job, "runner container exited");
+                // Removing the container (and a runner that never had a job) happens beside the
+                // loop: messages and other runners' events do not wait for it.
+                let forget = (!had_job && !removed)
+                    .then(|| t.as_ref().and_then(|t| t.runner_id))
+                    .flatten();
+                let (engine, actions) = (self.engine.clone(), self.actions.clone());
+                let runner = name.clone();
+                self.cleanups.spawn(async move {
+                    if let Err(e) = engine.remove(&container).await {
+                        tracing::warn!(runner = %runner, "{e}");
+                    }
+                    if let Some(id) = forget {
+                        forget_runner(&actions, id, &runner).await;
+                    }
+                });
                 if had_job {
                     // A runner that ran its job: the image works.
                     self.failures = 0;
@@ -575,13 +592,20 @@ impl Controller {
                         self.s.image
                     );
                 }
-                if !had_job
-                    && !removed
-                    && let Some(id) = t.and_then(|t| t.runner_id)
-                {
-                    self.forget_runner(id, &name).await;
-                }
             }
+        }
+    }
+
+    /// Waits for the removals under way, at most STOP_TIMEOUT.
+    async fn finish_cleanups(&mut self) {
+        let all = async { while self.cleanups.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.s.timeouts.stop, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "container removals still under way after STOP_TIMEOUT; the next start finds what is left"
+            );
         }
     }
 
@@ -602,11 +626,7 @@ impl Controller {
 
     /// Deletes a runner that will never run a job (its container is gone or never started).
     async fn forget_runner(&self, id: u64, name: &str) {
-        match self.actions.remove_runner(id).await {
-            Ok(true) => tracing::info!(runner = %name, runner_id = id, "runner deleted at GitHub"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(runner = %name, "cannot delete the runner at GitHub: {e}"),
-        }
+        forget_runner(&self.actions, id, name).await;
     }
 
     /// An updated image (a new id under SCALE_IMAGE) lifts a version refusal.
@@ -859,14 +879,20 @@ impl Controller {
             self.publish(0);
         }
         self.starts.abort_all();
+        self.finish_cleanups().await;
         // Past the drain: stop what is left at once, all together (each runner cancels its job
         // and deregisters within STOP_TIMEOUT), then remove the containers.
         let left: Vec<(String, Tracked)> = std::mem::take(&mut self.runners).into_iter().collect();
         let stops = left.iter().filter_map(|(name, t)| {
             let c = t.container.clone()?;
             let (engine, grace, name) = (self.engine.clone(), self.s.timeouts.stop, name.clone());
+            let busy = t.state == State::Busy;
             Some(async move {
-                tracing::warn!(runner = %name, "stopping a runner past DRAIN_TIMEOUT");
+                if busy {
+                    tracing::warn!(runner = %name, "stopping a busy runner past DRAIN_TIMEOUT: its job is cancelled");
+                } else {
+                    tracing::info!(runner = %name, "stopping a runner whose job has ended");
+                }
                 if let Err(e) = engine.stop(&c, grace).await {
                     tracing::warn!(runner = %name, "{e}");
                 }
@@ -882,6 +908,16 @@ impl Controller {
             }
         }
         self.publish(0);
+    }
+}
+
+/// Deletes a runner that will never run a job at GitHub; a failure is a warning (the next
+/// start's orphan sweep finds it).
+async fn forget_runner(actions: &ActionsClient, id: u64, name: &str) {
+    match actions.remove_runner(id).await {
+        Ok(true) => tracing::info!(runner = %name, runner_id = id, "runner deleted at GitHub"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(runner = %name, "cannot delete the runner at GitHub: {e}"),
     }
 }
 

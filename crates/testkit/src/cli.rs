@@ -87,6 +87,43 @@ pub fn command() -> Command {
                 )
                 .arg(sysrunner_arg("The sysrunner binary to measure")),
         )
+        .subcommand(
+            Command::new("bench-scale")
+                .about("How soon `sysrunner scale` gets a job's runner busy, warm and from zero, beside one runner container with no controller: a table and a CSV (needs root and dockerd)")
+                .arg(
+                    Arg::new("runs")
+                        .long("runs")
+                        .value_name("N")
+                        .value_parser(clap::value_parser!(u32).range(1..))
+                        .default_value("5")
+                        .help("Interleaved runs of every variant"),
+                )
+                .arg(
+                    Arg::new("jobs")
+                        .long("jobs")
+                        .value_name("J,…")
+                        .value_delimiter(',')
+                        .value_parser(clap::value_parser!(u32).range(1..=16))
+                        .default_value("1,4,8")
+                        .help("How many jobs are queued at once, for each step (SCALE_MAX_RUNNERS is J)"),
+                )
+                .arg(
+                    Arg::new("out")
+                        .long("out")
+                        .value_name("DIR")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .default_value("target/bench")
+                        .help("Where scale.csv goes"),
+                )
+                .arg(
+                    Arg::new("markdown")
+                        .long("markdown")
+                        .value_name("FILE")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("Also replace the scale section of this markdown file (BENCHMARK.md), or append it"),
+                )
+                .arg(sysrunner_arg("The sysrunner binary to measure")),
+        )
         .subcommand(fake_github::cli::command())
         .subcommand(
             Command::new("fake-runner")
@@ -138,6 +175,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
             demo::run(kind, m.get_one::<PathBuf>("sysrunner").cloned())
         }
         Some(("bench", m)) => bench::run(&bench_options(m)),
+        Some(("bench-scale", m)) => bench::scale::run(&bench_scale_options(m)),
         Some((bench::INSIDE_COMMAND, m)) => bench::run_inside(m),
         Some(("fake-github", m)) => fake_github::cli::run(m),
         Some(("fake-runner", m)) => fake_runner_command(m),
@@ -163,6 +201,22 @@ fn bench_options(m: &ArgMatches) -> bench::Options {
             .map(|k| *k as usize)
             .collect(),
         kinds,
+        out: m.get_one::<PathBuf>("out").expect("defaulted").clone(),
+        markdown: m.get_one::<PathBuf>("markdown").cloned(),
+        sysrunner: m.get_one::<PathBuf>("sysrunner").cloned(),
+    }
+}
+
+fn bench_scale_options(m: &ArgMatches) -> bench::scale::Options {
+    let mut jobs: Vec<usize> = m
+        .get_many::<u32>("jobs")
+        .expect("defaulted")
+        .map(|j| *j as usize)
+        .collect();
+    jobs.dedup();
+    bench::scale::Options {
+        runs: *m.get_one::<u32>("runs").expect("defaulted"),
+        jobs,
         out: m.get_one::<PathBuf>("out").expect("defaulted").clone(),
         markdown: m.get_one::<PathBuf>("markdown").cloned(),
         sysrunner: m.get_one::<PathBuf>("sysrunner").cloned(),
@@ -199,6 +253,34 @@ mod tests {
     #[test]
     fn clap_command_is_well_formed() {
         command().debug_assert();
+    }
+
+    #[test]
+    fn bench_scale_takes_its_job_counts() {
+        let m = command()
+            .try_get_matches_from(
+                [
+                    "sysrunner-testkit",
+                    "bench-scale",
+                    "--jobs",
+                    "1,4",
+                    "--runs",
+                    "2",
+                ]
+                .map(OsString::from),
+            )
+            .unwrap();
+        let Some(("bench-scale", m)) = m.subcommand() else {
+            panic!("not bench-scale")
+        };
+        let o = bench_scale_options(m);
+        assert_eq!(o.jobs, vec![1, 4]);
+        assert_eq!(o.runs, 2);
+        assert_eq!(o.out, PathBuf::from("target/bench"));
+        assert!(o.markdown.is_none());
+        let e =
+            run_with_args(["sysrunner-testkit", "bench-scale", "--jobs", "0"].map(OsString::from));
+        assert_eq!(e, Exit::Usage);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 mod inside;
 mod report;
+pub mod scale;
 
 pub use inside::{COMMAND as INSIDE_COMMAND, command as inside_command, run as run_inside};
 

@@ -426,6 +426,12 @@ impl Summary {
             let _ = writeln!(s);
         }
         let _ = writeln!(s, "## Every metric\n{}", self.markdown_table());
+        // `bench-scale`'s section is its own: kept as it is, at the end.
+        if let Ok(old) = std::fs::read_to_string(path)
+            && let Some(section) = super::scale::section_of(&old)
+        {
+            let _ = writeln!(s, "{section}");
+        }
         std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
@@ -501,6 +507,43 @@ mod tests {
         let st = Stats::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
         assert_eq!(st.median, 2.5);
         assert!(Stats::of(&[]).is_none());
+    }
+
+    /// `bench --markdown` rewrites the file but keeps `bench-scale`'s section as it is.
+    #[test]
+    fn the_markdown_keeps_the_scale_section_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("BENCHMARK.md");
+        let section = format!(
+            "{}\n## sysrunner scale\n\n| a | b |\n{}",
+            super::super::scale::START,
+            super::super::scale::END
+        );
+        std::fs::write(&md, format!("# Old\n\nstale\n\n{section}\n")).unwrap();
+        let opts = Options {
+            runs: 1,
+            k: vec![1],
+            kinds: vec![BoxKind::SysboxLike],
+            out: dir.path().to_path_buf(),
+            markdown: Some(md.clone()),
+            sysrunner: None,
+        };
+        let sum = Summary::new(vec![s(1, "first life: start", 4.0)], None, Duration::ZERO);
+        sum.write_markdown(&md, &dir.path().join("bench.svg"), &opts)
+            .unwrap();
+        let text = std::fs::read_to_string(&md).unwrap();
+        assert!(text.starts_with("# Benchmark\n"), "{text}");
+        assert!(!text.contains("stale"), "{text}");
+        assert!(text.ends_with(&format!("\n\n{section}\n")), "{text}");
+        // Without one, none is made.
+        std::fs::remove_file(&md).unwrap();
+        sum.write_markdown(&md, &dir.path().join("bench.svg"), &opts)
+            .unwrap();
+        assert!(
+            !std::fs::read_to_string(&md)
+                .unwrap()
+                .contains("scale:start")
+        );
     }
 
     /// Each of dockerd's steps is told with what it took after the one before.
