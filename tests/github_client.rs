@@ -561,6 +561,57 @@ async fn a_live_runner_with_the_name_is_a_duplicate_unless_it_is_ours() {
     e.conforms().await;
 }
 
+/// Found by the soak (seed 3, life 10): a container killed during its job leaves its runner busy
+/// at GitHub until the job times out. The next life's JIT registration met that runner, could
+/// not delete it (busy) and called it another container's: exit 77. It is this container's own
+/// (recorded) runner: the life registers under a name of its own instead.
+#[tokio::test]
+async fn a_busy_leftover_of_this_container_gets_a_name_of_its_own_not_a_77() {
+    let e = fake(FakeConfig::default()).await;
+    let ctl = e.fake.control();
+    let mine = ctl
+        .create_runner(&NewRunner {
+            scope: "repos/octo-org/octo-repo".into(),
+            name: "sysrunner-k".into(),
+            labels: vec![],
+            runner_group_id: None,
+            ephemeral: true,
+        })
+        .await
+        .unwrap();
+    ctl.set_runner_state(
+        mine.id,
+        &SetRunnerState {
+            status: Some("online".into()),
+            busy: Some(true),
+        },
+    )
+    .await
+    .unwrap();
+    let c = e.client(repo(), pat(ALL_GRANTS_PAT));
+    let j = c
+        .jit_config("sysrunner-k", "Default", &labels(), "_work", Some(mine.id))
+        .await
+        .unwrap();
+    assert_ne!(j.runner_id, mine.id);
+    assert!(
+        j.runner_name.starts_with("sysrunner-k-")
+            && j.runner_name.len() == "sysrunner-k-".len() + 4,
+        "{}",
+        j.runner_name
+    );
+    // Another container's busy runner of that name is still a duplicate.
+    let err = c
+        .jit_config("sysrunner-k", "Default", &labels(), "_work", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApiError::Duplicate { id, .. } if id == mine.id),
+        "{err}"
+    );
+    e.conforms().await;
+}
+
 #[tokio::test]
 async fn prune_deletes_only_stale_runners_of_the_prefix() {
     let e = fake(FakeConfig::default()).await;

@@ -130,6 +130,15 @@ pub mod kind {
     }
 }
 
+/// A whole number written in digits alone: Rust's `parse` also takes a leading `+`, which no
+/// setting documents.
+fn whole<T: std::str::FromStr>(raw: &str) -> Option<T> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
 fn is_login_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_'
 }
@@ -270,8 +279,8 @@ fn app_id(raw: &str) -> Result<String, Bad> {
 }
 
 fn positive(raw: &str) -> Result<u64, Bad> {
-    match raw.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
+    match whole::<u64>(raw) {
+        Some(n) if n > 0 => Ok(n),
         _ => Err(bad(
             "is not a positive integer",
             "use the number from the installation's URL (…/settings/installations/NUMBER)",
@@ -281,6 +290,11 @@ fn positive(raw: &str) -> Result<u64, Bad> {
 
 fn url(raw: &str) -> Result<String, Bad> {
     let fix = "give an absolute URL such as https://github.com or https://ghes.example.com";
+    let raw = raw.trim();
+    // The URL parser drops tabs and line breaks anywhere: the text would not be the URL checked.
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("contains white space or control characters", fix));
+    }
     let u = url::Url::parse(raw).map_err(|e| bad(format!("is not an absolute URL ({e})"), fix))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
         return Err(bad("is not an http(s) URL with a host", fix));
@@ -291,7 +305,9 @@ fn url(raw: &str) -> Result<String, Bad> {
             "give only scheme, host and path",
         ));
     }
-    Ok(raw.trim_end_matches('/').to_string())
+    // The URL as parsed, not as written: `https:host` and `https:\\host` read as `https://host`
+    // here, while Go's parser (dockerd's, for DOCKER_REGISTRY_MIRRORS) refuses them.
+    Ok(u.as_str().trim_end_matches('/').to_string())
 }
 
 fn list(raw: &str, what: &str) -> Result<Vec<String>, Bad> {
@@ -437,8 +453,8 @@ fn mtu(raw: &str) -> Result<Option<u32>, Bad> {
     if raw.eq_ignore_ascii_case("detect") {
         return Ok(None);
     }
-    match raw.parse::<u32>() {
-        Ok(n) if (68..=65535).contains(&n) => Ok(Some(n)),
+    match whole::<u32>(raw) {
+        Some(n) if (68..=65535).contains(&n) => Ok(Some(n)),
         _ => Err(bad(
             "is not an MTU",
             "use detect, or a number of bytes from 68 to 65535 (e.g. 1400)",
@@ -469,15 +485,12 @@ pub fn duration(raw: &str) -> Result<Duration, Bad> {
 
 /// A whole number from 0 to 4 194 304 (the kernel's largest pid_max).
 pub fn count(raw: &str) -> Result<u32, Bad> {
-    raw.parse::<u32>()
-        .ok()
-        .filter(|n| *n <= 1 << 22)
-        .ok_or_else(|| {
-            bad(
-                "is not a whole number up to 4194304",
-                "write a whole number such as 8 or 4096",
-            )
-        })
+    whole::<u32>(raw).filter(|n| *n <= 1 << 22).ok_or_else(|| {
+        bad(
+            "is not a whole number up to 4194304",
+            "write a whole number such as 8 or 4096",
+        )
+    })
 }
 
 /// Bytes: a whole number with an optional binary `k`, `m` or `g` (either case, `b` allowed
@@ -492,7 +505,7 @@ pub fn bytes(raw: &str) -> Result<u64, Bad> {
         Some((i, 'g')) => (&lower[..i], 1 << 30),
         _ => (lower, 1),
     };
-    let n: u64 = digits.parse().map_err(|_| bad("is not a size", fix))?;
+    let n: u64 = whole(digits).ok_or_else(|| bad("is not a size", fix))?;
     let b = n
         .checked_mul(scale)
         .ok_or_else(|| bad("is too large", fix))?;
@@ -529,7 +542,7 @@ pub fn nano_cpus(raw: &str) -> Result<u64, Bad> {
 /// `HOST:PORT` (`127.0.0.1:9090`, `[::]:9090`), or a bare port for every IPv4 address.
 pub fn listen(raw: &str) -> Result<std::net::SocketAddr, Bad> {
     let fix = "write an address and port such as 0.0.0.0:9090, or a port";
-    if let Ok(port) = raw.parse::<u16>() {
+    if let Some(port) = whole::<u16>(raw) {
         return Ok(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
     }
     raw.parse()
@@ -591,9 +604,13 @@ pub fn image(raw: &str) -> Result<String, Bad> {
 }
 
 fn log_level(raw: &str, name: &str) -> Result<String, Bad> {
+    // Each directive trimmed: tracing-subscriber (0.3.23) reads a directive's characters after
+    // trimming it but cuts the untrimmed text at their places, so ` sysrunner=debug` meant target
+    // ` ` and a space before a character of several bytes panicked.
+    let filter = raw.split(',').map(str::trim).collect::<Vec<_>>().join(",");
     tracing_subscriber::EnvFilter::builder()
-        .parse(raw)
-        .map(|_| raw.to_string())
+        .parse(&filter)
+        .map(|_| filter.clone())
         .map_err(|e| {
             bad(
                 format!("is not a log filter ({e})"),
@@ -806,6 +823,20 @@ mod tests {
         refused::<kind::LogLevel>("loud=[");
     }
 
+    /// Found by tests/parsers_fuzz.rs: LOG_LEVEL=" 𠀀[" panicked inside tracing-subscriber, which
+    /// cuts an untrimmed directive at the places of the trimmed one's characters; with ASCII
+    /// alone, `a=debug, b=warn` silently meant target ` ` for its second directive.
+    #[test]
+    fn log_level_directives_are_trimmed_before_tracing_reads_them() {
+        refused::<kind::LogLevel>(" \u{20000}[");
+        ok::<kind::LogLevel>(" \u{20000}=debug");
+        assert_eq!(
+            ok::<kind::LogLevel>("sysrunner=debug, dockerd=warn "),
+            "sysrunner=debug,dockerd=warn"
+        );
+        assert_eq!(ok::<kind::LogLevel>(" debug"), "debug");
+    }
+
     #[test]
     fn a_jit_config_names_its_runner() {
         use base64::Engine;
@@ -875,6 +906,49 @@ mod tests {
         assert_eq!(ok::<kind::Listen>("[::]:9090").to_string(), "[::]:9090");
         for r in ["localhost:9090", ":9090", "99999", "1.2.3.4"] {
             refused::<kind::Listen>(r);
+        }
+    }
+
+    /// Found by tests/parsers_fuzz.rs: the whole-number kinds took a leading `+` (Rust's `parse`
+    /// does), which no setting documents and `duration` and `nano_cpus` refused.
+    #[test]
+    fn whole_numbers_take_no_sign() {
+        refused::<kind::Count>("+5");
+        refused::<kind::Id>("+5");
+        refused::<kind::Mtu>("+1400");
+        refused::<kind::Bytes>("+512m");
+        refused::<kind::Listen>("+9090");
+        assert_eq!(ok::<kind::Count>("0005"), 5);
+        assert_eq!(ok::<kind::Mtu>("01400"), Some(1400));
+    }
+
+    /// Found by tests/parsers_fuzz.rs: a URL was kept as written, while the URL parser that
+    /// checked it reads `https:host` as `https://host` and drops tabs and line breaks; dockerd
+    /// (Go's parser) refuses such a registry mirror when it starts, after the settings said yes.
+    #[test]
+    fn urls_are_kept_as_parsed_without_white_space() {
+        assert_eq!(
+            ok::<kind::Url>("https:mirror.example"),
+            "https://mirror.example"
+        );
+        assert_eq!(ok::<kind::Url>("HTTPS://GitHub.com/"), "https://github.com");
+        assert_eq!(
+            ok::<kind::UrlList>("https:\\\\m1.example/v2/"),
+            ["https://m1.example/v2"]
+        );
+        assert_eq!(
+            ok::<kind::Url>(" https://github.com\n"),
+            "https://github.com"
+        );
+        for raw in [
+            "https://mir\tror.example",
+            "https://mirror.example/a b",
+            "https://mirror\n.example",
+        ] {
+            assert!(
+                refused::<kind::Url>(raw).what.contains("white space"),
+                "{raw:?}"
+            );
         }
     }
 

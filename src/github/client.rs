@@ -458,18 +458,19 @@ impl Client {
         known_id: Option<u64>,
     ) -> Result<JitConfig, ApiError> {
         let group_id = self.runner_group_id(group).await?;
-        let body = json!({
-            "name": name,
-            "runner_group_id": group_id,
-            "labels": labels,
-            "work_folder": work_folder,
-        });
         let what = "generate a JIT runner config";
         let path = format!(
             "{}/actions/runners/generate-jitconfig",
             self.scope.api_path()
         );
-        for attempt in 0..2 {
+        let mut asked = name.to_string();
+        for attempt in 0..3 {
+            let body = json!({
+                "name": asked,
+                "runner_group_id": group_id,
+                "labels": labels,
+                "work_folder": work_folder,
+            });
             let a = self
                 .send(what, Method::POST, &path, Some(&body), Bearer::Scope)
                 .await?;
@@ -483,18 +484,18 @@ impl Client {
                         encoded: Secret::new(j.encoded_jit_config),
                     });
                 }
-                409 if attempt == 0 => {
-                    let existing = self.runners_named(name).await?;
+                409 if attempt < 2 => {
+                    let existing = self.runners_named(&asked).await?;
                     for r in existing {
                         if r.online() && Some(r.id) != known_id {
                             return Err(ApiError::Duplicate {
-                                name: name.into(),
+                                name: asked,
                                 id: r.id,
                             });
                         }
                         tracing::info!(
                             runner_id = r.id,
-                            "a runner named {name} is left over ({}): deleting it",
+                            "a runner named {asked} is left over ({}): deleting it",
                             if r.online() {
                                 "recorded by this container"
                             } else {
@@ -502,10 +503,22 @@ impl Client {
                             }
                         );
                         if self.delete_runner(r.id).await? == Deleted::Busy {
-                            return Err(ApiError::Duplicate {
-                                name: name.into(),
-                                id: r.id,
-                            });
+                            if Some(r.id) != known_id {
+                                return Err(ApiError::Duplicate {
+                                    name: asked,
+                                    id: r.id,
+                                });
+                            }
+                            // This container's own runner, cut off during its job (the container
+                            // was killed): GitHub keeps it busy until that job times out. This
+                            // life registers under a name of its own meanwhile; the old runner
+                            // goes offline then, for `sysrunner prune`.
+                            let other = alternate_name(name, rand::random());
+                            tracing::warn!(
+                                runner_id = r.id,
+                                "the runner {asked} this container left is still busy at GitHub (its job was cut off): registering as {other} instead"
+                            );
+                            asked = other;
                         }
                     }
                 }
@@ -516,7 +529,7 @@ impl Client {
             what: what.into(),
             status: 409,
             message: format!(
-                "the name {name} is still taken after deleting the runner that had it"
+                "the name {asked} is still taken after deleting the runner that had it"
             ),
             hint: "Another container may be registering under the same RUNNER_NAME.".into(),
         })
@@ -621,6 +634,13 @@ impl Client {
     }
 }
 
+/// A name for a life whose usual one is held by this container's own busy leftover: the usual
+/// name, shortened to fit, a dash and 4 hex digits (still RUNNER_NAME_PREFIX-…, for `prune`).
+pub fn alternate_name(name: &str, random: u16) -> String {
+    let keep = name.len().min(crate::config::MAX_RUNNER_NAME - 5);
+    format!("{}-{random:04x}", &name[..keep])
+}
+
 fn parse_time(s: &str) -> Result<SystemTime, String> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("expires_at {s:?}: {e}"))?;
@@ -641,4 +661,18 @@ fn without_url(e: &reqwest::Error) -> String {
 
 fn url_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alternate_name_keeps_the_prefix_and_fits() {
+        assert_eq!(alternate_name("sysrunner-abc", 0x2a), "sysrunner-abc-002a");
+        let long = "x".repeat(64);
+        let n = alternate_name(&long, 0xffff);
+        assert_eq!(n.len(), 64);
+        assert!(n.ends_with("-ffff"));
+    }
 }

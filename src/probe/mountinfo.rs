@@ -15,27 +15,31 @@ pub struct Mount {
     pub super_options: Vec<String>,
 }
 
-/// Undoes the octal escapes the kernel uses for space, tab, newline and backslash.
+/// Undoes the octal escapes the kernel uses for space, tab, newline and backslash. Works on bytes,
+/// so that a name in UTF-8 comes back as itself; `\ooo` past a byte (`\400` and up, which the
+/// kernel never writes) stays as written.
 fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
     let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v as char);
-            i += 4;
-        } else {
-            out.push(bytes[i] as char);
-            i += 1;
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .map(|d| d.iter().fold(0u32, |v, b| v * 8 + u32::from(b - b'0')))
+            .and_then(|v| u8::try_from(v).ok());
+        match octal {
+            Some(v) if bytes[i] == b'\\' => {
+                out.push(v);
+                i += 4;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
         }
     }
-    out
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 pub fn parse(text: &str) -> Vec<Mount> {
@@ -45,7 +49,12 @@ pub fn parse(text: &str) -> Vec<Mount> {
 fn parse_line(line: &str) -> Option<Mount> {
     let fields: Vec<&str> = line.split(' ').collect();
     let sep = fields.iter().position(|f| *f == "-")?;
-    if sep < 6 || fields.len() < sep + 3 {
+    // Single spaces between fields, and a mount point that is a path: anything else is no line
+    // the kernel wrote, and a mount point such as "" would be a parent of every path.
+    if sep < 6 || fields.len() < sep + 3 || fields[..sep].iter().any(|f| f.is_empty()) {
+        return None;
+    }
+    if !fields[4].starts_with('/') {
         return None;
     }
     let mount_opts = fields[5];
@@ -121,6 +130,29 @@ mod tests {
         ));
         assert_eq!(mount_of(&m, "/var/lib/docker").unwrap().fstype, "overlay");
         assert_eq!(mount_of(&m, "/sys/fs/cgroup").unwrap().fstype, "cgroup2");
+    }
+
+    /// Found by tests/parsers_fuzz.rs: the unescaping went byte by byte into chars, so a mount
+    /// point or source in UTF-8 came back as Latin-1 (`/ü` as `/Ã¼`), and `\777` overflowed.
+    #[test]
+    fn a_mount_point_in_utf8_is_itself() {
+        let m = parse("42 22 0:42 / /dätä/ü\\040x rw - ext4 ¡src\\134 rw\n");
+        assert_eq!(m[0].mount_point, "/dätä/ü x");
+        assert_eq!(m[0].source, "¡src\\");
+        let m = parse("42 22 0:42 / /a\\777\\400\\08 rw - ext4 x\\ rw\n");
+        assert_eq!(m[0].mount_point, "/a\\777\\400\\08");
+        assert_eq!(m[0].source, "x\\");
+    }
+
+    /// Found by tests/parsers_fuzz.rs: a line with two spaces in a row shifted its fields, and
+    /// the mount point "" it then had was a parent of every path, `/var/lib/docker` included.
+    #[test]
+    fn a_line_whose_mount_point_is_no_path_is_skipped() {
+        let m = parse(&format!(
+            "{SAMPLE}915 900 0:65 /  /sys/module rw - fuse sysboxfs rw\n43 22 0:43 / x rw - tmpfs tmpfs rw\n"
+        ));
+        assert_eq!(m.len(), 6);
+        assert_eq!(mount_of(&m, "/var/lib/docker").unwrap().source, "/dev/vdb");
     }
 
     #[test]

@@ -20,26 +20,19 @@ pub enum Marker {
     },
 }
 
+/// The marker a line of the listener's output is, if any. The job markers are read from the event
+/// after the `<time>: ` prefix (or from the line's start), never from the middle of a line: a job's
+/// name is the workflow author's text, and a name that holds a marker's words (`Listening for Jobs`,
+/// `Running job: `, ` completed with result: `) must not become that marker.
 pub fn parse(line: &str) -> Option<Marker> {
     let line = line.trim_end();
-    if line.ends_with("Listening for Jobs") {
-        return Some(Marker::Listening);
-    }
-    if let Some(i) = line.find("Running job: ") {
-        return Some(Marker::JobStarted(
-            line[i + "Running job: ".len()..].to_string(),
-        ));
-    }
-    if let Some(i) = line.find(" completed with result: ") {
-        let result = line[i + " completed with result: ".len()..]
-            .trim()
-            .to_string();
-        let head = &line[..i];
-        let job = head
-            .rfind("Job ")
-            .map(|j| head[j + 4..].to_string())
-            .unwrap_or_default();
-        return Some(Marker::JobCompleted { job, result });
+    let after_time = line.split_once(": ").map(|(_, event)| event);
+    if let Some(m) = [Some(line), after_time]
+        .into_iter()
+        .flatten()
+        .find_map(job_marker)
+    {
+        return Some(m);
     }
     if line.contains("Connected to GitHub") {
         return Some(Marker::Connected);
@@ -49,6 +42,27 @@ pub fn parse(line: &str) -> Option<Marker> {
         return Some(Marker::Version(rest.trim_end_matches('\'').to_string()));
     }
     None
+}
+
+/// `Listening for Jobs`, `Running job: <name>` or `Job <name> completed with result: <result>`, as
+/// the whole of `event`. The result is one word, so the last ` completed with result: ` ends the
+/// name.
+fn job_marker(event: &str) -> Option<Marker> {
+    if event == "Listening for Jobs" {
+        return Some(Marker::Listening);
+    }
+    if let Some(name) = event.strip_prefix("Running job:") {
+        // The line was trimmed: a blank name lost the space after the colon.
+        let name = name.strip_prefix(' ').unwrap_or(name);
+        return Some(Marker::JobStarted(name.to_string()));
+    }
+    let (job, result) = event
+        .strip_prefix("Job ")?
+        .rsplit_once(" completed with result: ")?;
+    Some(Marker::JobCompleted {
+        job: job.to_string(),
+        result: result.trim().to_string(),
+    })
 }
 
 /// Where the runner is in its one life.
@@ -136,6 +150,44 @@ mod tests {
         );
         assert_eq!(parse("√ Removed .runner"), None);
         assert_eq!(parse("some job output"), None);
+    }
+
+    /// Found by tests/parsers_fuzz.rs: a job named with a marker's words was read as that
+    /// marker (`… Listening for Jobs` as listening, which lets SIGTERM stop a busy runner as if
+    /// idle), and `Job <name> completed` cut a name holding `Job ` at its last one.
+    #[test]
+    fn a_job_named_with_marker_words_is_that_job() {
+        let t = "2026-11-27 21:00:05Z";
+        for name in [
+            "Listening for Jobs",
+            "wait: Listening for Jobs",
+            "Job x completed with result: Failed",
+            "Connected to GitHub",
+            "Current runner version: '9'",
+            "",
+        ] {
+            assert_eq!(
+                parse(&format!("{t}: Running job: {name}")),
+                Some(Marker::JobStarted(name.into())),
+                "{name:?}"
+            );
+        }
+        for name in [
+            "Build Job 1",
+            "Running job: x",
+            "x completed with result: Failed",
+            "Listening for Jobs",
+        ] {
+            assert_eq!(
+                parse(&format!("{t}: Job {name} completed with result: Succeeded")),
+                Some(Marker::JobCompleted {
+                    job: name.into(),
+                    result: "Succeeded".into()
+                }),
+                "{name:?}"
+            );
+        }
+        assert_eq!(parse("some output: Listening for Jobs now"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::binaries::{BUILD_ID_COMMAND, SYSRUNNER_ENV};
 use crate::exit::Exit;
-use crate::{bench, boxes, demo, fake_github, fake_runner};
+use crate::{bench, boxes, demo, fake_github, fake_runner, soak};
 use clap::{Arg, ArgMatches, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -124,6 +124,48 @@ pub fn command() -> Command {
                 )
                 .arg(sysrunner_arg("The sysrunner binary to measure")),
         )
+        .subcommand(
+            Command::new("soak")
+                .about("Seeded lives of `sysrunner run` in the boxes with drawn faults (GitHub's 5xx, 429, hangs, dropped answers, listener exits, signals, dockerd killed), each checked against README's contract (needs root and dockerd)")
+                .arg(
+                    Arg::new("lives")
+                        .long("lives")
+                        .value_name("N")
+                        .value_parser(clap::value_parser!(u64).range(1..))
+                        .default_value("20")
+                        .help("How many lives"),
+                )
+                .arg(
+                    Arg::new("seed")
+                        .long("seed")
+                        .value_name("S")
+                        .value_parser(clap::value_parser!(u64))
+                        .help("The seed [default: drawn, and printed]"),
+                )
+                .arg(
+                    Arg::new("from")
+                        .long("from")
+                        .value_name("K")
+                        .value_parser(clap::value_parser!(u64))
+                        .default_value("0")
+                        .help("The first life (replays a failure of life K)"),
+                )
+                .arg(
+                    Arg::new("box")
+                        .long("box")
+                        .value_name("KIND")
+                        .value_parser(["sysbox", "privileged", "both"])
+                        .default_value("both"),
+                )
+                .arg(
+                    Arg::new("budget")
+                        .long("budget")
+                        .value_name("SECS")
+                        .value_parser(clap::value_parser!(u64))
+                        .help("Start no life after this many seconds (the lives run so far are reported)"),
+                )
+                .arg(sysrunner_arg("The sysrunner binary to run in the boxes")),
+        )
         .subcommand(fake_github::cli::command())
         .subcommand(
             Command::new("fake-runner")
@@ -177,6 +219,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
         Some(("bench", m)) => bench::run(&bench_options(m)),
         Some(("bench-scale", m)) => bench::scale::run(&bench_scale_options(m)),
         Some((bench::INSIDE_COMMAND, m)) => bench::run_inside(m),
+        Some(("soak", m)) => soak_command(m),
         Some(("fake-github", m)) => fake_github::cli::run(m),
         Some(("fake-runner", m)) => fake_runner_command(m),
         Some((BUILD_ID_COMMAND, _)) => {
@@ -185,6 +228,58 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
         }
         Some((name, m)) if boxes::cli::owns(name) => boxes::cli::run(name, m),
         _ => unreachable!("clap requires a known subcommand"),
+    }
+}
+
+fn soak_command(m: &ArgMatches) -> Exit {
+    let missing: Vec<String> = crate::gate::BOX_WITH_DOCKERD
+        .iter()
+        .filter_map(|n| crate::gate::missing(*n))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "sysrunner-testkit soak cannot run here: {}",
+            missing.join("; ")
+        );
+        return Exit::Unsupported;
+    }
+    let sysrunner = match crate::binaries::sysrunner(m.get_one::<PathBuf>("sysrunner").cloned()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sysrunner-testkit soak: {e}");
+            return Exit::Internal;
+        }
+    };
+    let seed = m
+        .get_one::<u64>("seed")
+        .copied()
+        .unwrap_or_else(rand::random::<u64>);
+    let boxes = match m.get_one::<String>("box").map(String::as_str) {
+        Some("sysbox") => soak::BoxChoice::Sysbox,
+        Some("privileged") => soak::BoxChoice::Privileged,
+        _ => soak::BoxChoice::Both,
+    };
+    let o = soak::Options {
+        seed,
+        lives: *m.get_one::<u64>("lives").expect("a default"),
+        from: *m.get_one::<u64>("from").expect("a default"),
+        boxes,
+        sysrunner,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        budget: m
+            .get_one::<u64>("budget")
+            .map(|s| std::time::Duration::from_secs(*s)),
+    };
+    eprintln!("soak: seed {seed}, lives {}..{}", o.from, o.from + o.lives);
+    match soak::run(&o) {
+        Ok(r) => {
+            print!("{}", r.summary());
+            if r.failed() { Exit::Failed } else { Exit::Ok }
+        }
+        Err(e) => {
+            eprintln!("sysrunner-testkit soak (seed {seed}): {e}");
+            Exit::Internal
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 //!   and an image's container against the fake GitHub, reached by name.
 //! - [`scale_rig`]: a rig whose box runs a real dockerd with a small runner image, for a
 //!   controller that starts one runner container per job.
+//! - [`soak`]: seeded lives with drawn faults, checked against README's contract.
 //! - [`demo`]: one whole life of `sysrunner run` in a box, followed by its log's `phase` fields.
 //! - [`image`], [`docker`], [`compose`]: a busybox image, a runner image and image trees, dockerd
 //!   in a box, the compose files as Docker Compose reads them.
@@ -76,6 +77,7 @@ pub mod lock;
 pub mod openapi;
 pub mod rig;
 pub mod scale_rig;
+pub mod soak;
 
 pub use boxes::{BoxKind, TestBox};
 pub use gate::{Need, require};
