@@ -56,11 +56,31 @@ fn the_product_has_no_test_commands() {
 }
 
 #[test]
+fn scale_help_lists_the_scale_settings_and_not_the_runner_containers() {
+    let o = sysrunner(&["scale", "--help"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    for f in [
+        "--scale-set-name",
+        "--scale-max-runners",
+        "--delete-scale-set",
+        "--repo",
+    ] {
+        assert!(out.contains(f), "{f} missing:\n{out}");
+    }
+    assert!(!out.contains("--life-sandbox"), "{out}");
+}
+
+#[test]
 fn run_help_lists_every_flag_setting_and_the_environment_only_secrets() {
     let o = sysrunner(&["run", "--help"], &[]);
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);
-    for s in sysrunner::config::SETTINGS {
+    // `run` reads every setting but `scale`'s own.
+    for s in sysrunner::config::SETTINGS
+        .iter()
+        .filter(|s| s.group != sysrunner::config::Group::Scale)
+    {
         match s.flag() {
             Some(f) => assert!(out.contains(&format!("--{f}")), "--{f} missing"),
             None => assert!(out.contains(s.name), "{} missing", s.name),
