@@ -88,8 +88,10 @@ pub enum Error {
     // `sysrunner scale`.
     #[error(transparent)]
     Scaleset(#[from] crate::scaleset::ScalesetError),
+    /// The host's Docker Engine failed a call (`scale`'s `EngineError`, boxed here so that this
+    /// module stays below `scale`, which uses it).
     #[error(transparent)]
-    Engine(#[from] crate::scale::docker::EngineError),
+    Engine(Box<dyn std::error::Error + Send + Sync>),
     /// No runtime for runner containers (SCALE_RUNTIME and what the host's Docker lists).
     #[error("{0}")]
     ScaleRuntime(String),

@@ -25,6 +25,9 @@
 //! - [`exit`]: the exit codes, and the one mapping from causes to them.
 //! - [`lifecycle`]: one life of the container, from start to exit.
 //! - [`dockerd_check`]: `sysrunner dockerd-check`, the dockerd part of `run` on its own.
+//! - [`scaleset`]: the client of GitHub's runner scale set API (sessions, the message queue, JIT
+//!   configs for a scale set).
+//! - [`scale`]: `sysrunner scale`, a fresh runner container per job on the host's Docker Engine.
 //! - [`cli`]: the command line; every command's outcome goes through [`exit`].
 //!
 //! The fakes, the namespace boxes and the demo the tests run sysrunner against are a crate of their

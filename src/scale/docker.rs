@@ -23,6 +23,12 @@ pub struct EngineError {
     pub source: bollard::errors::Error,
 }
 
+impl From<EngineError> for crate::error::Error {
+    fn from(e: EngineError) -> Self {
+        crate::error::Error::Engine(Box::new(e))
+    }
+}
+
 /// A container of ours that the engine lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
