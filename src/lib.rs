@@ -18,6 +18,8 @@
 //! - [`dockerd`]: the inner dockerd's plan from the probe's facts and verdict (pure), the effects
 //!   that prepare for it, and its process.
 //! - [`github`]: the REST client for runner registration.
+//! - [`scaleset`]: the client of GitHub's runner scale set API (sessions, the message queue, JIT
+//!   configs for a scale set).
 //! - [`runner`]: the actions/runner process: environment, output markers, exit codes, version.
 //! - [`register`]: the ways a runner gets its identity (jit, config, pre-made), behind one trait.
 //! - [`assess`]: the report `probe`, `run` and `dockerd-check` share: verdict and dockerd plan.
@@ -25,8 +27,6 @@
 //! - [`exit`]: the exit codes, and the one mapping from causes to them.
 //! - [`lifecycle`]: one life of the container, from start to exit.
 //! - [`dockerd_check`]: `sysrunner dockerd-check`, the dockerd part of `run` on its own.
-//! - [`scaleset`]: the client of GitHub's runner scale set API (sessions, the message queue, JIT
-//!   configs for a scale set).
 //! - [`scale`]: `sysrunner scale`, a fresh runner container per job on the host's Docker Engine.
 //! - [`cli`]: the command line; every command's outcome goes through [`exit`].
 //!
