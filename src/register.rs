@@ -115,14 +115,29 @@ impl Registrar for ApiRegistrar {
                     })
                 }
                 Mode::Config => {
-                    // A leftover of the same name is replaced by config.sh --replace.
+                    // A leftover of the same name is replaced by config.sh --replace, unless it
+                    // is this container's own runner still busy with a job an earlier life was
+                    // cut off in: GitHub refuses to replace a busy runner (422), so this life
+                    // takes a name of its own, as the JIT registration does; the old one goes
+                    // offline once GitHub gives up on its job, for a later life or `prune`.
+                    let name = match known_id {
+                        Some(id) => {
+                            let other = crate::github::alternate_name(&self.name, rand::random());
+                            tracing::warn!(
+                                runner_id = id,
+                                "the runner this container left is busy with a job an earlier life was cut off in: registering as {other}"
+                            );
+                            other
+                        }
+                        None => self.name.clone(),
+                    };
                     let t = self.client.registration_token().await?;
                     let mut args = vec![
                         "--unattended".into(),
                         "--url".into(),
                         self.url.clone(),
                         "--name".into(),
-                        self.name.clone(),
+                        name.clone(),
                         "--work".into(),
                         self.workdir.clone(),
                         "--ephemeral".into(),
@@ -140,7 +155,7 @@ impl Registrar for ApiRegistrar {
                     }
                     Ok(Registered {
                         runner_id: None,
-                        name: self.name.clone(),
+                        name,
                         start: Start::Configure {
                             token: t.token,
                             args,

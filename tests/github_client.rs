@@ -612,6 +612,67 @@ async fn a_busy_leftover_of_this_container_gets_a_name_of_its_own_not_a_77() {
     e.conforms().await;
 }
 
+/// The soak's finding in `REGISTRATION=config` (seed 78, life 1): the same busy leftover made
+/// `config.sh --replace` fail with GitHub's 422 "still running a job" and the life exit 75, life
+/// after life. The life registers under a name of its own there too.
+#[tokio::test]
+async fn a_busy_leftover_of_this_container_gets_a_name_of_its_own_in_config_mode_too() {
+    use sysrunner::register::{ApiRegistrar, Registrar, Start};
+    let e = fake(FakeConfig::default()).await;
+    let ctl = e.fake.control();
+    let mine = ctl
+        .create_runner(&NewRunner {
+            scope: "repos/octo-org/octo-repo".into(),
+            name: "sysrunner-c".into(),
+            labels: vec![],
+            runner_group_id: None,
+            ephemeral: true,
+        })
+        .await
+        .unwrap();
+    ctl.set_runner_state(
+        mine.id,
+        &SetRunnerState {
+            status: Some("online".into()),
+            busy: Some(true),
+        },
+    )
+    .await
+    .unwrap();
+    let registrar = ApiRegistrar {
+        client: Arc::new(e.client(repo(), pat(ALL_GRANTS_PAT))),
+        mode: sysrunner::config::Mode::Config,
+        name: "sysrunner-c".into(),
+        labels: vec![],
+        group: "Default".into(),
+        workdir: "_work".into(),
+        no_default_labels: false,
+        url: format!("{}/octo-org/octo-repo", e.fake.web_url()),
+    };
+    let name_arg = |start: &Start| match start {
+        Start::Configure { args, .. } => {
+            let i = args.iter().position(|a| a == "--name").expect("--name");
+            args[i + 1].clone()
+        }
+        Start::Jit(_) => panic!("config mode starts with config.sh"),
+    };
+    let r = registrar.register(Some(mine.id)).await.unwrap();
+    assert!(
+        r.name.starts_with("sysrunner-c-") && r.name.len() == "sysrunner-c-".len() + 4,
+        "{}",
+        r.name
+    );
+    assert_eq!(name_arg(&r.start), r.name);
+    // Without a busy leftover of its own, the name is RUNNER_NAME (config.sh --replace takes an
+    // offline one over).
+    let r = registrar.register(None).await.unwrap();
+    assert_eq!(
+        (r.name.as_str(), name_arg(&r.start).as_str()),
+        ("sysrunner-c", "sysrunner-c")
+    );
+    e.conforms().await;
+}
+
 #[tokio::test]
 async fn prune_deletes_only_stale_runners_of_the_prefix() {
     let e = fake(FakeConfig::default()).await;

@@ -10,7 +10,9 @@ pub mod prune;
 pub mod retry;
 mod types;
 
-pub use client::{Client, ClientOptions, Deleted, JitConfig, RegistrationToken, default_labels};
+pub use client::{
+    Client, ClientOptions, Deleted, JitConfig, RegistrationToken, alternate_name, default_labels,
+};
 pub use retry::{RealTime, Time};
 pub use types::{Label, Runner, RunnerDownload};
 

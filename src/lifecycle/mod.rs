@@ -63,6 +63,35 @@ fn forget_record(layout: &Layout) {
     let _ = std::fs::remove_file(&layout.record);
 }
 
+/// Runners earlier lives left that GitHub would not let go yet (busy with a job a life was cut
+/// off in): each life tries them again until they are gone.
+fn left_busy_path(layout: &Layout) -> PathBuf {
+    layout.state.join("left-busy.json")
+}
+
+fn read_left_busy(layout: &Layout) -> Vec<Record> {
+    std::fs::read(left_busy_path(layout))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_left_busy(layout: &Layout, left: &[Record]) {
+    let path = left_busy_path(layout);
+    if left.is_empty() {
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    if let Err(e) = std::fs::create_dir_all(&layout.state)
+        .and_then(|()| std::fs::write(&path, serde_json::to_vec(left).expect("serialises")))
+    {
+        tracing::warn!(
+            "cannot record the runners left busy in {}: {e}; `sysrunner prune` deletes them once offline",
+            path.display()
+        );
+    }
+}
+
 /// Runs one life. `signals` yields once per SIGTERM/SIGINT: the first stops gracefully (drain,
 /// then deregister and stop within STOP_TIMEOUT), the second skips the drain. `Ok` for a job done
 /// or a clean stop; the error says why not (`crate::exit` turns it into the exit code).
@@ -239,7 +268,7 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
         }
     };
 
-    let known_id = delete_leftover(registrar.as_ref(), &layout).await;
+    let known_id = delete_leftover(registrar.as_ref(), &layout, &s.runner.name).await;
     let versions = Arc::new(versions::Tracker::default());
     check_runner_version(registrar.as_ref(), versions.clone());
 
@@ -303,34 +332,57 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
     result
 }
 
-/// Deletes the runner an earlier life recorded and left registered (its container was killed,
-/// say). Returns its id when GitHub says it is busy: then it is taken as ours.
-async fn delete_leftover(registrar: &dyn Registrar, layout: &Layout) -> Option<u64> {
-    let rec = read_record(layout)?;
+/// Deletes the runners earlier lives recorded and left registered (their container was killed,
+/// say): the last life's record, and those an earlier try found busy. One still busy (its job was
+/// cut off and GitHub has not given up on it yet) is kept for the next life to try again; when it
+/// holds `name`, its id is returned: this life's registration then takes a name of its own.
+async fn delete_leftover(registrar: &dyn Registrar, layout: &Layout, name: &str) -> Option<u64> {
     if !registrar.deregisters() {
         return None;
     }
-    let mut known = None;
-    match registrar.delete_leftover(rec.runner_id, &rec.name).await {
-        Ok(Some(ApiDeleted::Deleted)) => tracing::info!(
-            runner_id = rec.runner_id,
-            "deleted runner {} that an earlier life left registered",
-            rec.name
-        ),
-        Ok(Some(ApiDeleted::Busy)) => {
-            tracing::warn!(
+    let mut left = read_left_busy(layout);
+    if let Some(rec) = read_record(layout)
+        && !left.iter().any(|r| r.runner_id == rec.runner_id)
+    {
+        left.push(rec);
+    }
+    let mut still = Vec::new();
+    let mut busy_with_name = None;
+    for rec in left {
+        match registrar.delete_leftover(rec.runner_id, &rec.name).await {
+            Ok(Some(ApiDeleted::Deleted)) => tracing::info!(
                 runner_id = rec.runner_id,
-                "the runner an earlier life left is busy; it will be taken as ours"
-            );
-            known = Some(rec.runner_id);
+                "deleted runner {} that an earlier life left registered",
+                rec.name
+            ),
+            Ok(Some(ApiDeleted::Busy)) => {
+                tracing::warn!(
+                    runner_id = rec.runner_id,
+                    "runner {}, which an earlier life left, is still busy at GitHub (its job was cut off); a later life deletes it",
+                    rec.name
+                );
+                if rec.name == name {
+                    busy_with_name = Some(rec.runner_id);
+                }
+                still.push(rec);
+            }
+            Ok(_) => tracing::debug!(
+                runner_id = rec.runner_id,
+                "the runner an earlier life recorded is gone"
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    runner_id = rec.runner_id,
+                    "cannot delete runner {}, which an earlier life left ({e}); a later life tries again",
+                    rec.name
+                );
+                still.push(rec);
+            }
         }
-        Ok(_) => tracing::debug!("the runner an earlier life recorded is gone"),
-        Err(e) => tracing::warn!(
-            "cannot delete the runner an earlier life left ({e}); `sysrunner prune` can"
-        ),
     }
     forget_record(layout);
-    known
+    write_left_busy(layout, &still);
+    busy_with_name
 }
 
 /// Asks GitHub, beside start-up and never on its path, which runner release it offers; the image's

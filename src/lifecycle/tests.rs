@@ -215,3 +215,128 @@ async fn a_dockerd_that_never_answers_ends_the_life_stop_timeout_after_the_signa
     assert_eq!(deleted, signal_at, "{actions:?}");
     assert!(actions.iter().any(|(_, a)| *a == Action::KillAll));
 }
+
+/// The runners earlier lives left: deleted when GitHub lets them go, kept while busy (the soak's
+/// seed 78: the record of a busy leftover was forgotten after one try, and the life after took
+/// the still-busy runner for another container's: exit 77).
+mod leftovers {
+    use crate::github::Deleted as ApiDeleted;
+    use crate::lifecycle::pristine::Layout;
+    use crate::lifecycle::{Record, delete_leftover, read_left_busy, read_record, write_record};
+    use crate::register::{BoxFut, RegisterError, Registered, Registrar};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// GitHub's runners by id: `true` when busy.
+    struct Gh(Mutex<BTreeMap<u64, (String, bool)>>);
+
+    impl Registrar for Gh {
+        fn kind(&self) -> &'static str {
+            "stub"
+        }
+        fn register(&self, _: Option<u64>) -> BoxFut<'_, Result<Registered, RegisterError>> {
+            unreachable!("not registering here")
+        }
+        fn deregisters(&self) -> bool {
+            true
+        }
+        fn deregister(&self, _: u64) -> BoxFut<'_, Result<ApiDeleted, RegisterError>> {
+            unreachable!("not deregistering here")
+        }
+        fn delete_leftover(
+            &self,
+            runner_id: u64,
+            name: &str,
+        ) -> BoxFut<'_, Result<Option<ApiDeleted>, RegisterError>> {
+            let mut all = self.0.lock().unwrap();
+            let out = match all.get(&runner_id) {
+                Some((n, _)) if n != name => None,
+                None => None,
+                Some((_, true)) => Some(ApiDeleted::Busy),
+                Some((_, false)) => {
+                    all.remove(&runner_id);
+                    Some(ApiDeleted::Deleted)
+                }
+            };
+            Box::pin(async move { Ok(out) })
+        }
+        fn runner_downloads(
+            &self,
+        ) -> Option<
+            BoxFut<'static, Result<Vec<crate::github::RunnerDownload>, crate::github::ApiError>>,
+        > {
+            None
+        }
+    }
+
+    fn record(id: u64, name: &str) -> Record {
+        Record {
+            runner_id: id,
+            name: name.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_leftover_is_kept_until_github_lets_it_go() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::new(
+            &root.path().join("release"),
+            &root.path().join("home"),
+            root.path(),
+        );
+        let gh = Gh(Mutex::new(BTreeMap::from([(
+            1,
+            ("sysrunner-a".to_string(), true),
+        )])));
+
+        // Life 1 finds life 0's runner busy: kept, and named as the name's holder.
+        write_record(&layout, &record(1, "sysrunner-a"));
+        assert_eq!(delete_leftover(&gh, &layout, "sysrunner-a").await, Some(1));
+        assert!(
+            read_record(&layout).is_none(),
+            "the record moves to the busy list"
+        );
+        assert_eq!(read_left_busy(&layout).len(), 1);
+
+        // Life 1 registered as sysrunner-a-0001 (id 2) and ended cleanly: its record is gone, but
+        // life 2 must still know runner 1 is this container's own.
+        gh.0.lock()
+            .unwrap()
+            .insert(2, ("sysrunner-a-0001".to_string(), false));
+        write_record(&layout, &record(2, "sysrunner-a-0001"));
+        assert_eq!(delete_leftover(&gh, &layout, "sysrunner-a").await, Some(1));
+        assert!(
+            !gh.0.lock().unwrap().contains_key(&2),
+            "life 1's runner deleted"
+        );
+        assert_eq!(read_left_busy(&layout).len(), 1);
+
+        // GitHub gives up on the cut-off job: the runner is offline and idle, and goes.
+        gh.0.lock().unwrap().get_mut(&1).unwrap().1 = false;
+        assert_eq!(delete_leftover(&gh, &layout, "sysrunner-a").await, None);
+        assert!(gh.0.lock().unwrap().is_empty());
+        assert!(read_left_busy(&layout).is_empty());
+        assert!(!layout.state.join("left-busy.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_busy_leftover_of_another_name_does_not_rename_this_life() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::new(
+            &root.path().join("release"),
+            &root.path().join("home"),
+            root.path(),
+        );
+        let gh = Gh(Mutex::new(BTreeMap::from([(
+            7,
+            ("sysrunner-a-00ff".to_string(), true),
+        )])));
+        write_record(&layout, &record(7, "sysrunner-a-00ff"));
+        assert_eq!(delete_leftover(&gh, &layout, "sysrunner-a").await, None);
+        assert_eq!(
+            read_left_busy(&layout).len(),
+            1,
+            "still tried by later lives"
+        );
+    }
+}

@@ -1063,6 +1063,199 @@ async fn an_ephemeral_jit_runner_runs_one_job_then_disappears() {
     gh.finish().await;
 }
 
+/// A JIT runner of `name` with an open session: (runner id, secret, session).
+async fn online_jit_runner(gh: &Gh, name: &str) -> (u64, String, String, Resp) {
+    let r = gh
+        .pat(
+            Method::POST,
+            &format!("{REPO}/actions/runners/generate-jitconfig"),
+            Some(jit_body(name, 1)),
+        )
+        .await;
+    let id = r.body["runner"]["id"].as_u64().unwrap();
+    let (_, _, rsa) = decode_jit(r.body["encoded_jit_config"].as_str().unwrap());
+    let secret = rsa["fakeRunnerSecret"].as_str().unwrap().to_string();
+    let s = gh.runner(Method::POST, "session", &secret, None).await;
+    assert_eq!(s.status, 200, "{}", s.message());
+    let session = s.body["session_id"].as_str().unwrap().to_string();
+    (id, secret, session, s)
+}
+
+/// The job poll of a runner: the job it gets now, if any (`wait_secs=0`).
+async fn poll_now(gh: &Gh, secret: &str, session: &str) -> Resp {
+    gh.runner(
+        Method::GET,
+        &format!("jobs/next?session={session}&wait_secs=0"),
+        secret,
+        None,
+    )
+    .await
+}
+
+async fn status_of(gh: &Gh, id: u64) -> (Option<String>, Option<bool>) {
+    let r = gh
+        .pat(Method::GET, &format!("{REPO}/actions/runners/{id}"), None)
+        .await;
+    (
+        r.body["status"].as_str().map(String::from),
+        r.body["busy"].as_bool(),
+    )
+}
+
+#[tokio::test]
+async fn a_silent_runner_goes_offline_its_running_job_fails_and_a_handed_out_one_is_requeued() {
+    let gh = Gh::start_with(FakeConfig {
+        runner_session_idle_secs: 8,
+        ..FakeConfig::default()
+    })
+    .await;
+    let job_for = |name: &str| JobSpec {
+        runner_name: name.into(),
+        name: format!("job of {name}"),
+        steps: vec!["true".into()],
+        scope: None,
+        labels: vec![],
+    };
+
+    // A runner that started its job and then fell silent (its box was SIGKILLed).
+    let (busy, busy_secret, busy_session, s) = online_jit_runner(&gh, "silent-busy").await;
+    assert_eq!(s.body["renew_secs"], json!(2), "a quarter of the idle time");
+    let running = gh.ctl.queue_job(&job_for("silent-busy")).await.unwrap();
+    assert_eq!(poll_now(&gh, &busy_secret, &busy_session).await.status, 200);
+    let start = format!("jobs/{}/start", running.id);
+    assert_eq!(
+        gh.runner(Method::POST, &start, &busy_secret, None)
+            .await
+            .status,
+        204
+    );
+    let renew = format!("jobs/{}/renew?session={busy_session}", running.id);
+    assert_eq!(
+        gh.runner(Method::POST, &renew, &busy_secret, None)
+            .await
+            .status,
+        204
+    );
+
+    // A runner that was handed a job and fell silent before starting it.
+    let (handed, handed_secret, handed_session, _) = online_jit_runner(&gh, "silent-handed").await;
+    let handed_job = gh.ctl.queue_job(&job_for("silent-handed")).await.unwrap();
+    assert_eq!(
+        poll_now(&gh, &handed_secret, &handed_session).await.status,
+        200
+    );
+
+    // A runner that keeps polling, and one the control API holds online.
+    let (alive, alive_secret, alive_session, _) = online_jit_runner(&gh, "alive").await;
+    let (held, _, _, _) = online_jit_runner(&gh, "held").await;
+    gh.ctl
+        .set_runner_state(
+            held,
+            &SetRunnerState {
+                status: Some("online".into()),
+                busy: None,
+            },
+        )
+        .await
+        .unwrap();
+    // `held`'s own session counts as online too: end it the control API's way first.
+    gh.ctl
+        .set_runner_state(
+            held,
+            &SetRunnerState {
+                status: Some("offline".into()),
+                busy: None,
+            },
+        )
+        .await
+        .unwrap();
+    gh.ctl
+        .set_runner_state(
+            held,
+            &SetRunnerState {
+                status: Some("online".into()),
+                busy: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    gh.ctl.advance_clock(5).await.unwrap();
+    assert_eq!(
+        poll_now(&gh, &alive_secret, &alive_session).await.status,
+        204
+    );
+    assert_eq!(
+        status_of(&gh, busy).await,
+        (Some("online".into()), Some(true)),
+        "5 s of 8"
+    );
+    gh.ctl.advance_clock(4).await.unwrap();
+
+    assert_eq!(
+        status_of(&gh, busy).await,
+        (Some("offline".into()), Some(false))
+    );
+    let failed = gh.ctl.job(running.id).await.unwrap();
+    assert_eq!(
+        (failed.status, failed.result),
+        (JobStatus::Completed, Some(JobResult::Failed))
+    );
+    assert!(
+        failed
+            .output
+            .contains("silent-busy lost communication with the server"),
+        "{}",
+        failed.output
+    );
+    // Its renewal and its completion come too late: the job is no longer its.
+    assert_eq!(
+        gh.runner(Method::POST, &renew, &busy_secret, None)
+            .await
+            .status,
+        409
+    );
+    // It stays registered, offline, for its owner to delete (an ephemeral runner is removed only
+    // when it finishes a job itself).
+    assert_eq!(
+        gh.pat(
+            Method::DELETE,
+            &format!("{REPO}/actions/runners/{busy}"),
+            None
+        )
+        .await
+        .status,
+        204
+    );
+
+    assert_eq!(
+        status_of(&gh, handed).await,
+        (Some("offline".into()), Some(false))
+    );
+    let requeued = gh.ctl.job(handed_job.id).await.unwrap();
+    assert_eq!(
+        (requeued.status, requeued.runner_id),
+        (JobStatus::Queued, None)
+    );
+
+    assert_eq!(
+        status_of(&gh, alive).await.0.as_deref(),
+        Some("online"),
+        "polled 4 s ago"
+    );
+    assert_eq!(
+        status_of(&gh, held).await.0.as_deref(),
+        Some("online"),
+        "control-made"
+    );
+    // A lapsed runner opens a session again when its listener comes back.
+    let again = gh
+        .runner(Method::POST, "session", &handed_secret, None)
+        .await;
+    assert_eq!(again.status, 200);
+    gh.finish().await;
+}
+
 #[tokio::test]
 async fn config_exchange_session_and_remove() {
     let gh = Gh::start().await;

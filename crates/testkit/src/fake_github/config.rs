@@ -62,6 +62,11 @@ pub struct FakeConfig {
     /// A message session with no queue poll or refresh for this long has expired: a new session
     /// may be created, and deleting the old one is 400 `RunnerScaleSetSessionExpiredException`.
     pub actions_session_idle_secs: u64,
+    /// A runner whose listener has not been heard from (session, job poll, job start, renewal or
+    /// completion) for this long is offline, as GitHub shows a runner whose process died; a job it
+    /// held fails ("lost communication"). The fake runner renews a quarter of this apart while a
+    /// job runs. Control-made `online` sessions never lapse.
+    pub runner_session_idle_secs: u64,
     /// How long a message-queue GET waits for a message before answering 202 (GitHub: ~50 s).
     pub actions_message_wait_millis: u64,
 }
@@ -217,6 +222,7 @@ impl Default for FakeConfig {
             actions_admin_token_ttl_secs: 600,
             actions_queue_token_ttl_secs: 3600,
             actions_session_idle_secs: 300,
+            runner_session_idle_secs: 120,
             actions_message_wait_millis: 1500,
         }
     }
@@ -295,6 +301,7 @@ impl FakeConfig {
                 self.actions_queue_token_ttl_secs,
             ),
             ("actions_session_idle_secs", self.actions_session_idle_secs),
+            ("runner_session_idle_secs", self.runner_session_idle_secs),
         ] {
             if v == 0 {
                 return Err(FakeError::Config(format!(

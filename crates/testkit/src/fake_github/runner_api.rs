@@ -93,6 +93,10 @@ pub(crate) async fn handle(shared: &Shared, req: &Req) -> Reply {
             Ok(id) => complete_job(shared, req, id),
             Err(_) => Reply::not_found(),
         },
+        ("POST", ["jobs", id, "renew"]) => match id.parse() {
+            Ok(id) => renew_job(shared, req, id),
+            Err(_) => Reply::not_found(),
+        },
         _ => Reply::not_found(),
     }
 }
@@ -247,6 +251,8 @@ fn open_session(shared: &Shared, req: &Req) -> Reply {
             }),
         );
     }
+    let now = st.now();
+    let renew_secs = renew_secs(&st);
     let r = st.runners.get_mut(&id).expect("authenticated");
     if r.session.is_some() {
         // actions/runner exits 5 on this ("session conflict").
@@ -260,6 +266,7 @@ fn open_session(shared: &Shared, req: &Req) -> Reply {
     }
     let session = random_text(16, HEX);
     r.session = Some(session.clone());
+    r.last_seen = now;
     r.os = body.os.unwrap_or_else(|| "Linux".into());
     if body.version.is_some() {
         r.version = body.version;
@@ -270,9 +277,16 @@ fn open_session(shared: &Shared, req: &Req) -> Reply {
             session_id: session,
             runner_id: r.id,
             runner_name: r.name.clone(),
+            renew_secs,
         })
         .unwrap_or_default(),
     )
+}
+
+/// A quarter of the idle time after which a silent runner goes offline: how often a runner renews
+/// the job it runs, and how often a waiting job poll counts as hearing from it.
+fn renew_secs(st: &State) -> u64 {
+    (st.cfg.runner_session_idle_secs / 4).max(1)
 }
 
 /// The runner's session, checked against `?session=`.
@@ -311,7 +325,10 @@ fn close_session(shared: &Shared, req: &Req) -> Reply {
 
 /// Long poll: the job for this runner, or 204 after `wait_secs` (at most `long_poll_max_secs`).
 async fn next_job(shared: &Shared, req: &Req) -> Reply {
-    let max = shared.lock().cfg.long_poll_max_secs;
+    let (max, renew) = {
+        let st = shared.lock();
+        (st.cfg.long_poll_max_secs, renew_secs(&st))
+    };
     let wait = req
         .query_param("wait_secs")
         .and_then(|w| w.parse::<u64>().ok())
@@ -329,12 +346,13 @@ async fn next_job(shared: &Shared, req: &Req) -> Reply {
                 Ok(id) => id,
                 Err(r) => return r,
             };
-            let r = &st.runners[&id];
-            if let Err(e) = check_session(r, req) {
+            if let Err(e) = check_session(&st.runners[&id], req) {
                 return e;
             }
+            // An open poll is the runner being heard from.
+            st.touch_runner(id);
             // A job handed out whose answer was lost is handed out again.
-            let held = r
+            let held = st.runners[&id]
                 .job
                 .and_then(|j| st.jobs.get(&j))
                 .filter(|j| j.status == JobStatus::Assigned)
@@ -348,7 +366,10 @@ async fn next_job(shared: &Shared, req: &Req) -> Reply {
                 return Reply::json(200, serde_json::to_value(msg).unwrap_or_default());
             }
         }
-        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(renew));
+        if tokio::time::timeout_at(wake, changed).await.is_err()
+            && tokio::time::Instant::now() >= deadline
+        {
             return Reply::empty(204);
         }
     }
@@ -373,7 +394,26 @@ fn start_job(shared: &Shared, req: &Req, job_id: u64) -> Reply {
         Ok(id) => id,
         Err(r) => return r,
     };
+    st.touch_runner(id);
     st.start_job(id, job_id);
+    Reply::empty(204)
+}
+
+/// The runner still runs the job it holds (actions/runner renews its job lock): it is heard from.
+/// A runner that went offline (its session lapsed) has lost the job: 409.
+fn renew_job(shared: &Shared, req: &Req, job_id: u64) -> Reply {
+    let mut st = shared.lock();
+    let id = match held_job(&st, req, job_id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    if st.runners[&id].session.is_none() {
+        return Reply::error(
+            409,
+            "No session: the runner went offline and its job was failed",
+        );
+    }
+    st.touch_runner(id);
     Reply::empty(204)
 }
 
@@ -387,6 +427,7 @@ fn complete_job(shared: &Shared, req: &Req, job_id: u64) -> Reply {
         Ok(id) => id,
         Err(r) => return r,
     };
+    st.touch_runner(id);
     st.complete_job(id, job_id, body.result, body.output);
     Reply::empty(204)
 }

@@ -211,7 +211,14 @@ async fn handle(
         headers: parts.headers,
         body,
     };
-    let base_path = shared.lock().cfg.base_path.clone();
+    let base_path = {
+        let mut st = shared.lock();
+        // Runners whose listener went silent are offline before anyone looks.
+        if !st.lapse_runner_sessions().is_empty() {
+            shared.changed.notify_waiters();
+        }
+        st.cfg.base_path.clone()
+    };
     let route = route(&base_path, &req.path);
     let (api_path, prefix) = match &route {
         Route::Control => return to_response(&control::handle(&shared, &req).await),

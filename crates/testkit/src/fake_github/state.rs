@@ -80,6 +80,8 @@ pub(crate) struct Runner {
     /// The runner's secret (`.credentials_rsaparams` `fakeRunnerSecret`), its bearer token.
     pub secret: String,
     pub session: Option<String>,
+    /// When the runner's listener was last heard from (the fake's clock, epoch seconds).
+    pub last_seen: i64,
     pub job: Option<u64>,
     /// The runner scale set whose JIT config made it (it then takes only that set's jobs).
     pub scale_set: Option<u64>,
@@ -375,6 +377,7 @@ impl State {
     ) -> u64 {
         let id = self.next_runner_id;
         self.next_runner_id += 1;
+        let now = self.now();
         for l in &labels {
             self.label_id(l);
         }
@@ -402,11 +405,68 @@ impl State {
                 ),
                 secret: random_text(40, HEX),
                 session: None,
+                last_seen: now,
                 job: None,
                 scale_set: None,
             },
         );
         id
+    }
+
+    /// The runner's listener was heard from now.
+    pub(crate) fn touch_runner(&mut self, id: u64) {
+        let now = self.now();
+        if let Some(r) = self.runners.get_mut(&id) {
+            r.last_seen = now;
+        }
+    }
+
+    /// Runners not heard from for `runner_session_idle_secs` go offline, as GitHub shows a runner
+    /// whose process died; a job one held (assigned or running) fails, as GitHub fails a job whose
+    /// runner lost communication (one handed out but not started goes back to the queue). The
+    /// runner itself stays registered (offline, not busy), for its
+    /// owner to delete. Returns the runners that went offline.
+    pub(crate) fn lapse_runner_sessions(&mut self) -> Vec<u64> {
+        let now = self.now();
+        let idle = self.cfg.runner_session_idle_secs as i64;
+        let lapsed: Vec<u64> = self
+            .runners
+            .values()
+            .filter(|r| {
+                r.session.as_deref().is_some_and(|s| s != "control") && r.last_seen + idle <= now
+            })
+            .map(|r| r.id)
+            .collect();
+        for &id in &lapsed {
+            let job = match self.runners.get_mut(&id) {
+                Some(r) => {
+                    r.session = None;
+                    r.busy = false;
+                    r.job.take()
+                }
+                None => None,
+            };
+            let Some(job_id) = job else { continue };
+            let name = self.runners[&id].name.clone();
+            if let Some(j) = self.jobs.get_mut(&job_id)
+                && j.status == JobStatus::Assigned
+            {
+                // Handed out but never started: it goes back to the queue (a scale set's job
+                // stays its acquirer's), as when the runner is deleted.
+                j.status = JobStatus::Queued;
+                j.runner_id = None;
+                continue;
+            }
+            if let Some(j) = self.jobs.get_mut(&job_id) {
+                j.status = JobStatus::Completed;
+                j.result = Some(JobResult::Failed);
+                j.output = format!(
+                    "The self-hosted runner: {name} lost communication with the server. Verify the machine is running and has a healthy network connection."
+                );
+            }
+            self.scale_set_job_completed(id, job_id);
+        }
+        lapsed
     }
 
     /// Removes a runner; a job it held goes back to the queue unless it had started.

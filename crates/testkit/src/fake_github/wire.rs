@@ -107,6 +107,10 @@ pub struct SessionResponse {
     pub session_id: String,
     pub runner_id: u64,
     pub runner_name: String,
+    /// How often a runner renews the job it runs (`POST /_fake/runner/jobs/{id}/renew`), so that
+    /// it does not go offline while it has no poll open; actions/runner renews its job lock.
+    #[serde(default)]
+    pub renew_secs: u64,
 }
 
 /// `POST /_fake/runner/config`: `config.sh --url U --token T …` as one request.

@@ -158,6 +158,8 @@ struct Identity {
     server: String,
     /// The session the fake GitHub gave; empty until one is open.
     session: String,
+    /// How often to renew a running job (the session's answer says; 0 until one is open).
+    renew_secs: u64,
     work: String,
     ephemeral: bool,
     secret: String,
@@ -187,6 +189,7 @@ fn read_identity(root: &Path) -> Result<Identity, String> {
     let params = read(".credentials_rsaparams")?;
     Ok(Identity {
         session: String::new(),
+        renew_secs: 0,
         server: runner["serverUrl"]
             .as_str()
             .unwrap_or_default()
@@ -290,9 +293,12 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
         .json(&json!({"os": "Linux", "version": super::VERSION}))
         .send()
         .await;
-    let session_id = match session {
+    let (session_id, renew_secs) = match session {
         Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-            Ok(v) => v["session_id"].as_str().unwrap_or_default().to_string(),
+            Ok(v) => (
+                v["session_id"].as_str().unwrap_or_default().to_string(),
+                v["renew_secs"].as_u64().unwrap_or(0),
+            ),
             Err(e) => {
                 say(&format!("{}: bad session answer: {e}", ts()));
                 return 2;
@@ -334,6 +340,7 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
     };
     let id = Identity {
         session: session_id,
+        renew_secs,
         ..id
     };
     if let Some(n) = knob("FAKE_RUNNER_ORPHANS") {
@@ -407,6 +414,25 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
         .send()
         .await;
     say(&format!("{}: Running job: {name}", ts()));
+    // While the job runs no poll is open: renew it, as actions/runner renews its job lock, so
+    // that the runner is not taken for gone.
+    let renewal = (id.renew_secs > 0).then(|| {
+        let (client, url, secret) = (
+            client.clone(),
+            format!(
+                "{}/_fake/runner/jobs/{job_id}/renew?session={}",
+                id.server, id.session
+            ),
+            id.secret.clone(),
+        );
+        let every = Duration::from_secs(id.renew_secs);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = client.post(&url).bearer_auth(&secret).send().await;
+            }
+        })
+    });
     let work = if Path::new(&id.work).is_absolute() {
         PathBuf::from(&id.work)
     } else {
@@ -496,7 +522,9 @@ async fn run(root: &Path, opts: &Opts) -> i32 {
             }
         }
     }
-    // Drain what a step's last lines left.
+    if let Some(r) = renewal {
+        r.abort();
+    }
     let _ = client
         .post(format!("{}/_fake/runner/jobs/{job_id}/complete", id.server))
         .bearer_auth(&id.secret)

@@ -6,6 +6,9 @@
 
 pub mod allowed;
 pub mod plan;
+pub mod scale;
+pub mod scale_allowed;
+pub mod scale_plan;
 
 pub use plan::{BoxChoice, Fault, LifePlan, SoakBox, plan};
 
@@ -141,10 +144,28 @@ impl Report {
     }
 }
 
+/// How long the fake waits before it takes a silent runner (its box SIGKILLed) for gone, as
+/// GitHub does after a while: short, so that the next life meets the old runner sometimes still
+/// busy (it then registers under a name of its own) and sometimes already offline (it deletes it).
+const SESSION_IDLE_SECS: u64 = 5;
+
+/// Whether `runner` is a runner of this box's lives: the box's name, or the name of its own a life
+/// takes while the runner an earlier life left is still busy (`NAME-` and 4 hex digits; README).
+fn of_box(runner: &str, name: &str) -> bool {
+    runner == name
+        || runner.strip_prefix(name).is_some_and(|rest| {
+            rest.len() == 5
+                && rest.starts_with('-')
+                && rest[1..].chars().all(|c| c.is_ascii_hexdigit())
+        })
+}
+
 /// A box's rig and what its lives left for the next one to clean up.
 struct BoxState {
     rig: Rig,
-    /// Registrations the previous life left (allowed by its faults): gone after the next life.
+    /// Registrations an earlier life left (allowed by its faults): (life, runner id). Gone after
+    /// the next life, unless that life registered under a name of its own (README: the leftover
+    /// was still busy then, and a later life deletes it).
     pending: Vec<(u64, u64)>,
     /// The job a life left queued (no runner took it): the next life, whose runner has the same
     /// name, takes it instead of a job of its own.
@@ -304,10 +325,18 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
             }
         }
     }
-    // A runner of the name registered before the life.
+    // A runner of the name registered before the life. When an earlier life of the box left one
+    // of the name (its own record), that one is the leftover this life meets: the kit cannot
+    // stage another (GitHub refuses a second runner of a name), so the drawn fault is dropped
+    // and the table judges the life without it.
     let mut foreign: Option<u64> = None;
+    let mut dropped: Option<Fault> = None;
     for f in &plan.faults {
         if let Fault::Leftover { online } = *f {
+            if rig.runners().iter().any(|r| r.name == name) {
+                dropped = Some(*f);
+                continue;
+            }
             let c = ctl.clone();
             let new = NewRunner {
                 scope: "repos/octo-org/octo-repo".into(),
@@ -338,7 +367,7 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
         }
     }
     let carried = st.carried.is_some();
-    let (job, job_kind) = match st.carried.take() {
+    let (mut job, job_kind) = match st.carried.take() {
         Some((id, kind)) => (rig.job(id), kind),
         None => (rig.queue(&name, "soak", plan.job.steps()), plan.job),
     };
@@ -392,6 +421,12 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
     let mut last_poll = Instant::now() - Duration::from_secs(1);
     let mut done = vec![false; actions.len()];
     let mut box_killed = false;
+    // The life registered under a name of its own (the runner an earlier life left was still
+    // busy): the job queued for the box's name waits for the next life, and one is queued for the
+    // new name; `Some(the job left for the box's name)` once that happened.
+    let mut own_name = false;
+    let mut left_for_name: Option<u64> = None;
+    let pending: Vec<u64> = st.pending.iter().map(|p| p.1).collect();
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
@@ -414,15 +449,21 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
                 (Moment::Online(_), None, _) | (Moment::Busy(_), _, None)
             )
         });
-        if waiting && last_poll.elapsed() >= Duration::from_millis(100) {
+        if (waiting || !own_name) && last_poll.elapsed() >= Duration::from_millis(100) {
             last_poll = Instant::now();
-            if online_at.is_none()
-                && rig
-                    .runners()
-                    .iter()
-                    .any(|r| r.name == name && r.status == "online" && Some(r.id) != foreign)
-            {
+            let runners = rig.runners();
+            let ours = |r: &&crate::fake_github::RunnerState| {
+                of_box(&r.name, &name) && Some(r.id) != foreign && !pending.contains(&r.id)
+            };
+            if online_at.is_none() && runners.iter().filter(ours).any(|r| r.status == "online") {
                 online_at = Some(Instant::now());
+            }
+            if !own_name && let Some(r) = runners.iter().filter(ours).find(|r| r.name != name) {
+                own_name = true;
+                if rig.job(job.id).status == JobStatus::Queued {
+                    left_for_name = Some(job.id);
+                    job = rig.queue(&r.name, "soak", job_kind.steps());
+                }
             }
             if busy_at.is_none() && rig.job(job.id).status == JobStatus::InProgress {
                 busy_at = Some(Instant::now());
@@ -510,6 +551,7 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
         .faults
         .iter()
         .any(|f| matches!(f, Fault::Leftover { .. }))
+        && dropped.is_none()
     {
         let f = plan
             .faults
@@ -525,11 +567,19 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
         JobStatus::Completed => job_now.result,
         _ => None,
     };
-    if job_now.status == JobStatus::Queued {
+    if let Some(id) = left_for_name {
+        st.carried = Some((id, job_kind));
+    } else if job_now.status == JobStatus::Queued {
         st.carried = Some((job.id, job_kind));
     }
     let allowed = allowed::allowed(&LifePlan {
         job: job_kind,
+        faults: plan
+            .faults
+            .iter()
+            .filter(|f| Some(**f) != dropped)
+            .copied()
+            .collect(),
         ..plan.clone()
     });
     if !allowed.allows_exit(exit) || !allowed.allows_job(job_end) {
@@ -578,16 +628,26 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
     let runners = rig.runners();
     for (life, id) in std::mem::take(&mut st.pending) {
         if runners.iter().any(|r| r.id == id) {
-            failures.push(format!(
-                "runner {id} left by life {life} is still registered after life {}",
-                plan.life
-            ));
+            if own_name {
+                // README: a life that finds the runner its container recorded still busy
+                // registers under a name of its own; the old one is deleted by a later life once
+                // GitHub shows it offline.
+                st.pending.push((life, id));
+            } else {
+                failures.push(format!(
+                    "runner {id} left by life {life} is still registered after life {}",
+                    plan.life
+                ));
+            }
         }
     }
-    let mine: Vec<_> = runners.iter().filter(|r| r.name == name).collect();
+    let mine: Vec<_> = runners
+        .iter()
+        .filter(|r| of_box(&r.name, &name) && !st.pending.iter().any(|p| p.1 == r.id))
+        .collect();
     if !mine.is_empty() {
         match allowed.leftover {
-            Some(_) => st.pending = mine.iter().map(|r| (plan.life, r.id)).collect(),
+            Some(_) => st.pending.extend(mine.iter().map(|r| (plan.life, r.id))),
             None => failures.push(format!(
                 "still registered after the life: {:?}",
                 mine.iter()
@@ -598,7 +658,7 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
     }
     let others: Vec<_> = runners
         .iter()
-        .filter(|r| r.name != name && !st.pending.iter().any(|(_, id)| *id == r.id))
+        .filter(|r| !of_box(&r.name, &name) && !st.pending.iter().any(|p| p.1 == r.id))
         .collect();
     if !others.is_empty() {
         failures.push(format!(
@@ -611,7 +671,7 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
     // as GitHub's owner would (offline, idle, deleted), so one failure does not cascade.
     if !failures.is_empty() {
         for r in rig.runners() {
-            if st.pending.iter().any(|(_, id)| *id == r.id) {
+            if st.pending.iter().any(|p| p.1 == r.id) {
                 continue;
             }
             let c = ctl.clone();
@@ -658,6 +718,12 @@ fn prune(st: &BoxState, sysrunner_in_box: &Path) -> Vec<String> {
     if st.rig.runners().is_empty() {
         return out;
     }
+    // A runner whose box was SIGKILLed is offline once GitHub (the fake) has not heard from it for
+    // a while; `prune` deletes offline runners only.
+    st.rig
+        .until(Duration::from_secs(SESSION_IDLE_SECS + 3), |r| {
+            r.runners().iter().all(|r| r.status == "offline")
+        });
     let env = st.rig.settings("sysrunner-soak-prune");
     let log = st.logs.join("prune.log");
     match st.rig.spawn_in_box(
@@ -700,7 +766,11 @@ pub fn run(o: &Options) -> Result<Report, String> {
     let needed: BTreeSet<SoakBox> = plans.iter().map(|p| p.boxed).collect();
     let mut boxes: BTreeMap<SoakBox, BoxState> = BTreeMap::new();
     for b in needed {
-        let rig = Rig::start(kind_of(b), FakeConfig::default(), &o.sysrunner)?;
+        let cfg = FakeConfig {
+            runner_session_idle_secs: SESSION_IDLE_SECS,
+            ..FakeConfig::default()
+        };
+        let rig = Rig::start(kind_of(b), cfg, &o.sysrunner)?;
         let dir = logs.join(format!("{b:?}").to_lowercase());
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         boxes.insert(
