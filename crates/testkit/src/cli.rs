@@ -125,7 +125,7 @@ pub fn command() -> Command {
                 .arg(sysrunner_arg("The sysrunner binary to measure")),
         )
         .subcommand(
-            Command::new("soak")
+            soak_scale_args(Command::new("soak"))
                 .about("Seeded lives of `sysrunner run` in the boxes with drawn faults (GitHub's 5xx, 429, hangs, dropped answers, listener exits, signals, dockerd killed), each checked against README's contract (needs root and dockerd)")
                 .arg(
                     Arg::new("lives")
@@ -231,6 +231,55 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
     }
 }
 
+/// The scale mode's flags of `soak`: `--scale` (rounds of one `sysrunner scale` controller
+/// instead of lives of `sysrunner run`) and `--rounds N`.
+fn soak_scale_args(cmd: Command) -> Command {
+    cmd.arg(
+        Arg::new("scale")
+            .long("scale")
+            .action(clap::ArgAction::SetTrue)
+            .help("Scale mode: rounds of jobs and faults against one `sysrunner scale` controller in a box with a real dockerd (SOAK.md, \"Scale mode\")"),
+    )
+    .arg(
+        Arg::new("rounds")
+            .long("rounds")
+            .value_name("N")
+            .value_parser(clap::value_parser!(u64).range(1..))
+            .default_value("20")
+            .requires("scale")
+            .help("With --scale: how many rounds (--from K is the first round)"),
+    )
+}
+
+/// `soak --scale`: the scale soak, its summary on stdout.
+fn soak_scale_command(m: &ArgMatches, sysrunner: PathBuf, seed: u64) -> Exit {
+    let o = soak::scale::Options {
+        seed,
+        rounds: *m.get_one::<u64>("rounds").expect("a default"),
+        from: *m.get_one::<u64>("from").expect("a default"),
+        sysrunner,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        budget: m
+            .get_one::<u64>("budget")
+            .map(|s| std::time::Duration::from_secs(*s)),
+    };
+    eprintln!(
+        "soak --scale: seed {seed}, rounds {}..{}",
+        o.from,
+        o.from + o.rounds
+    );
+    match soak::scale::run(&o) {
+        Ok(r) => {
+            print!("{}", r.summary());
+            if r.failed() { Exit::Failed } else { Exit::Ok }
+        }
+        Err(e) => {
+            eprintln!("sysrunner-testkit soak --scale (seed {seed}): {e}");
+            Exit::Internal
+        }
+    }
+}
+
 fn soak_command(m: &ArgMatches) -> Exit {
     let missing: Vec<String> = crate::gate::BOX_WITH_DOCKERD
         .iter()
@@ -254,6 +303,9 @@ fn soak_command(m: &ArgMatches) -> Exit {
         .get_one::<u64>("seed")
         .copied()
         .unwrap_or_else(rand::random::<u64>);
+    if m.get_flag("scale") {
+        return soak_scale_command(m, sysrunner, seed);
+    }
     let boxes = match m.get_one::<String>("box").map(String::as_str) {
         Some("sysbox") => soak::BoxChoice::Sysbox,
         Some("privileged") => soak::BoxChoice::Privileged,
