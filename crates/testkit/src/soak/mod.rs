@@ -9,9 +9,6 @@ pub mod plan;
 pub mod scale;
 pub mod scale_allowed;
 pub mod scale_plan;
-pub mod scale;
-pub mod scale_allowed;
-pub mod scale_plan;
 
 pub use plan::{BoxChoice, Fault, LifePlan, SoakBox, plan};
 
