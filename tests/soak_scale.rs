@@ -4,8 +4,8 @@
 //! allows for its faults (`soak::scale_allowed`) and against the invariants once it quiesces (the
 //! warm pool and nothing else, `/healthz`, no secret in a log); a final SIGTERM must leave nothing.
 //! A fixed seed whose six rounds draw both controller signals, both runner kills and a 5xx, a 429
-//! and a hang; a second seed, whose rounds delete the controller's message session, is ignored
-//! until the finding in SOAK.md is fixed. A failure prints the round and
+//! and a hang; a second seed, whose rounds delete the controller's message session (SOAK.md's
+//! scale finding, fixed). A failure prints the round and
 //! `sysrunner-testkit soak --scale --seed S --from K`.
 //! Needs root and dockerd; skips (or fails in CI) through `testkit::require`.
 
@@ -49,12 +49,10 @@ fn a_short_scale_soak_with_a_fixed_seed_keeps_every_invariant() {
     scale_soak(978, ROUNDS);
 }
 
-/// Ignored until the product bug in SOAK.md ("Scale mode", findings) is fixed: the controller
-/// whose message session GitHub deleted exits 77 (README: bad credentials, permissions, scope, a
-/// live duplicate), not 75 or 69. Seed 2 deletes it in rounds 1 and 7. `cargo test --test
-/// soak_scale -- --ignored` runs it.
+/// SOAK.md's scale finding: the controller whose message session GitHub deleted exited 77
+/// (README: bad credentials, permissions, scope, a live duplicate). It now opens a new session
+/// and goes on. Seed 2 deletes the session in rounds 1 and 7.
 #[test]
-#[ignore = "fails while a deleted message session makes the controller exit 77 (SOAK.md)"]
 fn a_scale_soak_whose_session_is_deleted_keeps_every_invariant() {
     scale_soak(2, 8);
 }

@@ -15,7 +15,7 @@ use crate::github::{self, RealTime};
 use crate::runner::version::{Version, offered, runner_arch};
 use crate::scaleset::{
     ActionsClient, ConflictPolicy, JobMessage, MessageSession, Options, QueueMessage,
-    RunnerSetting, ScaleSet, ScaleSetLabel, ensure_labels, job_messages,
+    RunnerSetting, ScaleSet, ScaleSetLabel, ScalesetError, ensure_labels, job_messages,
 };
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, HashMap};
@@ -138,17 +138,29 @@ pub async fn run(
                 }
             }
         };
-        match got {
-            Ok(None) => c.scale().await,
+        let failed = match got {
+            Ok(None) => None,
             Ok(Some(msg)) => {
                 last_id = msg.message_id;
-                if let Err(e) = c.handle(&mut session, msg).await {
-                    break Some(e);
-                }
-                c.scale().await;
+                c.handle(&mut session, msg).await.err()
             }
-            Err(e) => break Some(e),
+            Err(e) => Some(e),
+        };
+        match failed {
+            None => {}
+            Some(e) if session_gone(&e) => {
+                tracing::warn!("{e}; opening a new message session");
+                match open_session(&c).await {
+                    Ok(new) => {
+                        session = new;
+                        c.assigned = session.session().statistics.total_assigned_jobs;
+                    }
+                    Err(e) => break Some(e),
+                }
+            }
+            Some(e) => break Some(e),
         }
+        c.scale().await;
     };
     let set_id = c.set_id;
     let actions = c.actions.clone();
@@ -312,18 +324,32 @@ async fn setup(settings: ScaleSettings) -> Result<Setup, Error> {
         assigned_at: HashMap::new(),
     };
     c.adopt().await?;
-    let store = s.state_dir.join(format!("session-{}", set.id));
-    let owner = format!("sysrunner-scale-{}", s.name);
-    let session = MessageSession::open(
-        actions.clone(),
-        set.id,
+    let session = open_session(&c).await?;
+    Ok((c, session, rx, rest))
+}
+
+/// The scale set's message session, its id kept under SCALE_STATE_DIR so that the next start can
+/// delete it if this run cannot.
+async fn open_session(c: &Controller) -> Result<MessageSession, ScalesetError> {
+    let store = c.s.state_dir.join(format!("session-{}", c.set_id));
+    let owner = format!("sysrunner-scale-{}", c.s.name);
+    MessageSession::open(
+        c.actions.clone(),
+        c.set_id,
         &owner,
         Some(store),
         ConflictPolicy::default(),
-        time.as_ref(),
+        &RealTime,
     )
-    .await?;
-    Ok((c, session, rx, rest))
+    .await
+}
+
+/// GitHub ended the message session (deleted, or expired): what actions-runner-controller's
+/// listener meets as `RunnerScaleSetSessionNotFoundException` or an expired session. The scale
+/// set, its runners and their jobs are all still there: a new session goes on from here.
+fn session_gone(e: &ScalesetError) -> bool {
+    e.type_name()
+        .is_some_and(|t| t.contains("SessionNotFound") || t.contains("SessionExpired"))
 }
 
 /// Warns when the image's runner is behind the newest release GitHub offers: the scale set

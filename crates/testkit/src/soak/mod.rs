@@ -164,8 +164,9 @@ fn of_box(runner: &str, name: &str) -> bool {
 struct BoxState {
     rig: Rig,
     /// Registrations an earlier life left (allowed by its faults): (life, runner id). Gone after
-    /// the next life, unless that life registered under a name of its own (README: the leftover
-    /// was still busy then, and a later life deletes it).
+    /// the next life that registered under the box's name (README: a life deletes what earlier
+    /// lives left before it registers; one that finds it still busy registers under a name of its
+    /// own, and a later life deletes it; a life that ends before registering may not get to it).
     pending: Vec<(u64, u64)>,
     /// The job a life left queued (no runner took it): the next life, whose runner has the same
     /// name, takes it instead of a job of its own.
@@ -626,12 +627,11 @@ fn run_life(st: &mut BoxState, plan: &LifePlan, sysrunner_in_box: &Path) -> Life
         delete_runner(rig, id);
     }
     let runners = rig.runners();
+    let registered =
+        text.contains("phase=\"registered\"") || text.contains("\"phase\":\"registered\"");
     for (life, id) in std::mem::take(&mut st.pending) {
         if runners.iter().any(|r| r.id == id) {
-            if own_name {
-                // README: a life that finds the runner its container recorded still busy
-                // registers under a name of its own; the old one is deleted by a later life once
-                // GitHub shows it offline.
+            if own_name || !registered {
                 st.pending.push((life, id));
             } else {
                 failures.push(format!(
