@@ -151,8 +151,20 @@ pub fn allowed(plan: &LifePlan) -> Allowed {
                 }
             }
             // "A 409 (the name is taken) is resolved once: an offline runner of that name ... is
-            // deleted and the call repeated" (config.sh --replace takes the name too).
-            Fault::Leftover { online: false } => {}
+            // deleted and the call repeated" (config.sh --replace takes the name too). Both
+            // happen when the life registers (jit) or its runner is configured (config): a life
+            // that dockerd's death or a signal ends before then leaves it to the next life.
+            Fault::Leftover { online: false } => {
+                if plan
+                    .faults
+                    .iter()
+                    .any(|g| matches!(g, Fault::KillDockerd { .. } | Fault::Signal { .. }))
+                {
+                    a.leftover = Some(
+                        "an offline runner of the name is taken over when the life registers or configures its runner; a life ended before (dockerd died, a signal) leaves it to the next",
+                    );
+                }
+            }
             Fault::Leftover { online: true } => {}
             // A container's death: no code, no time to deregister; "a runner an earlier life left
             // registered is deleted" by the next life.
@@ -209,6 +221,29 @@ mod tests {
         ));
         assert_eq!(a.exits.keys().copied().collect::<Vec<_>>(), vec![Some(0)]);
         assert!(a.allows_job(Some(JobResult::Succeeded)));
+    }
+
+    /// Seed 20261203, life 273: config mode, an offline runner of the name, dockerd killed before
+    /// the runner was configured: exit 75 and the offline runner still there, for the next life.
+    #[test]
+    fn an_offline_leftover_may_outlive_a_life_that_ends_before_it_registers() {
+        let a = allowed(&life(
+            JobKind::Long,
+            vec![
+                Fault::Leftover { online: false },
+                Fault::KillDockerd {
+                    at: super::super::plan::Moment::Start(412),
+                },
+            ],
+        ));
+        assert!(a.allows_exit(Some(75)) && a.allows_job(None));
+        assert!(a.leftover.is_some());
+        // Alone, it is taken over: nothing may be left.
+        let a = allowed(&life(
+            JobKind::Long,
+            vec![Fault::Leftover { online: false }],
+        ));
+        assert!(a.leftover.is_none());
     }
 
     #[test]
