@@ -561,6 +561,28 @@ async fn a_live_runner_with_the_name_is_a_duplicate_unless_it_is_ours() {
     e.conforms().await;
 }
 
+/// A runner of `name` in the repository, online and busy: what a container killed during its
+/// job leaves at GitHub.
+async fn busy_runner(e: &Env, name: &str) -> sysrunner_testkit::fake_github::RunnerState {
+    let ctl = e.fake.control();
+    let r = ctl
+        .create_runner(&NewRunner {
+            scope: "repos/octo-org/octo-repo".into(),
+            name: name.into(),
+            labels: vec![],
+            runner_group_id: None,
+            ephemeral: true,
+        })
+        .await
+        .unwrap();
+    let busy = SetRunnerState {
+        status: Some("online".into()),
+        busy: Some(true),
+    };
+    ctl.set_runner_state(r.id, &busy).await.unwrap();
+    r
+}
+
 /// Found by the soak (seed 3, life 10): a container killed during its job leaves its runner busy
 /// at GitHub until the job times out. The next life's JIT registration met that runner, could
 /// not delete it (busy) and called it another container's: exit 77. It is this container's own
@@ -568,26 +590,7 @@ async fn a_live_runner_with_the_name_is_a_duplicate_unless_it_is_ours() {
 #[tokio::test]
 async fn a_busy_leftover_of_this_container_gets_a_name_of_its_own_not_a_77() {
     let e = fake(FakeConfig::default()).await;
-    let ctl = e.fake.control();
-    let mine = ctl
-        .create_runner(&NewRunner {
-            scope: "repos/octo-org/octo-repo".into(),
-            name: "sysrunner-k".into(),
-            labels: vec![],
-            runner_group_id: None,
-            ephemeral: true,
-        })
-        .await
-        .unwrap();
-    ctl.set_runner_state(
-        mine.id,
-        &SetRunnerState {
-            status: Some("online".into()),
-            busy: Some(true),
-        },
-    )
-    .await
-    .unwrap();
+    let mine = busy_runner(&e, "sysrunner-k").await;
     let c = e.client(repo(), pat(ALL_GRANTS_PAT));
     let j = c
         .jit_config("sysrunner-k", "Default", &labels(), "_work", Some(mine.id))
@@ -619,26 +622,7 @@ async fn a_busy_leftover_of_this_container_gets_a_name_of_its_own_not_a_77() {
 async fn a_busy_leftover_of_this_container_gets_a_name_of_its_own_in_config_mode_too() {
     use sysrunner::register::{ApiRegistrar, Registrar, Start};
     let e = fake(FakeConfig::default()).await;
-    let ctl = e.fake.control();
-    let mine = ctl
-        .create_runner(&NewRunner {
-            scope: "repos/octo-org/octo-repo".into(),
-            name: "sysrunner-c".into(),
-            labels: vec![],
-            runner_group_id: None,
-            ephemeral: true,
-        })
-        .await
-        .unwrap();
-    ctl.set_runner_state(
-        mine.id,
-        &SetRunnerState {
-            status: Some("online".into()),
-            busy: Some(true),
-        },
-    )
-    .await
-    .unwrap();
+    let mine = busy_runner(&e, "sysrunner-c").await;
     let registrar = ApiRegistrar {
         client: Arc::new(e.client(repo(), pat(ALL_GRANTS_PAT))),
         mode: sysrunner::config::Mode::Config,

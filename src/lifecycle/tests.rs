@@ -269,6 +269,17 @@ mod leftovers {
         }
     }
 
+    /// A container's layout under a temporary root (kept alive by the returned guard).
+    fn layout() -> (tempfile::TempDir, Layout) {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::new(
+            &root.path().join("release"),
+            &root.path().join("home"),
+            root.path(),
+        );
+        (root, layout)
+    }
+
     fn record(id: u64, name: &str) -> Record {
         Record {
             runner_id: id,
@@ -278,12 +289,7 @@ mod leftovers {
 
     #[tokio::test]
     async fn a_busy_leftover_is_kept_until_github_lets_it_go() {
-        let root = tempfile::tempdir().unwrap();
-        let layout = Layout::new(
-            &root.path().join("release"),
-            &root.path().join("home"),
-            root.path(),
-        );
+        let (_root, layout) = layout();
         let gh = Gh(Mutex::new(BTreeMap::from([(
             1,
             ("sysrunner-a".to_string(), true),
@@ -321,12 +327,7 @@ mod leftovers {
 
     #[tokio::test]
     async fn a_busy_leftover_of_another_name_does_not_rename_this_life() {
-        let root = tempfile::tempdir().unwrap();
-        let layout = Layout::new(
-            &root.path().join("release"),
-            &root.path().join("home"),
-            root.path(),
-        );
+        let (_root, layout) = layout();
         let gh = Gh(Mutex::new(BTreeMap::from([(
             7,
             ("sysrunner-a-00ff".to_string(), true),

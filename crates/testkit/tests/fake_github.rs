@@ -1148,37 +1148,14 @@ async fn a_silent_runner_goes_offline_its_running_job_fails_and_a_handed_out_one
     // A runner that keeps polling, and one the control API holds online.
     let (alive, alive_secret, alive_session, _) = online_jit_runner(&gh, "alive").await;
     let (held, _, _, _) = online_jit_runner(&gh, "held").await;
-    gh.ctl
-        .set_runner_state(
-            held,
-            &SetRunnerState {
-                status: Some("online".into()),
-                busy: None,
-            },
-        )
-        .await
-        .unwrap();
-    // `held`'s own session counts as online too: end it the control API's way first.
-    gh.ctl
-        .set_runner_state(
-            held,
-            &SetRunnerState {
-                status: Some("offline".into()),
-                busy: None,
-            },
-        )
-        .await
-        .unwrap();
-    gh.ctl
-        .set_runner_state(
-            held,
-            &SetRunnerState {
-                status: Some("online".into()),
-                busy: None,
-            },
-        )
-        .await
-        .unwrap();
+    // `held`'s own session is ended the control API's way, then the control API holds it online.
+    for status in ["offline", "online"] {
+        let set = SetRunnerState {
+            status: Some(status.into()),
+            busy: None,
+        };
+        gh.ctl.set_runner_state(held, &set).await.unwrap();
+    }
 
     gh.ctl.advance_clock(5).await.unwrap();
     assert_eq!(
