@@ -63,6 +63,9 @@ enum Event {
         container: String,
         code: Option<i64>,
     },
+    /// An exited container is gone (or its removal failed): it no longer counts against
+    /// SCALE_MAX_RUNNERS.
+    Removed,
 }
 
 /// Start failures back off: 2 s doubling to 60 s, reset by a start that works.
@@ -82,6 +85,8 @@ struct Controller {
     starts: tokio::task::JoinSet<()>,
     /// Removals of exited containers (and their unused runners): finished, never cut off.
     cleanups: tokio::task::JoinSet<()>,
+    /// Exited containers whose removal has not ended yet: they still count as containers.
+    removing: u32,
     metrics: Metrics,
     _server: Option<tokio::task::JoinHandle<()>>,
     /// The image id GitHub refused the runner of (a runner exited 7).
@@ -315,6 +320,7 @@ async fn setup(settings: ScaleSettings) -> Result<Setup, Error> {
         events: tx,
         starts: tokio::task::JoinSet::new(),
         cleanups: tokio::task::JoinSet::new(),
+        removing: 0,
         metrics,
         _server: server,
         refused: None,
@@ -418,7 +424,7 @@ impl Controller {
         match change(want, self.pool(), self.refused.is_some() || held) {
             Change::Start(n) => {
                 // SCALE_MAX_RUNNERS counts containers: one whose job completed runs until it
-                // has deregistered.
+                // has deregistered, and an exited one is there until it has been removed.
                 let leaving = self
                     .runners
                     .values()
@@ -427,7 +433,7 @@ impl Controller {
                 let room = self
                     .s
                     .max_runners
-                    .saturating_sub(self.pool().total() + leaving);
+                    .saturating_sub(self.pool().total() + leaving + self.removing);
                 for _ in 0..n.min(room) {
                     self.start_one();
                 }
@@ -526,6 +532,7 @@ impl Controller {
 
     async fn on_event(&mut self, ev: Event) {
         match ev {
+            Event::Removed => self.removing = self.removing.saturating_sub(1),
             Event::Started {
                 name,
                 runner_id,
@@ -575,11 +582,13 @@ impl Controller {
                     .then(|| t.as_ref().and_then(|t| t.runner_id))
                     .flatten();
                 let (engine, actions) = (self.engine.clone(), self.actions.clone());
-                let runner = name.clone();
+                let (runner, tx) = (name.clone(), self.events.clone());
+                self.removing += 1;
                 self.cleanups.spawn(async move {
                     if let Err(e) = engine.remove(&container).await {
                         tracing::warn!(runner = %runner, "{e}");
                     }
+                    let _ = tx.send(Event::Removed);
                     if let Some(id) = forget {
                         forget_runner(&actions, id, &runner).await;
                     }
