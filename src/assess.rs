@@ -34,6 +34,10 @@ pub struct Report {
     /// The life sandbox the next life would get (`probe` on a live container looks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::sandbox::Report>,
+    /// Where the inner dockerd pulls Docker Hub images from (`probe` on a live container: what
+    /// the running life decided, else the cache asked now); `None` without a dockerd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<crate::registry::Registry>,
 }
 
 /// Assesses the container below `root` (`/` in production; a captured tree skips the live
@@ -122,6 +126,7 @@ pub fn report(
         dockerd_version: version,
         dockerd,
         runner_version: None,
+        registry: None,
         sandbox: None,
     }
 }
@@ -224,6 +229,9 @@ impl Report {
                 (None, _) => "GitHub's newest not known (a running life asks it)".into(),
             };
             let _ = writeln!(s, "runner: actions/runner {image} ({offered})");
+        }
+        if let Some(r) = &self.registry {
+            let _ = writeln!(s, "registry: {}", r.human());
         }
         if let Some(sb) = &self.sandbox {
             match (&sb.plan, &sb.unavailable) {

@@ -463,6 +463,7 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Result<(),
     let mut report = block_on(crate::assess::assess(&root, &settings.docker));
     if root == std::path::Path::new("/") {
         report.runner_version = Some(runner_versions(settings));
+        report.registry = registry(settings);
         report.sandbox = report
             .plan()
             .ok()
@@ -514,12 +515,7 @@ fn sandbox_request(
 /// the listener), else the release's own `--version`.
 fn runner_versions(settings: &config::ProbeSettings) -> crate::runner::version::RunnerVersions {
     use crate::runner::version::{RunnerVersions, of_release};
-    let published: Option<crate::lifecycle::health::Published> = std::fs::read(
-        std::path::Path::new("/run/sysrunner").join(crate::lifecycle::health::STATE_FILE),
-    )
-    .ok()
-    .and_then(|b| serde_json::from_slice(&b).ok());
-    let mut v = published.map(|p| p.runner_version).unwrap_or_default();
+    let mut v = published().map(|p| p.runner_version).unwrap_or_default();
     if v.image.is_none() {
         let user = nix::unistd::User::from_name(&settings.runner_user)
             .ok()
@@ -533,6 +529,21 @@ fn runner_versions(settings: &config::ProbeSettings) -> crate::runner::version::
         v = RunnerVersions::new(image, offered);
     }
     v
+}
+
+/// Where pulls go for `probe`: what a running life decided, else the cache asked now.
+fn registry(settings: &config::ProbeSettings) -> Option<crate::registry::Registry> {
+    let decision = crate::registry::decide(&settings.docker)?;
+    published()
+        .and_then(|p| p.registry)
+        .or_else(|| Some(block_on(crate::registry::resolve(decision))))
+}
+
+/// The state a running life published under /run/sysrunner, if one runs.
+fn published() -> Option<crate::lifecycle::health::Published> {
+    std::fs::read(std::path::Path::new("/run/sysrunner").join(crate::lifecycle::health::STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// Says every problem, and that nothing was started.

@@ -39,6 +39,8 @@ pub async fn run(settings: &ProbeSettings, command: &[String]) -> Result<(), Err
         dockerd::Beside {
             replan: None,
             sweep: Some(dockerd::leftovers::sweep(plan.iptables, reaper.clone())),
+            registry: crate::registry::decide(&settings.docker)
+                .map(|d| tokio::spawn(crate::registry::resolve(d))),
         },
     )
     .await
@@ -57,6 +59,9 @@ pub async fn run(settings: &ProbeSettings, command: &[String]) -> Result<(), Err
             "dockerd"
         }
     );
+    if let Some(r) = &dockerd.registry {
+        println!("registry: {}", r.human());
+    }
     let code = run_command(command, &reaper).await;
     let stop = dockerd.stop(Duration::from_secs(10)).await;
     println!(

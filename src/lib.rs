@@ -15,6 +15,8 @@
 //! - `logging`: the log subscriber, as LOG_FORMAT and LOG_LEVEL say.
 //! - [`probe`]: the facts about the runtime, read from `/proc` and `/sys` through a root path, and
 //!   the verdict on them.
+//! - [`registry`]: the pull-through registry cache: which mirrors the inner dockerd gets (pure),
+//!   and the one `/v2/` check that decides it.
 //! - [`dockerd`]: the inner dockerd's plan from the probe's facts and verdict (pure), the effects
 //!   that prepare for it, and its process.
 //! - [`github`]: the REST client for runner registration.
@@ -48,6 +50,7 @@ pub mod probe;
 pub mod process;
 pub mod reaper;
 pub mod register;
+pub mod registry;
 pub mod runner;
 pub mod sandbox;
 pub mod scale;

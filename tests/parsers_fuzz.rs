@@ -1165,6 +1165,8 @@ fn default_docker() -> DockerSettings {
     DockerSettings {
         dockerd: DockerdMode::On,
         registry_mirrors: vec![],
+        registry_cache: None,
+        registry_cache_timeout: std::time::Duration::from_secs(2),
         image_store: ImageStore::GraphDriver,
         mtu: None,
         data: DataPolicy::Ephemeral,

@@ -20,6 +20,8 @@ fn docker(mtu: Option<u32>) -> DockerSettings {
         dockerd: sysrunner::config::DockerdMode::On,
         image_store: sysrunner::config::ImageStore::GraphDriver,
         registry_mirrors: vec![],
+        registry_cache: None,
+        registry_cache_timeout: std::time::Duration::from_secs(2),
         mtu,
         data: DataPolicy::Ephemeral,
         ready_timeout: std::time::Duration::from_secs(60),

@@ -286,7 +286,11 @@ settings! {
     dockerd DOCKERD: Docker, kind::Choice<DockerdMode>, Value("on"),
         "`on`: each life has its own dockerd; `off`: none (jobs that need no Docker, or a runtime that cannot run dockerd, such as plain runc: the probe's `unsupported` is then a warning).";
     docker_registry_mirrors DOCKER_REGISTRY_MIRRORS: Docker, kind::UrlList, Unset,
-        "Registry mirrors for the inner dockerd.";
+        "Registry mirrors for the inner dockerd (a company mirror); set, the cache is not asked.";
+    docker_registry_cache DOCKER_REGISTRY_CACHE: Docker, kind::Url, Unset,
+        "A pull-through cache of Docker Hub (the compose files' `cache` service, `http://cache:5000`): each life asks its `/v2/` beside dockerd's start and, when it answers, makes it the inner dockerd's registry mirror; otherwise the life pulls directly. Unset or empty: no cache.";
+    docker_registry_cache_timeout DOCKER_REGISTRY_CACHE_TIMEOUT: Docker, kind::Duration, Value("2s"),
+        "How long the cache may take to answer `/v2/` before a life pulls directly; a life waits for it at most this long after dockerd is up.";
     docker_mtu DOCKER_MTU: Docker, kind::Mtu, Value("detect"),
         "MTU of the inner dockerd's networks; `detect` reads the default route's interface.";
     docker_data DOCKER_DATA: Docker, kind::Choice<DataPolicy>, Value("ephemeral"),

@@ -243,6 +243,9 @@ pub struct DockerSettings {
     /// `off`: no inner dockerd (jobs that need no Docker; runtimes that cannot run one).
     pub dockerd: DockerdMode,
     pub registry_mirrors: Vec<String>,
+    /// DOCKER_REGISTRY_CACHE: a pull-through cache, made the mirror when it answers in time.
+    pub registry_cache: Option<String>,
+    pub registry_cache_timeout: Duration,
     pub image_store: ImageStore,
     /// `None`: detect from the default route's interface.
     pub mtu: Option<u32>,

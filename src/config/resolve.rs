@@ -328,10 +328,21 @@ impl Resolver {
                 "give dockerd at least a few seconds, e.g. 60s",
             );
         }
+        let cache_timeout = duration(&self.v.docker_registry_cache_timeout);
+        if cache_timeout.is_zero() {
+            self.problem(
+                DOCKER_REGISTRY_CACHE_TIMEOUT,
+                Some("0".into()),
+                "is zero",
+                "give the cache time to answer, e.g. 2s, or unset DOCKER_REGISTRY_CACHE to use none",
+            );
+        }
         let v = &self.v;
         DockerSettings {
             dockerd: v.dockerd.or_default().expect("DOCKERD has a default"),
             registry_mirrors: v.docker_registry_mirrors.value.clone().unwrap_or_default(),
+            registry_cache: v.docker_registry_cache.value.clone(),
+            registry_cache_timeout: cache_timeout,
             image_store: v
                 .docker_image_store
                 .or_default()

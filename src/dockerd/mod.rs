@@ -18,6 +18,7 @@ pub use process::{
 
 use crate::config::DataPolicy;
 use crate::process::{BoxFut, Spawner};
+use crate::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,10 @@ pub struct Beside {
     /// Removes what an earlier dockerd left in the network namespace this one will run in
     /// ([`leftovers`]); it reports its own outcome.
     pub sweep: Option<BoxFut<'static, ()>>,
+    /// Where dockerd will pull from ([`crate::registry::resolve`], started with the life): known
+    /// before dockerd is spawned, it goes into daemon.json; known later, daemon.json is rewritten
+    /// and dockerd reloads it once it answers. [`launch`] returns only once it is known.
+    pub registry: Option<tokio::task::JoinHandle<crate::registry::Registry>>,
 }
 
 /// A task that is aborted when its handle is dropped.
@@ -92,7 +97,16 @@ pub async fn launch(
     for line in log {
         tracing::debug!("dockerd: {line}");
     }
-    let Beside { replan, sweep } = beside;
+    let Beside {
+        replan,
+        sweep,
+        registry,
+    } = beside;
+    let mut registry = registry.map(AbortOnDrop);
+    // The plan whose daemon.json dockerd starts with, and the registry outcome known by then.
+    let started_with: Arc<std::sync::Mutex<(Plan, Option<Registry>)>> =
+        Arc::new(std::sync::Mutex::new((plan.clone(), None)));
+    let early = started_with.clone();
     let mut beside = AbortOnDrop(tokio::spawn(async move {
         let replan = async {
             match replan {
@@ -108,23 +122,90 @@ pub async fn launch(
         tokio::join!(replan, sweep).0
     }));
     let planned = plan.clone();
+    let writer = system.clone();
+    let pending = registry.as_mut();
     // Dropped unawaited (containerd failed first), the work beside it is cancelled; if it
     // panicked, dockerd does not start and containerd is stopped.
     let before_dockerd = async move {
         let replanned = (&mut beside.0).await.map_err(|e| {
             StartError::Prepare(format!("the work beside containerd's start failed: {e}"))
         })?;
-        let Some(new) = replanned.filter(|p| p.daemon_json != planned.daemon_json) else {
-            return Ok(());
+        let mut target = match replanned.filter(|p| p.daemon_json != planned.daemon_json) {
+            Some(new) => {
+                for n in new.notes.iter().filter(|n| !planned.notes.contains(n)) {
+                    tracing::warn!("dockerd: {n}");
+                }
+                tracing::info!("dockerd's version asks for another daemon.json: rewrote it");
+                new
+            }
+            None => planned.clone(),
         };
-        for n in new.notes.iter().filter(|n| !planned.notes.contains(n)) {
-            tracing::warn!("dockerd: {n}");
+        let known = match pending.filter(|h| h.0.is_finished()) {
+            Some(h) => Some((&mut h.0).await.map_err(|e| {
+                StartError::Prepare(format!("the registry cache's check failed: {e}"))
+            })?),
+            None => None,
+        };
+        if let Some(r) = &known {
+            target = target.with_mirrors(&r.mirrors());
         }
-        tracing::info!("dockerd's version asks for another daemon.json: rewrote it");
-        tokio::task::spawn_blocking(move || effects::write_config(&new, &*system()))
+        let changed = target.daemon_json != planned.daemon_json;
+        *early.lock().expect("plan lock") = (target.clone(), known);
+        if !changed {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || effects::write_config(&target, &*writer()))
             .await
             .map_err(|e| StartError::Prepare(e.to_string()))?
             .map_err(|e| StartError::Prepare(e.to_string()))
     };
-    Ok(Dockerd::start_with(plan, spawner, ready_timeout, before_dockerd).await?)
+    let mut dockerd = Dockerd::start_with(plan, spawner, ready_timeout, before_dockerd).await?;
+    let (running, known) = std::mem::replace(
+        &mut *started_with.lock().expect("plan lock"),
+        (plan.clone(), None),
+    );
+    let r = match (known, registry) {
+        (Some(r), _) => r,
+        (None, None) => return Ok(dockerd),
+        // Not known when dockerd was spawned: wait for it (the check has its own bound), then
+        // have dockerd reload a daemon.json with the mirror.
+        (None, Some(mut h)) => match (&mut h.0).await {
+            Ok(r) => {
+                let now = running.with_mirrors(&r.mirrors());
+                if now.daemon_json != running.daemon_json {
+                    let sys = system();
+                    if let Err(e) = effects::write_config(&now, &*sys) {
+                        dockerd.stop(Duration::from_secs(2)).await;
+                        return Err(StartError::Prepare(e.to_string()).into());
+                    }
+                    dockerd.reload();
+                    tracing::info!(
+                        "the registry cache answered after dockerd's start: dockerd reloaded its daemon.json"
+                    );
+                }
+                r
+            }
+            Err(e) => Registry::Direct {
+                cache: None,
+                reason: format!("the registry cache's check failed: {e}"),
+            },
+        },
+    };
+    log_registry(&r);
+    dockerd.registry = Some(r);
+    Ok(dockerd)
+}
+
+/// The life's one line on where its pulls go.
+fn log_registry(r: &Registry) {
+    let text = r.human();
+    match r {
+        Registry::Direct { cache: Some(c), .. } => {
+            tracing::warn!(registry = r.word(), cache = %c, "registry: {text}")
+        }
+        Registry::Cache { url, .. } => {
+            tracing::info!(registry = r.word(), cache = %url, "registry: {text}")
+        }
+        _ => tracing::info!(registry = r.word(), "registry: {text}"),
+    }
 }

@@ -130,6 +130,22 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
+impl Plan {
+    /// The same plan with dockerd's `registry-mirrors` as given (none: no key): the pull-through
+    /// cache's outcome, known only once the cache answered or did not.
+    pub fn with_mirrors(&self, mirrors: &[String]) -> Plan {
+        let mut p = self.clone();
+        if let Some(obj) = p.daemon_json.as_object_mut() {
+            if mirrors.is_empty() {
+                obj.remove("registry-mirrors");
+            } else {
+                obj.insert("registry-mirrors".into(), json!(mirrors));
+            }
+        }
+        p
+    }
+}
+
 /// containerd, started by sysrunner: dockerd's own start launches containerd and dials it before
 /// its socket exists, and gRPC then backs off for about a second before the next try (dockerd's
 /// log: "containerd successfully booted in 0.02s", then nothing for ~0.95 s); its stop waits as

@@ -133,6 +133,8 @@ pub struct Dockerd {
     socket: PathBuf,
     _lock: Flock<File>,
     pub ready_after: Duration,
+    /// Where it pulls Docker Hub images from ([`crate::registry`]), once [`super::launch`] knows.
+    pub registry: Option<crate::registry::Registry>,
 }
 
 /// The dockerd on PATH, else Debian's.
@@ -258,6 +260,7 @@ impl Dockerd {
             socket,
             _lock: lock,
             ready_after: Duration::ZERO,
+            registry: None,
         };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match d.wait_ready(left, ready_timeout).await {
@@ -270,6 +273,12 @@ impl Dockerd {
                 Err(e)
             }
         }
+    }
+
+    /// SIGHUP: dockerd reads its daemon.json again (registry-mirrors among what it reloads live).
+    /// Only once it answers `/_ping`: before, the signal kills it.
+    pub fn reload(&self) {
+        self.daemon.handle.signal(Signal::SIGHUP);
     }
 
     /// Whether sysrunner started containerd for this dockerd (else dockerd started its own).

@@ -26,6 +26,9 @@ pub struct Published {
     /// DOCKERD=off: there is no dockerd to ping.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub without_dockerd: bool,
+    /// Where this life's dockerd pulls Docker Hub images from, once dockerd is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<crate::registry::Registry>,
 }
 
 pub fn now_epoch() -> u64 {
@@ -105,6 +108,7 @@ mod tests {
             runner_version: Default::default(),
             without_dockerd: false,
             docker_socket: None,
+            registry: None,
         }
     }
 

@@ -292,6 +292,10 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
             .as_ref()
             .filter(|_| dockerd_on && sandbox.is_none())
             .map(|p| crate::dockerd::leftovers::sweep(p.iptables, reaper.clone())),
+        // Asked now, beside the probe's end and containerd's start; dockerd waits for none of it.
+        registry: crate::registry::decide(&s.docker)
+            .filter(|_| dockerd_on)
+            .map(|d| tokio::spawn(crate::registry::resolve(d))),
     };
     let mut host = RealHost {
         beside: Mutex::new(Some(beside)),
@@ -501,6 +505,12 @@ impl RealHost {
                 .as_ref()
                 .and_then(|l| sandboxed::outside(l, Path::new(SOCKET))),
             without_dockerd: self.s.docker.dockerd == DockerdMode::Off,
+            registry: self
+                .dockerd
+                .lock()
+                .expect("dockerd slot")
+                .as_ref()
+                .and_then(|d| d.registry.clone()),
         }
     }
 

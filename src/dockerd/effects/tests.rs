@@ -114,6 +114,8 @@ fn fixture_plan(name: &str) -> Plan {
         dockerd: crate::config::DockerdMode::On,
         image_store: crate::config::ImageStore::GraphDriver,
         registry_mirrors: vec![],
+        registry_cache: None,
+        registry_cache_timeout: std::time::Duration::from_secs(2),
         mtu: Some(1400),
         data: DataPolicy::Ephemeral,
         ready_timeout: Duration::from_secs(60),
