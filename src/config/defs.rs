@@ -231,7 +231,9 @@ macro_rules! settings {
 
 use super::parse::{Parse, kind};
 use super::values::{Collector, Field};
-use super::{DataPolicy, DockerdMode, ImageStore, LifeSandbox, LogFormat, Mode, ScaleRuntime};
+use super::{
+    DataPolicy, DockerdMode, ImageStore, LifeSandbox, LogFormat, Mode, ScaleCacheMode, ScaleRuntime,
+};
 use DefaultValue::{Derived, None as Unset, Value};
 
 settings! {
@@ -337,6 +339,12 @@ settings! {
         "Where the controller keeps its message session's id (a volume, so a recreated controller meets no 409).";
     scale_listen SCALE_LISTEN: Scale, kind::Listen, Unset,
         "Serve `/metrics` (Prometheus) and `/healthz` here; off unless set.";
+    scale_cache SCALE_CACHE: Scale, kind::Choice<ScaleCacheMode>, Value("auto"),
+        "`auto`: find the pull-through cache container SCALE_CACHE_NAME (compose.scale.yml's `cache` service), start it if stopped, or make it from SCALE_CACHE_IMAGE when there is none, and point every runner at it (DOCKER_REGISTRY_CACHE); runners pull directly while it is missing. `off`: no cache.";
+    scale_cache_name SCALE_CACHE_NAME: Scale, kind::RunnerName, Value("sysrunner-cache"),
+        "The cache container's name, and the name of the volume one the controller makes keeps its layers in.";
+    scale_cache_image SCALE_CACHE_IMAGE: Scale, kind::Image, Value("registry:2"),
+        "The registry image a cache the controller makes runs (pulled beforehand; the controller never pulls).";
 }
 
 /// Variables of other runner images, and what to set instead. Set, each gets one warning; they are

@@ -229,6 +229,23 @@ choice! {
 }
 
 choice! {
+    /// SCALE_CACHE: whether `sysrunner scale` points its runners at a pull-through cache.
+    pub enum ScaleCacheMode {
+        Auto = "auto",
+        Off = "off",
+    }
+}
+
+/// The pull-through cache container `sysrunner scale` finds or makes (SCALE_CACHE=auto).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleCache {
+    /// SCALE_CACHE_NAME: the container's name, and the volume's of one the controller makes.
+    pub name: String,
+    /// SCALE_CACHE_IMAGE: what a cache the controller makes runs.
+    pub image: String,
+}
+
+choice! {
     /// SCALE_RUNTIME: what runner containers `sysrunner scale` starts run on.
     pub enum ScaleRuntime {
         Auto = "auto",
@@ -380,6 +397,8 @@ pub struct ScaleSettings {
     pub docker_socket: PathBuf,
     pub state_dir: PathBuf,
     pub listen: Option<std::net::SocketAddr>,
+    /// `None`: SCALE_CACHE=off.
+    pub cache: Option<ScaleCache>,
     pub timeouts: Timeouts,
     pub log: LogSettings,
     pub warnings: Vec<String>,
@@ -453,6 +472,7 @@ pub fn load_scale(inputs: &Inputs) -> Result<ScaleSettings, Problems> {
         docker_socket: s.docker_socket,
         state_dir: s.state_dir,
         listen: s.listen,
+        cache: s.cache,
         timeouts,
         log,
         warnings,

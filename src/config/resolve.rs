@@ -449,6 +449,13 @@ impl Resolver {
             docker_socket: self.v.scale_docker_socket.or_default()?,
             state_dir: self.v.scale_state_dir.or_default()?,
             listen: self.v.scale_listen.value,
+            cache: match self.v.scale_cache.or_default()? {
+                ScaleCacheMode::Off => None,
+                ScaleCacheMode::Auto => Some(ScaleCache {
+                    name: self.v.scale_cache_name.or_default()?,
+                    image: self.v.scale_cache_image.or_default()?,
+                }),
+            },
         })
     }
 
@@ -550,4 +557,5 @@ pub struct ScaleParts {
     pub docker_socket: PathBuf,
     pub state_dir: PathBuf,
     pub listen: Option<std::net::SocketAddr>,
+    pub cache: Option<ScaleCache>,
 }

@@ -222,6 +222,7 @@ mod tests {
             docker_socket: "/var/run/docker.sock".into(),
             state_dir: "/var/lib/sysrunner-scale".into(),
             listen: None,
+            cache: None,
             timeouts: Timeouts {
                 drain: std::time::Duration::ZERO,
                 stop: std::time::Duration::from_secs(9),
