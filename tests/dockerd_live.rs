@@ -212,3 +212,109 @@ fn a_second_dockerd_on_the_same_data_root_is_refused() {
     let _ = first.kill();
     let _ = first.wait();
 }
+
+/// A registry's answer to `/v2/` on 127.0.0.1 inside the box's network namespace (a thread of
+/// this process joined to it), given once `ready` holds for the request: its port.
+fn registry_stub_in(b: &TestBox, ready: impl Fn() -> bool + Send + Sync + 'static) -> u16 {
+    use std::io::{Read, Write};
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", b.pid())).unwrap();
+    let ready = std::sync::Arc::new(ready);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        tx.send(l.local_addr().unwrap().port()).unwrap();
+        for mut c in l.incoming().flatten() {
+            let ready = ready.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                let _ = c.read(&mut buf);
+                let end = Instant::now() + std::time::Duration::from_secs(120);
+                while !ready() && Instant::now() < end {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nDocker-Distribution-Api-Version: registry/2.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                );
+            });
+        }
+    });
+    rx.recv().unwrap()
+}
+
+/// DOCKER_REGISTRY_CACHE through `dockerd-check`, as `run` does it: a cache that answers at once
+/// is in daemon.json when dockerd starts; one that answers only once dockerd is up (never before,
+/// so the order holds on a slow machine) is put there afterwards and dockerd reloads it; with
+/// DOCKER_REGISTRY_MIRRORS set, the cache is not asked.
+#[test]
+fn the_registry_cache_becomes_dockerds_mirror_before_or_after_its_start() {
+    if !testkit::require("dockerd_live", &NEEDS) {
+        return;
+    }
+    let _serial = testkit::serial();
+    let b = TestBox::builder(BoxKind::SysboxLike)
+        .sysrunner(EXE)
+        .start()
+        .unwrap();
+    // Mirrors as dockerd reports them, polled: a reload is applied a moment after the signal.
+    let mirrors = "for i in $(seq 50); do m=$(docker info --format '{{json .RegistryConfig.Mirrors}}'); \
+                   case $m in *127.0.0.1*) break;; esac; sleep 0.1; done; echo mirrors=$m";
+    let check = |port: u16, extra: &[(&str, &str)]| {
+        let mut cmd = b.command(b.sysrunner_in_box());
+        cmd.env("DOCKER_MTU", "1400")
+            .env("LOG_LEVEL", "info")
+            .env("DOCKER_REGISTRY_CACHE", format!("http://127.0.0.1:{port}"))
+            .env("DOCKER_REGISTRY_CACHE_TIMEOUT", "60s");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = b
+            .output(cmd.args(["dockerd-check", "--", "sh", "-c", mirrors]))
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        (stdout, stderr)
+    };
+
+    let at_once = registry_stub_in(&b, || true);
+    let (stdout, stderr) = check(at_once, &[]);
+    let want = format!("mirrors=[\"http://127.0.0.1:{at_once}/\"]");
+    assert!(stdout.contains(&want), "{want} in\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("registry: pulls Docker Hub images through the cache"),
+        "{stdout}"
+    );
+    assert!(
+        !stderr.contains("reloaded"),
+        "known before the start: {stderr}"
+    );
+
+    // Through the box's own mount namespace (its /run is a tmpfs of its own); /var/run is an
+    // absolute link, which would resolve against this process's root.
+    let socket = format!("/proc/{}/root/run/docker.sock", b.pid());
+    let late = registry_stub_in(&b, move || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let (stdout, stderr) = check(late, &[]);
+    let want = format!("mirrors=[\"http://127.0.0.1:{late}/\"]");
+    assert!(stdout.contains(&want), "{want} in\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(
+            "the registry cache answered after dockerd's start: dockerd reloaded its daemon.json"
+        ),
+        "{stderr}"
+    );
+
+    let (stdout, _) = check(
+        at_once,
+        &[("DOCKER_REGISTRY_MIRRORS", "https://mirror.corp.example")],
+    );
+    assert!(
+        stdout.contains("mirrors=[\"https://mirror.corp.example/\"]")
+            && stdout.contains("registry: pulls through DOCKER_REGISTRY_MIRRORS"),
+        "{stdout}"
+    );
+}
