@@ -161,3 +161,89 @@ fn the_scale_benchmark_measures_every_variant_once_and_writes_its_reports() {
         assert!(md.contains(part), "{part:?} missing:\n{md}");
     }
 }
+
+/// `sysrunner-testkit bench-pull --runs 1`, the CI smoke run of the image cache's benchmark: cold
+/// and warm pulls through the cache, the plain registry's limit, the upstream's bytes and the
+/// hanging cache, each measured once in both boxes (about 12 s of lives); the CSV and the
+/// markdown section written, the rest of the file left alone. Not a timed test.
+#[test]
+fn the_pull_benchmark_measures_every_variant_once_and_writes_its_section() {
+    let mut missing: Vec<String> = testkit::gate::BOX_WITH_DOCKERD
+        .iter()
+        .filter_map(|n| testkit::gate::missing(*n))
+        .collect();
+    missing.extend(testkit::registry::missing());
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    match testkit::gate::verdict(&missing, ci) {
+        testkit::gate::Verdict::Run => {}
+        testkit::gate::Verdict::Skip(why) => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping bench-pull: {why} (CI=true would fail instead)"
+            );
+            return;
+        }
+        testkit::gate::Verdict::Fail(why) => panic!("bench-pull cannot run in CI: {why}"),
+    }
+    let _serial = testkit::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("BENCHMARK.md");
+    std::fs::write(&md, "# Benchmark\n\nkept\n").unwrap();
+    let out = Command::new(testkit::binaries::testkit())
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .args(["bench-pull", "--runs", "1", "--box", "both"])
+        .arg("--sysrunner")
+        .arg(EXE)
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--markdown")
+        .arg(&md)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+
+    let csv = std::fs::read_to_string(dir.path().join("pull.csv")).unwrap();
+    use testkit::bench::pull;
+    for kind in ["sysbox-like", "privileged-like"] {
+        for metric in [
+            pull::COLD,
+            pull::WARM,
+            pull::LIMIT,
+            pull::COLD_BYTES,
+            pull::WARM_BYTES,
+            pull::LISTEN_NONE,
+            pull::LISTEN_CACHE,
+            pull::LISTEN_HANGING,
+        ] {
+            let row = csv
+                .lines()
+                .find(|l| l.starts_with(&format!("1,{kind},\"{metric}\",")))
+                .unwrap_or_else(|| panic!("{kind} {metric:?} missing:\n{csv}"));
+            let value: f64 = row.rsplit(',').next().unwrap().parse().unwrap();
+            // The warm life's upstream bytes are what the cache saves: none.
+            if metric == pull::WARM_BYTES {
+                assert_eq!(value, 0.0, "{row}");
+            } else {
+                assert!(value > 0.0, "{row}");
+            }
+        }
+    }
+    let md = std::fs::read_to_string(&md).unwrap();
+    assert!(md.starts_with("# Benchmark\n\nkept\n"), "{md}");
+    for part in [
+        "<!-- pull:start -->\n## Image pulls through DOCKER_REGISTRY_CACHE",
+        "bench-pull --sysrunner",
+        "| cold pull (cache from upstream) |",
+        "a hanging cache delays listening by",
+        "<!-- pull:end -->",
+    ] {
+        assert!(md.contains(part), "{part:?} missing:\n{md}");
+    }
+}

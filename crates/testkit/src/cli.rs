@@ -125,6 +125,41 @@ pub fn command() -> Command {
                 .arg(sysrunner_arg("The sysrunner binary to measure")),
         )
         .subcommand(
+            Command::new("bench-pull")
+                .about("What DOCKER_REGISTRY_CACHE saves a job's `docker pull`: cold and warm through a pull-through cache, against a plain registry at its place, the bytes the upstream served, and a hanging cache's delay (needs root, dockerd and docker-registry)")
+                .arg(
+                    Arg::new("runs")
+                        .long("runs")
+                        .value_name("N")
+                        .value_parser(clap::value_parser!(u32).range(1..))
+                        .default_value("5")
+                        .help("Interleaved runs of every variant"),
+                )
+                .arg(
+                    Arg::new("box")
+                        .long("box")
+                        .value_name("KIND")
+                        .value_parser(["sysbox", "privileged", "both"])
+                        .default_value("both"),
+                )
+                .arg(
+                    Arg::new("out")
+                        .long("out")
+                        .value_name("DIR")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .default_value("target/bench")
+                        .help("Where pull.csv goes"),
+                )
+                .arg(
+                    Arg::new("markdown")
+                        .long("markdown")
+                        .value_name("FILE")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("Also replace the pull section of this markdown file (BENCHMARK.md), or append it"),
+                )
+                .arg(sysrunner_arg("The sysrunner binary to measure")),
+        )
+        .subcommand(
             soak_scale_args(Command::new("soak"))
                 .about("Seeded lives of `sysrunner run` in the boxes with drawn faults (GitHub's 5xx, 429, hangs, dropped answers, listener exits, signals, dockerd killed), each checked against README's contract (needs root and dockerd)")
                 .arg(
@@ -218,6 +253,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
         }
         Some(("bench", m)) => bench::run(&bench_options(m)),
         Some(("bench-scale", m)) => bench::scale::run(&bench_scale_options(m)),
+        Some(("bench-pull", m)) => bench::pull::run(&bench_pull_options(m)),
         Some((bench::INSIDE_COMMAND, m)) => bench::run_inside(m),
         Some(("soak", m)) => soak_command(m),
         Some(("fake-github", m)) => fake_github::cli::run(m),
@@ -348,6 +384,20 @@ fn bench_options(m: &ArgMatches) -> bench::Options {
             .map(|k| *k as usize)
             .collect(),
         kinds,
+        out: m.get_one::<PathBuf>("out").expect("defaulted").clone(),
+        markdown: m.get_one::<PathBuf>("markdown").cloned(),
+        sysrunner: m.get_one::<PathBuf>("sysrunner").cloned(),
+    }
+}
+
+fn bench_pull_options(m: &ArgMatches) -> bench::pull::Options {
+    bench::pull::Options {
+        runs: *m.get_one::<u32>("runs").expect("defaulted"),
+        kinds: match m.get_one::<String>("box").map(String::as_str) {
+            Some("sysbox") => vec![crate::BoxKind::SysboxLike],
+            Some("privileged") => vec![crate::BoxKind::PrivilegedLike],
+            _ => vec![crate::BoxKind::SysboxLike, crate::BoxKind::PrivilegedLike],
+        },
         out: m.get_one::<PathBuf>("out").expect("defaulted").clone(),
         markdown: m.get_one::<PathBuf>("markdown").cloned(),
         sysrunner: m.get_one::<PathBuf>("sysrunner").cloned(),

@@ -19,6 +19,7 @@
 //!   Actions service, a control API.
 //! - [`fake_runner`]: an actions/runner release whose listener speaks to the fake GitHub.
 //! - [`openapi`]: the fake's answers checked against GitHub's OpenAPI description.
+//! - [`registry`]: an upstream image registry and its pull-through cache, for the cache's tests.
 //! - [`rig`]: a runner container's stand-in (a box, the fake runner, the fake GitHub beside it),
 //!   and an image's container against the fake GitHub, reached by name.
 //! - [`scale_rig`]: a rig whose box runs a real dockerd with a small runner image, for a
@@ -75,6 +76,7 @@ pub mod gate;
 pub mod image;
 pub mod lock;
 pub mod openapi;
+pub mod registry;
 pub mod rig;
 pub mod scale_rig;
 pub mod soak;

@@ -23,6 +23,7 @@
 //! plot and, with `--markdown`, BENCHMARK.md. It never talks to GitHub.
 
 mod inside;
+pub mod pull;
 mod report;
 pub mod scale;
 

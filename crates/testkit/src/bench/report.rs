@@ -432,6 +432,12 @@ impl Summary {
         {
             let _ = writeln!(s, "{section}");
         }
+        // So is `bench-pull`'s, after it.
+        if let Ok(old) = std::fs::read_to_string(path)
+            && let Some(section) = super::pull::section_of(&old)
+        {
+            let _ = writeln!(s, "\n{section}");
+        }
         std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
