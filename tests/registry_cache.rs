@@ -100,6 +100,23 @@ fn cache_serves_the_second_life(up: &Upstream, kind: BoxKind) {
     let (netns, ip) = registry::github_netns(&r).unwrap();
     // Fresh storage for each box kind, so that each one's first life goes to the upstream.
     let cache = Cache::start(up, &netns, ip).unwrap();
+    // Nothing the box, the cache or the upstream sends can leave: the box's default route ends in
+    // the fake's namespace, which has none, nor has the upstream's. And the box reaches the
+    // upstream only through the cache (the upstream has no route back to it).
+    for ns in [&netns, &up.netns()] {
+        let out = registry::default_routes(ns).unwrap();
+        assert!(out.is_empty(), "{}: {out:?}", ns.display());
+    }
+    let upstream = SocketAddr::from((registry::UPSTREAM_IP, registry::PORT));
+    let box_netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", r.b.pid()));
+    assert!(
+        !registry::reaches(&box_netns, upstream).unwrap(),
+        "the box reaches the upstream"
+    );
+    assert!(
+        registry::reaches(&netns, upstream).unwrap(),
+        "the cache's namespace does not reach the upstream"
+    );
     let env = settings(&r, cache.url());
     let layers = &up.image().layers;
     let layer_bytes: u64 = layers.iter().map(|l| l.size).sum();
@@ -178,10 +195,15 @@ fn skipped(r: &Runner, url: &str, what: &str) {
     let env = settings(r, url);
     // Pulled directly, the image cannot come: the box's only route ends at the fake GitHub's
     // namespace, which forwards nothing, and its resolver knows no Docker Hub.
-    let direct =
-        format!("if docker pull {IMAGE} >/dev/null 2>&1; then exit 1; fi; echo direct-pull-failed");
+    let direct = format!(
+        "if docker pull {IMAGE} >/tmp/pull 2>&1; then exit 1; fi; echo direct-pull-failed: $(tail -1 /tmp/pull)"
+    );
     let (log, output) = life_with_job(r, &env, what, &[MIRRORS, STATE, &direct]);
-    assert!(output.contains("direct-pull-failed"), "{what}: {output}");
+    // From Docker Hub itself, which the box's resolver does not know.
+    assert!(
+        output.contains("direct-pull-failed") && output.contains("registry-1.docker.io"),
+        "{what}: {output}"
+    );
     assert!(
         output.contains("\"mode\":\"direct\""),
         "{what}: the health state says otherwise:\n{output}"

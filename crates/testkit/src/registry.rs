@@ -463,6 +463,13 @@ impl Upstream {
             "dev",
             "lo",
         ])?;
+        // A new namespace copies the host's IPv4 forwarding; the upstream's passes nothing on.
+        run(Command::new("nsenter").args([
+            &format!("--net={}", ns.path().display()),
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/net/ipv4/ip_forward",
+        ]))?;
         let dir = tempfile::Builder::new()
             .prefix("sysrunner-regup-")
             .tempdir()
@@ -721,6 +728,37 @@ pub fn github_netns(rig: &Rig) -> Result<(PathBuf, Ipv4Addr), String> {
         _ => return Err(format!("the fake's URL has no IPv4 address: {}", rig.url)),
     };
     Ok((path, ip))
+}
+
+/// The default routes of the namespace at `netns`: what could carry a packet out of it. Empty
+/// when nothing can (it may still forward between the links it has).
+pub fn default_routes(netns: &Path) -> Result<Vec<String>, String> {
+    let net = format!("--net={}", netns.display());
+    let routes = run(Command::new("nsenter").args([&net, "ip", "route", "show", "default"]))?;
+    Ok(String::from_utf8_lossy(&routes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// Whether a TCP connection from the namespace at `netns` to `addr` is made within a second.
+pub fn reaches(netns: &Path, addr: SocketAddr) -> Result<bool, String> {
+    let ns = Netns::enter(netns).map_err(|e| format!("enter {}: {e}", netns.display()))?;
+    Ok(ns.run(async move {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                .await,
+            Ok(Ok(_))
+        )
+    }))
+}
+
+/// The upstream's namespace, for [`default_routes`].
+impl Upstream {
+    pub fn netns(&self) -> PathBuf {
+        self.ns.path()
+    }
 }
 
 #[cfg(test)]
