@@ -234,3 +234,46 @@ fn a_cache_that_refuses_or_hangs_is_skipped_and_the_life_pulls_directly() {
         skipped(&r, &hanging.url, "hanging");
     }
 }
+
+/// The cache's `/v2/` answers 1.5 s late, after dockerd is up (it is in well under a second here)
+/// and within `DOCKER_REGISTRY_CACHE_TIMEOUT` (5 s): the running dockerd takes the mirror (a
+/// rewritten daemon.json and a reload), and the job's pull comes through the cache.
+#[test]
+fn a_cache_that_answers_after_dockerd_is_up_still_becomes_its_mirror() {
+    let Some(_serial) = ready("registry_cache") else {
+        return;
+    };
+    let up = Upstream::start().unwrap();
+    let r = Runner::start(BoxKind::SysboxLike, FakeConfig::default());
+    let (netns, ip) = registry::github_netns(&r).unwrap();
+    let cache = Cache::start(&up, &netns, ip).unwrap();
+    let target: SocketAddr = cache.url().trim_start_matches("http://").parse().unwrap();
+    let slow = registry::Slow::start(&netns, SocketAddr::from((ip, 5997)), target).unwrap();
+    let mut env = settings(&r, &slow.url);
+    env.insert("DOCKER_REGISTRY_CACHE_TIMEOUT".into(), "5s".into());
+    slow.delay_next(Duration::from_millis(1500));
+    let before = cache.served();
+    let (log, output) = life_with_job(
+        &r,
+        &env,
+        "late-cache",
+        &[MIRRORS, STATE, &format!("docker pull {IMAGE}")],
+    );
+    assert!(
+        output.contains(&format!("mirrors=[\"{}/\"]", slow.url)),
+        "the inner dockerd has no mirror {}:\n{output}\n{log}",
+        slow.url
+    );
+    assert!(registry_line(&log, "cache").is_some(), "{log}");
+    let served = cache.served() - before;
+    assert!(
+        served.blob_gets >= up.image().layers.len(),
+        "the pull did not come through the cache: {served:?}\n{output}"
+    );
+    for l in log
+        .lines()
+        .filter(|l| l.contains("registry") || l.contains("reload"))
+    {
+        eprintln!("late cache: {l}");
+    }
+}

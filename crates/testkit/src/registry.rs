@@ -708,6 +708,63 @@ impl Drop for Hanging {
     }
 }
 
+/// A TCP proxy in front of a registry that holds back the connection after [`Slow::delay_next`]
+/// for a while before passing it on: a cache that answers late, once.
+pub struct Slow {
+    ns: Netns,
+    task: Option<tokio::task::AbortHandle>,
+    next: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
+    pub url: String,
+}
+
+impl Slow {
+    /// Listens on `listen` in the namespace at `netns`, passing connections on to `target`.
+    pub fn start(netns: &Path, listen: SocketAddr, target: SocketAddr) -> Result<Slow, String> {
+        let ns = Netns::enter(netns).map_err(|e| format!("enter {}: {e}", netns.display()))?;
+        let next = std::sync::Arc::new(std::sync::Mutex::new(None::<Duration>));
+        let shared = next.clone();
+        let task = ns.run(async move {
+            let l = tokio::net::TcpListener::bind(listen).await?;
+            Ok::<_, std::io::Error>(
+                tokio::spawn(async move {
+                    while let Ok((mut s, _)) = l.accept().await {
+                        let delay = shared.lock().expect("delay lock").take();
+                        tokio::spawn(async move {
+                            if let Some(d) = delay {
+                                tokio::time::sleep(d).await;
+                            }
+                            if let Ok(mut t) = tokio::net::TcpStream::connect(target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut s, &mut t).await;
+                            }
+                        });
+                    }
+                })
+                .abort_handle(),
+            )
+        });
+        let task = task.map_err(|e| format!("listen on {listen}: {e}"))?;
+        Ok(Slow {
+            ns,
+            task: Some(task),
+            next,
+            url: format!("http://{listen}"),
+        })
+    }
+
+    /// The next connection waits `d` before it is passed on.
+    pub fn delay_next(&self, d: Duration) {
+        *self.next.lock().expect("delay lock") = Some(d);
+    }
+}
+
+impl Drop for Slow {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            self.ns.run(async move { t.abort() });
+        }
+    }
+}
+
 /// The rig's fake-GitHub namespace as a path under `/run/netns` (the namespace every box of the
 /// rig routes to), found by its inode, and the address the fake listens on there.
 pub fn github_netns(rig: &Rig) -> Result<(PathBuf, Ipv4Addr), String> {

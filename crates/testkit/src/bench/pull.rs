@@ -291,6 +291,20 @@ pub fn table(samples: &[Sample], image_bytes: u64) -> String {
         image_bytes as f64 / 1e6
     );
     for k in &ks {
+        if let (Some(c), Some(w)) = (
+            stats(samples, *k, COLD_BYTES),
+            stats(samples, *k, WARM_BYTES),
+        ) {
+            let _ = writeln!(
+                t,
+                "- {}: the cold life cost the upstream {:.1}× the image's blobs (distribution 2.8's proxy fetches a blob it lacks twice: once streamed to the client, once stored, `copyContent` and `storeLocal` in `registry/proxy/proxyblobstore.go`); the warm life {:.1} MB",
+                kind_name(*k),
+                c.median * 1e6 / image_bytes as f64,
+                w.median
+            );
+        }
+    }
+    for k in &ks {
         if let (Some(h), Some(n)) = (
             stats(samples, *k, LISTEN_HANGING),
             stats(samples, *k, LISTEN_NONE),
