@@ -2,7 +2,10 @@
 //! set API and a small runner image (sysrunner with `DOCKERD=off` and the fake runner): the
 //! controller in the box, one plain runc container per job on dockerd's default bridge. This
 //! machine cannot start sysbox or privileged containers, so `SCALE_RUNTIME=runc`; the runtime
-//! choice itself is `scale::spec`'s unit tests.
+//! choice itself is `scale::spec`'s unit tests. The pull-through cache container the controller
+//! finds or makes runs the rig's [`CACHE_IMAGE`] (Debian's `docker-registry`, reaching nothing
+//! beyond its loopback); the fake runner ignores the cache URL it is given, so what is tested is
+//! what the controller gives it.
 
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
@@ -14,7 +17,7 @@ use sysrunner_testkit::Need;
 use sysrunner_testkit::fake_github::{
     ControlClient, FakeConfig, Fault, FaultRule, Job, JobResult, JobSpec, JobStatus, NewRunner,
 };
-use sysrunner_testkit::scale_rig::{IMAGE, SOCKET, ScaleRig};
+use sysrunner_testkit::scale_rig::{CACHE_IMAGE, IMAGE, SOCKET, ScaleRig};
 
 const NEEDS: &[Need] = &[
     Need::Root,
@@ -27,6 +30,8 @@ const NEEDS: &[Need] = &[
 const LABEL: &str = "sysrunner.scale-set";
 const LIMIT: Duration = Duration::from_secs(120);
 const METRICS: &str = "127.0.0.1:9102";
+/// SCALE_CACHE_NAME's default: the cache container's name and its volume's.
+const CACHE: &str = "sysrunner-cache";
 
 fn ready(what: &str) -> Option<sysrunner_testkit::lock::Lock> {
     testkit::require(what, NEEDS).then(testkit::serial)
@@ -202,12 +207,64 @@ impl Stand {
         }
     }
 
+    /// `docker inspect -f FORMAT` of the container or volume `what`: `None` when there is none.
+    fn inspect(&self, what: &str, format: &str) -> Option<String> {
+        self.s
+            .try_docker(
+                &format!("inspect -f '{format}' {what}"),
+                &[],
+                Duration::from_secs(60),
+            )
+            .ok()
+    }
+
+    /// The cache container: its id, state, restart policy, mounts and its address on the
+    /// default bridge (empty when not attached there).
+    fn cache(&self) -> Option<CacheSeen> {
+        let out = self.inspect(
+            CACHE,
+            "{{.Id}}|{{.State.Status}}|{{.HostConfig.RestartPolicy.Name}}|{{range .Mounts}}{{.Type}}:{{.Name}}:{{.Destination}} {{end}}|{{with index .NetworkSettings.Networks \"bridge\"}}{{.IPAddress}}{{end}}|{{index .Config.Labels \"sysrunner.cache\"}}",
+        )?;
+        let f: Vec<&str> = out.split('|').collect();
+        assert_eq!(f.len(), 6, "{out}");
+        Some(CacheSeen {
+            id: f[0].into(),
+            status: f[1].into(),
+            restart: f[2].into(),
+            mounts: f[3].trim().into(),
+            bridge_ip: f[4].into(),
+            label: f[5].into(),
+        })
+    }
+
+    /// What container `id` was given as DOCKER_REGISTRY_CACHE: `Some(None)` for nothing, `None`
+    /// when the container is gone.
+    fn cache_env(&self, id: &str) -> Option<Option<String>> {
+        let env = self.inspect(id, "{{range .Config.Env}}{{println .}}{{end}}")?;
+        Some(
+            env.lines()
+                .find_map(|l| l.strip_prefix("DOCKER_REGISTRY_CACHE="))
+                .map(String::from),
+        )
+    }
+
     fn metric(&self, name: &str) -> Option<f64> {
         let text = self.http("/metrics").ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.trim().parse().ok())
     }
+}
+
+/// The cache container as `docker inspect` shows it.
+#[derive(Debug)]
+struct CacheSeen {
+    id: String,
+    status: String,
+    restart: String,
+    mounts: String,
+    bridge_ip: String,
+    label: String,
 }
 
 fn succeeded(st: &Stand, job: &Job, c: &Controller) {
@@ -223,7 +280,9 @@ fn succeeded(st: &Stand, job: &Job, c: &Controller) {
 }
 
 /// 0 → three jobs queued → three containers, three jobs done → nothing left: no container, no
-/// runner; SIGTERM ends the controller with 0 and its session is gone.
+/// runner; SIGTERM ends the controller with 0 and its session is gone. SCALE_CACHE=auto with no
+/// cache container: the controller makes one (restart always, on its volume, on the runners'
+/// network), every runner gets its URL, and it outlives the drain and the exit.
 #[test]
 fn three_jobs_get_three_fresh_containers_and_nothing_is_left() {
     let Some(_serial) = ready("scale: three jobs") else {
@@ -240,11 +299,46 @@ fn three_jobs_get_three_fresh_containers_and_nothing_is_left() {
     env.insert("SCALE_MAX_RUNNERS".into(), "2".into());
     // At debug, nothing logs a request body (a container's create body holds its JIT config).
     env.insert("LOG_LEVEL".into(), "debug".into());
+    st.s.import_cache_image()
+        .unwrap_or_else(|e| panic!("cache image: {e}"));
+    env.insert("SCALE_CACHE_IMAGE".into(), CACHE_IMAGE.into());
+    assert!(st.cache().is_none());
     let c = st.controller(&env, "a.log");
     st.until(&c, "the controller listening", LIMIT, || {
         st.http("/healthz").is_ok()
     });
     assert!(st.ours("scale-a").is_empty(), "scaled to zero at start");
+    let cache = st
+        .cache()
+        .unwrap_or_else(|| panic!("no cache made\n{}", c.log()));
+    assert_eq!(cache.status, "running", "{cache:?}\n{}", c.log());
+    assert_eq!(cache.restart, "always", "{cache:?}");
+    assert_eq!(
+        cache.mounts,
+        format!("volume:{CACHE}:/var/lib/registry"),
+        "{cache:?}"
+    );
+    assert_eq!(cache.label, "scale-a", "{cache:?}");
+    assert!(
+        !cache.bridge_ip.is_empty(),
+        "not on SCALE_NETWORK: {cache:?}"
+    );
+    assert_eq!(
+        st.inspect(CACHE, "{{range .Config.Env}}{{println .}}{{end}}")
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("REGISTRY_PROXY_REMOTEURL="))
+            .collect::<Vec<_>>(),
+        vec!["REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io"]
+    );
+    let url = format!("http://{}:5000", cache.bridge_ip);
+    assert!(
+        c.log().contains(&format!(
+            "runners pull Docker Hub images through the cache {CACHE} at {url}"
+        )),
+        "{}",
+        c.log()
+    );
     let log = c.log();
     assert!(
         log.lines()
@@ -264,10 +358,24 @@ fn three_jobs_get_three_fresh_containers_and_nothing_is_left() {
         })
         .collect();
     let mut most = 0;
+    // What each runner container was given as DOCKER_REGISTRY_CACHE, read while it is there.
+    let mut given: BTreeMap<String, Option<String>> = BTreeMap::new();
     st.until(&c, "three jobs done", LIMIT, || {
-        most = most.max(st.ours("scale-a").len());
+        let ours = st.ours("scale-a");
+        most = most.max(ours.len());
+        for id in ours {
+            if !given.contains_key(&id)
+                && let Some(v) = st.cache_env(&id)
+            {
+                given.insert(id, v);
+            }
+        }
         jobs.iter().all(|j| st.done(j.id))
     });
+    assert!(!given.is_empty(), "no runner container seen");
+    for (id, v) in &given {
+        assert_eq!(v.as_deref(), Some(url.as_str()), "runner container {id}");
+    }
     for j in &jobs {
         succeeded(&st, j, &c);
     }
@@ -302,6 +410,36 @@ fn three_jobs_get_three_fresh_containers_and_nothing_is_left() {
     for secret in [testkit::rig::TOKEN, "ACTIONS_RUNNER_INPUT_JITCONFIG="] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
+    // The cache outlives the drain and the exit: the same container, running, and its volume.
+    let after = st
+        .cache()
+        .expect("the cache container is gone after the exit");
+    assert_eq!(
+        (after.id.as_str(), after.status.as_str()),
+        (cache.id.as_str(), "running")
+    );
+    assert_eq!(
+        st.s.docker(&format!("volume inspect -f '{{{{.Name}}}}' {CACHE}")),
+        CACHE,
+        "the cache's volume"
+    );
+    // And it serves: a registry's answer to `/v2/`, from the box (where the bridge is).
+    let v2 =
+        st.s.rig
+            .b
+            .output(st.s.rig.b.command("/bin/busybox").args([
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("{url}/v2/"),
+            ]))
+            .unwrap();
+    assert!(
+        v2.status.success() && String::from_utf8_lossy(&v2.stdout).trim() == "{}",
+        "{v2:?}\n{}",
+        st.s.logs(CACHE)
+    );
     let sets = st.ctl(|c| async move { c.scale_sets().await }).unwrap();
     assert!(sets.iter().all(|s| s.session.is_none()), "{sets:?}");
 }
@@ -526,7 +664,16 @@ fn a_5xx_burst_on_jit_configs_backs_off_and_recovers() {
         st.ours("scale-d").is_empty() && st.runner_names().is_empty()
     });
     c.signal(Signal::SIGTERM);
-    assert_eq!(c.wait(LIMIT).0, Some(0));
+    let (code, log) = c.wait(LIMIT);
+    assert_eq!(code, Some(0), "{log}");
+    // SCALE_CACHE=auto, no cache container and SCALE_CACHE_IMAGE (registry:2) not on the host:
+    // runners pull directly, warned of once however many starts looked again; nothing is made.
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("SCALE_CACHE_IMAGE=registry:2 is not on this host"))
+        .count();
+    assert_eq!(warned, 1, "{log}");
+    assert!(st.cache().is_none(), "{}", st.s.docker("ps --all"));
 }
 
 /// Two controllers (two scale sets, one label) share the queue: every job runs once.
@@ -629,4 +776,65 @@ fn a_refused_runner_version_stops_scaling_up() {
     assert!(st.ours("scale-f").is_empty(), "{}", st.s.docker("ps --all"));
     c.signal(Signal::SIGTERM);
     assert_eq!(c.wait(LIMIT).0, Some(0));
+}
+
+/// SCALE_CACHE=off: no cache container is made, and a runner gets no DOCKER_REGISTRY_CACHE. Then
+/// a stopped container of SCALE_CACHE_NAME (as compose.scale.yml's `cache` service leaves it, on
+/// a network of its own) is started, connected to SCALE_NETWORK and used, not recreated, and it
+/// is still running after the controller's exit.
+#[test]
+fn a_stopped_cache_is_started_and_used_and_off_means_no_cache() {
+    let Some(_serial) = ready("scale: the pull-through cache") else {
+        return;
+    };
+    let st = Stand::start(FakeConfig::default());
+    st.s.import_cache_image()
+        .unwrap_or_else(|e| panic!("cache image: {e}"));
+    let mut env = st.settings("scale-g");
+    env.insert("SCALE_MIN_RUNNERS".into(), "1".into());
+    env.insert("SCALE_CACHE_IMAGE".into(), CACHE_IMAGE.into());
+    env.insert("SCALE_CACHE".into(), "off".into());
+    let warm = |c: &Controller| {
+        st.until(c, "one warm runner", LIMIT, || {
+            st.running("scale-g").len() == 1
+        });
+        st.running("scale-g")[0].clone()
+    };
+    let c = st.controller(&env, "g1.log");
+    let runner = warm(&c);
+    assert_eq!(st.cache_env(&runner), Some(None), "{}", c.log());
+    assert!(st.cache().is_none(), "SCALE_CACHE=off made a cache");
+    c.signal(Signal::SIGTERM);
+    let (code, log) = c.wait(LIMIT);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("through no cache: SCALE_CACHE=off"), "{log}");
+
+    st.s.docker("network create scale-g-cache");
+    let made = st.s.docker(&format!(
+        "create --name {CACHE} --network scale-g-cache --label com.docker.compose.service=cache {CACHE_IMAGE}"
+    ));
+    env.insert("SCALE_CACHE".into(), "auto".into());
+    let c = st.controller(&env, "g2.log");
+    let runner = warm(&c);
+    let cache = st.cache().expect("the cache container is gone");
+    assert_eq!(cache.id, made, "recreated\n{}", c.log());
+    assert_eq!(cache.status, "running", "{cache:?}");
+    assert!(!cache.bridge_ip.is_empty(), "not connected: {cache:?}");
+    assert_eq!(
+        st.cache_env(&runner),
+        Some(Some(format!("http://{}:5000", cache.bridge_ip))),
+        "{}",
+        c.log()
+    );
+    let log = c.log();
+    assert!(log.contains("started the stopped cache container"), "{log}");
+    assert!(log.contains("connected the cache container"), "{log}");
+    c.signal(Signal::SIGTERM);
+    let (code, log) = c.wait(LIMIT);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(st.ours("scale-g").is_empty(), "{log}");
+    let after = st
+        .cache()
+        .expect("the cache container is gone after the exit");
+    assert_eq!((after.id, after.status), (made, "running".to_string()));
 }

@@ -1,15 +1,16 @@
 //! `sysrunner scale`'s controller: the one holder of the credentials. Creates or finds its scale
 //! set, adopts or removes what an earlier run left, opens the message session and follows it as
 //! GitHub's listener does (statistics, delete the message, acquire the available jobs, started,
-//! completed, then the desired count), keeps one container per runner through [`Engine`], and
-//! drains on SIGTERM. What to do is decided by the pure functions of [`super`] and
+//! completed, then the desired count), keeps one container per runner through [`Engine`], finds
+//! or makes the pull-through cache container the runners are pointed at, and drains on SIGTERM
+//! (leaving the cache running). What to do is decided by the pure functions of [`super`] and
 //! [`super::spec`]; this module carries it out and owns the runners' bookkeeping.
 
 use super::docker::{Engine, Found};
 use super::metrics::Metrics;
 use super::spec::{self, Runtime};
 use super::{Change, Limits, Pool, change, desired};
-use crate::config::ScaleSettings;
+use crate::config::{ScaleCache, ScaleSettings};
 use crate::error::Error;
 use crate::github::{self, RealTime};
 use crate::runner::version::{Version, offered, runner_arch};
@@ -68,6 +69,10 @@ enum Event {
     Removed,
 }
 
+/// The longest a look for the cache holds back the runners about to be started (then they pull
+/// directly, and the next start looks again).
+const CACHE_LOOK: Duration = Duration::from_secs(5);
+
 /// Start failures back off: 2 s doubling to 60 s, reset by a start that works.
 fn start_backoff(failures: u32) -> Duration {
     Duration::from_secs(2u64.saturating_pow(failures.min(6)).min(60))
@@ -95,6 +100,10 @@ struct Controller {
     not_before: Option<Instant>,
     assigned: i64,
     assigned_at: HashMap<i64, Instant>,
+    /// The cache's URL the runners started next get (DOCKER_REGISTRY_CACHE), or why none.
+    cache: Result<String, String>,
+    /// What was last said about the cache: said again only when it changes.
+    cache_said: Option<Result<String, String>>,
 }
 
 /// Runs the controller until SIGTERM/SIGINT and its drain, or a failure it cannot recover from.
@@ -328,8 +337,11 @@ async fn setup(settings: ScaleSettings) -> Result<Setup, Error> {
         not_before: None,
         assigned: 0,
         assigned_at: HashMap::new(),
+        cache: Err("SCALE_CACHE=off".into()),
+        cache_said: None,
     };
     c.adopt().await?;
+    c.look_for_cache().await;
     let session = open_session(&c).await?;
     Ok((c, session, rx, rest))
 }
@@ -434,6 +446,9 @@ impl Controller {
                     .s
                     .max_runners
                     .saturating_sub(self.pool().total() + leaving + self.removing);
+                if n.min(room) > 0 {
+                    self.look_for_cache().await;
+                }
                 for _ in 0..n.min(room) {
                     self.start_one();
                 }
@@ -480,6 +495,7 @@ impl Controller {
             self.set_id,
             self.events.clone(),
         );
+        let cache = self.cache.clone().ok();
         self.starts.spawn(async move {
             let jit = match actions.jit_config(set, &name).await {
                 Ok(j) => j,
@@ -492,7 +508,14 @@ impl Controller {
                     return;
                 }
             };
-            let spec = spec::runner_spec(&s, runtime, &name, jit.runner.id, jit.encoded);
+            let spec = spec::runner_spec(
+                &s,
+                runtime,
+                &name,
+                jit.runner.id,
+                jit.encoded,
+                cache.as_deref(),
+            );
             match engine.start(&spec).await {
                 Ok(container) => {
                     let _ = tx.send(Event::Started {
@@ -657,6 +680,45 @@ impl Controller {
             )));
         }
         wait
+    }
+
+    /// SCALE_CACHE=auto: finds, starts, connects or makes the cache container and takes its URL
+    /// for the runners started next, within [`CACHE_LOOK`]. Runs at the start and before runners
+    /// are started (one inspect when all is well), so that a cache stopped or removed meanwhile
+    /// is brought back, and one whose address changed is followed. Says which cache the runners
+    /// use, or why none, whenever that changes (a missing image is therefore warned of once).
+    async fn look_for_cache(&mut self) {
+        self.cache = match &self.s.cache {
+            None => Err("SCALE_CACHE=off".into()),
+            Some(cache) => {
+                match tokio::time::timeout(CACHE_LOOK, settle_cache(&self.engine, &self.s, cache))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(format!(
+                        "the Docker Engine did not settle the cache container {} within {CACHE_LOOK:?}",
+                        cache.name
+                    )),
+                }
+            }
+        };
+        if self.cache_said.as_ref() == Some(&self.cache) {
+            return;
+        }
+        match &self.cache {
+            Ok(url) => tracing::info!(
+                cache = %url,
+                "runners pull Docker Hub images through the cache {} at {url} (DOCKER_REGISTRY_CACHE)",
+                self.s.cache.as_ref().map_or("", |c| c.name.as_str())
+            ),
+            Err(why) if self.s.cache.is_none() => {
+                tracing::info!("runners pull directly, through no cache: {why}")
+            }
+            Err(why) => tracing::warn!(
+                "runners pull directly, through no cache: {why}; the next runner start looks again"
+            ),
+        }
+        self.cache_said = Some(self.cache.clone());
     }
 
     /// Deletes a runner that will never run a job (its container is gone or never started).
@@ -944,6 +1006,77 @@ impl Controller {
         }
         self.publish(0);
     }
+}
+
+/// Brings the cache container SCALE_CACHE_NAME to running on SCALE_NETWORK, as
+/// [`spec::cache_step`] says, one step at a time: its URL, or why there is none. A container found
+/// is only started or connected, never recreated or removed (compose's may hold Docker Hub
+/// credentials; they stay in it); one is made only when there is none and its image is here.
+async fn settle_cache(
+    engine: &Engine,
+    s: &ScaleSettings,
+    cache: &ScaleCache,
+) -> Result<String, String> {
+    let name = &cache.name;
+    // Make, then start or connect: three steps at most, one more for a container made by
+    // someone else (compose) between the look and the make.
+    for _ in 0..4 {
+        let seen = engine
+            .cache(name, &s.network)
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = seen.as_ref().map_or("", |c| c.id.as_str());
+        match spec::cache_step(seen.as_ref()) {
+            spec::CacheStep::Use(url) => return Ok(url),
+            spec::CacheStep::Unusable(why) => {
+                return Err(format!("the cache container {name} is there, but {why}"));
+            }
+            spec::CacheStep::Start => {
+                engine.start_existing(id).await.map_err(|e| e.to_string())?;
+                tracing::info!(container = %short(id), "started the stopped cache container {name}");
+            }
+            spec::CacheStep::Connect => {
+                engine
+                    .attach(&s.network, id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(container = %short(id), network = %s.network, "connected the cache container {name} to SCALE_NETWORK={}", s.network);
+            }
+            spec::CacheStep::Create => {
+                let present = engine
+                    .image(&cache.image)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if present.is_none() {
+                    return Err(format!(
+                        "there is no container {name}, and its image SCALE_CACHE_IMAGE={} is not on this host; remedy: `docker pull {}` (the controller never pulls), or run compose.scale.yml's `cache` service",
+                        cache.image, cache.image
+                    ));
+                }
+                match engine.make_cache(&spec::cache_spec(s, cache)).await {
+                    Ok(id) => tracing::info!(
+                        container = %short(&id),
+                        "made the cache container {name} from {}: restart always, its layers in the volume {name}",
+                        cache.image
+                    ),
+                    // Made by someone else meanwhile: found by the next look.
+                    Err(e)
+                        if matches!(
+                            e.source,
+                            bollard::errors::Error::DockerResponseServerError {
+                                status_code: 409,
+                                ..
+                            }
+                        ) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+    }
+    Err(format!(
+        "the cache container {name} was not running on SCALE_NETWORK={} after starting or connecting it",
+        s.network
+    ))
 }
 
 /// Deletes a runner that will never run a job at GitHub; a failure is a warning (the next

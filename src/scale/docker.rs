@@ -1,11 +1,17 @@
 //! The host's Docker Engine, as `sysrunner scale` uses it: through its API on the socket (bollard),
 //! never the `docker` CLI. Owns the calls (runtimes, the image's labels, create and start a runner
-//! container, list ours by label, wait, stop, remove with its volumes) and their errors; decides
-//! nothing: which containers to make and when is the controller's, what they are is `spec`'s.
+//! container, list ours by label, wait, stop, remove with its volumes; inspect, make, start and
+//! connect the cache container) and their errors; decides nothing: which containers to make and
+//! when is the controller's, what they are is `spec`'s.
 
-use super::spec::{LABEL_RUNNER, LABEL_RUNNER_ID, LABEL_SET, RunnerSpec};
+use super::spec::{
+    CACHE_DATA, CacheSeen, CacheSpec, LABEL_RUNNER, LABEL_RUNNER_ID, LABEL_SET, RunnerSpec,
+};
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkConnectRequest, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
     WaitContainerOptions,
@@ -152,9 +158,14 @@ impl Engine {
         Ok(created.id)
     }
 
-    /// Every container of the scale set `set`, running or not.
+    /// Every runner container of the scale set `set`, running or not: both labels, so that
+    /// nothing but a runner (not the cache, not a container labelled by hand with the set
+    /// alone) is ever adopted or removed as one.
     pub async fn ours(&self, set: &str) -> Result<Vec<Found>, EngineError> {
-        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_SET}={set}")])]);
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_SET}={set}"), LABEL_RUNNER.to_string()],
+        )]);
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
@@ -248,5 +259,117 @@ impl Engine {
             }) => Ok(()),
             Err(e) => Err(self.err(format!("remove the container {id}"), e)),
         }
+    }
+
+    /// The container named `name` (the cache), with its address on `network`; `None` when there
+    /// is none.
+    pub async fn cache(&self, name: &str, network: &str) -> Result<Option<CacheSeen>, EngineError> {
+        let c = match self.docker.inspect_container(name, None).await {
+            Ok(c) => c,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(self.err(format!("inspect the container {name}"), e)),
+        };
+        let status = c
+            .state
+            .and_then(|s| s.status)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let attached = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(network))
+            .map(|e| {
+                [e.ip_address, e.global_ipv6_address]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|a| a.parse().ok())
+            });
+        Ok(Some(CacheSeen {
+            id: c.id.unwrap_or_default(),
+            status,
+            attached,
+        }))
+    }
+
+    /// Makes the cache container and starts it: its volume first when missing (labelled like
+    /// it; an existing volume of that name is used as it is), then the container, restart policy
+    /// `always`, on its network. Its id.
+    pub async fn make_cache(&self, spec: &CacheSpec) -> Result<String, EngineError> {
+        let labels: HashMap<String, String> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        match self.docker.inspect_volume(&spec.volume).await {
+            Ok(_) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                self.docker
+                    .create_volume(VolumeCreateRequest {
+                        name: Some(spec.volume.clone()),
+                        labels: Some(labels.clone()),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| self.err(format!("create the volume {}", spec.volume), e))?;
+            }
+            Err(e) => return Err(self.err(format!("inspect the volume {}", spec.volume), e)),
+        }
+        let host = HostConfig {
+            binds: Some(vec![format!("{}:{CACHE_DATA}", spec.volume)]),
+            network_mode: Some(spec.network.clone()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ALWAYS),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| self.err(format!("create the container {}", spec.name), e))?;
+        // Created but not started, it is found and started by the next look.
+        self.start_existing(&created.id).await?;
+        Ok(created.id)
+    }
+
+    /// Starts an existing container; already running is done.
+    pub async fn start_existing(&self, id: &str) -> Result<(), EngineError> {
+        match self.docker.start_container(id, None).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.err(format!("start the container {id}"), e)),
+        }
+    }
+
+    /// Connects the container to `network`.
+    pub async fn attach(&self, network: &str, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .connect_network(
+                network,
+                NetworkConnectRequest {
+                    container: id.to_string(),
+                    endpoint_config: None,
+                },
+            )
+            .await
+            .map_err(|e| self.err(format!("connect the container {id} to {network}"), e))
     }
 }

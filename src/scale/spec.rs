@@ -1,9 +1,11 @@
 //! What one runner container is: its runtime (chosen from what the host's Docker lists and the
-//! settings allow), its environment (the JIT config and nothing else of the controller's), its
-//! labels (how a later run finds it), its limits and mounts. Pure: [`super::docker`] turns a
-//! [`RunnerSpec`] into an Engine API call; nothing here talks to Docker.
+//! settings allow), its environment (the JIT config, the pull-through cache's URL and nothing
+//! else of the controller's), its labels (how a later run finds it), its limits and mounts; and
+//! what the pull-through cache container is and what to do about the one the engine shows. Pure:
+//! [`super::docker`] turns a [`RunnerSpec`] or [`CacheSpec`] into Engine API calls; nothing here
+//! talks to Docker.
 
-use crate::config::{ContainerLimits, ScaleRuntime, ScaleSettings};
+use crate::config::{ContainerLimits, ScaleCache, ScaleRuntime, ScaleSettings};
 use crate::secret::Secret;
 use std::collections::BTreeMap;
 
@@ -91,20 +93,28 @@ pub struct RunnerSpec {
 /// actions/runner's switch that makes a refused runner version exit 7.
 pub const DEPRECATED_EXIT: &str = "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1";
 
+/// The variable a runner's `sysrunner run` reads the pull-through cache's URL from.
+pub const CACHE_VAR: &str = "DOCKER_REGISTRY_CACHE";
+
 /// The runner's container: the JIT config is the only secret it gets, and the only setting
-/// besides the exit-7 switch (and `DOCKERD=off` on plain runc). No restart policy: the
-/// controller removes it when it exits. `/tmp` is exec and `/run` a tmpfs, as in the compose
-/// files.
+/// besides the exit-7 switch (and `DOCKERD=off` on plain runc) and, when a cache is known,
+/// [`CACHE_VAR`] (a URL made by [`cache_url`]: no credentials in it; the cache's own Docker Hub
+/// login, if any, stays in the cache container). No restart policy: the controller removes it
+/// when it exits. `/tmp` is exec and `/run` a tmpfs, as in the compose files.
 pub fn runner_spec(
     s: &ScaleSettings,
     runtime: Runtime,
     runner_name: &str,
     runner_id: u64,
     jit: Secret,
+    cache: Option<&str>,
 ) -> RunnerSpec {
     let mut env = vec![DEPRECATED_EXIT.to_string()];
     if runtime == Runtime::Runc {
         env.push("DOCKERD=off".into());
+    }
+    if let Some(url) = cache {
+        env.push(format!("{CACHE_VAR}={url}"));
     }
     let labels = BTreeMap::from([
         (LABEL_SET.to_string(), s.name.clone()),
@@ -156,6 +166,98 @@ pub fn is_runner_name(set: &str, name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
+}
+
+/// The label on a cache container the controller makes: the scale set that made it. Deliberately
+/// not [`LABEL_SET`]: what carries that is a runner, adopted or removed by its scale set's
+/// controller, and the cache is neither.
+pub const LABEL_CACHE: &str = "sysrunner.cache";
+/// The port the distribution registry listens on (its image's default).
+pub const CACHE_PORT: u16 = 5000;
+/// Where the distribution registry keeps its layers (its image's default).
+pub const CACHE_DATA: &str = "/var/lib/registry";
+/// The registry a cache the controller makes mirrors: Docker Hub, the only registry dockerd's
+/// `registry-mirrors` apply to.
+pub const CACHE_REMOTE: &str = "https://registry-1.docker.io";
+
+/// The pull-through cache container the controller makes when SCALE_CACHE_NAME does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    /// SCALE_CACHE_NAME: the container's name and its volume's.
+    pub name: String,
+    pub image: String,
+    /// `NAME=value`: the registry's proxy mode, and no credentials (an operator who wants a
+    /// Docker Hub login for the cache runs compose.scale.yml's `cache` service instead).
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// The named volume mounted at [`CACHE_DATA`]: made if missing, never removed.
+    pub volume: String,
+    /// SCALE_NETWORK, as the runners'.
+    pub network: String,
+}
+
+/// The cache container: `registry:2`'s defaults (port 5000, layers under [`CACHE_DATA`]) in proxy
+/// mode for Docker Hub, restart policy `always` (set in [`super::docker`]) so that it outlives the
+/// controller, on the runners' network.
+pub fn cache_spec(s: &ScaleSettings, cache: &ScaleCache) -> CacheSpec {
+    CacheSpec {
+        name: cache.name.clone(),
+        image: cache.image.clone(),
+        env: vec![format!("REGISTRY_PROXY_REMOTEURL={CACHE_REMOTE}")],
+        labels: BTreeMap::from([(LABEL_CACHE.to_string(), s.name.clone())]),
+        volume: cache.name.clone(),
+        network: s.network.clone(),
+    }
+}
+
+/// The cache's URL for [`CACHE_VAR`], from its address on SCALE_NETWORK.
+pub fn cache_url(address: std::net::IpAddr) -> String {
+    match address {
+        std::net::IpAddr::V4(a) => format!("http://{a}:{CACHE_PORT}"),
+        std::net::IpAddr::V6(a) => format!("http://[{a}]:{CACHE_PORT}"),
+    }
+}
+
+/// What the engine says of the container named SCALE_CACHE_NAME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSeen {
+    pub id: String,
+    /// Docker's word for its state: `created`, `running`, `exited`, `restarting`, ...
+    pub status: String,
+    /// Its address on SCALE_NETWORK; `None` when not attached there.
+    pub attached: Option<Option<std::net::IpAddr>>,
+}
+
+/// The next thing to do about the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheStep {
+    /// It runs on SCALE_NETWORK: runners get this URL.
+    Use(String),
+    /// No container of that name: make one (if its image is here).
+    Create,
+    /// Created or exited: start it.
+    Start,
+    /// Running, but not on SCALE_NETWORK (compose put it on its own network): connect it.
+    Connect,
+    /// Nothing to do that would help now; runners pull directly, for this reason.
+    Unusable(String),
+}
+
+/// From what the engine shows to the next step: a container is used as found, only started
+/// or connected, never recreated (it may be compose's, with its own settings and credentials).
+pub fn cache_step(seen: Option<&CacheSeen>) -> CacheStep {
+    let Some(c) = seen else {
+        return CacheStep::Create;
+    };
+    match c.status.as_str() {
+        "created" | "exited" => CacheStep::Start,
+        "running" => match c.attached {
+            None => CacheStep::Connect,
+            Some(Some(ip)) => CacheStep::Use(cache_url(ip)),
+            Some(None) => CacheStep::Unusable("it has no IP address on SCALE_NETWORK".into()),
+        },
+        other => CacheStep::Unusable(format!("it is {other}")),
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +348,7 @@ mod tests {
             "ci-host1-0000002a",
             42,
             Secret::new("eyJqaXQ"),
+            None,
         );
         assert_eq!(
             spec.environment(),
@@ -271,10 +374,10 @@ mod tests {
     #[test]
     fn privileged_and_runc_runners_differ_only_in_how_they_run() {
         let s = settings();
-        let p = runner_spec(&s, Runtime::Privileged, "n", 1, Secret::new("j"));
+        let p = runner_spec(&s, Runtime::Privileged, "n", 1, Secret::new("j"), None);
         assert!(p.privileged && p.runtime.is_none());
         assert!(!p.env.iter().any(|e| e.starts_with("DOCKERD=")));
-        let r = runner_spec(&s, Runtime::Runc, "n", 1, Secret::new("j"));
+        let r = runner_spec(&s, Runtime::Runc, "n", 1, Secret::new("j"), None);
         assert!(!r.privileged && r.runtime.is_none());
         assert!(r.env.contains(&"DOCKERD=off".to_string()));
     }
@@ -289,5 +392,99 @@ mod tests {
         assert!(!is_runner_name("ci", "ci-deadbeef0"));
         assert!(!is_runner_name("ci", "ci-DEADBEEF"));
         assert!(!is_runner_name("ci", "ci-build"));
+    }
+
+    #[test]
+    fn a_runner_gets_the_cache_url_when_one_is_known_and_nothing_of_it_otherwise() {
+        let s = settings();
+        let url = cache_url("172.17.0.2".parse().unwrap());
+        assert_eq!(url, "http://172.17.0.2:5000");
+        let with = runner_spec(&s, Runtime::Sysbox, "n", 1, Secret::new("j"), Some(&url));
+        assert_eq!(
+            with.environment(),
+            vec![
+                "ACTIONS_RUNNER_INPUT_JITCONFIG=j".to_string(),
+                DEPRECATED_EXIT.to_string(),
+                "DOCKER_REGISTRY_CACHE=http://172.17.0.2:5000".to_string(),
+            ]
+        );
+        // SCALE_CACHE=off, or no cache to be had: no trace of one.
+        let without = runner_spec(&s, Runtime::Sysbox, "n", 1, Secret::new("j"), None);
+        assert!(
+            !without
+                .environment()
+                .iter()
+                .any(|e| e.starts_with(CACHE_VAR)),
+            "{without:?}"
+        );
+        assert_eq!(
+            cache_url("fd00::2".parse().unwrap()),
+            "http://[fd00::2]:5000"
+        );
+    }
+
+    #[test]
+    fn the_cache_made_is_a_docker_hub_proxy_with_a_volume_of_its_name_and_no_runner_label() {
+        let s = settings();
+        let c = cache_spec(
+            &s,
+            &ScaleCache {
+                name: "sysrunner-cache".into(),
+                image: "registry:2".into(),
+            },
+        );
+        assert_eq!(c.name, "sysrunner-cache");
+        assert_eq!(c.volume, "sysrunner-cache");
+        assert_eq!(c.image, "registry:2");
+        assert_eq!(c.network, "bridge");
+        assert_eq!(
+            c.env,
+            vec!["REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io".to_string()]
+        );
+        assert!(
+            !c.env.iter().any(|e| e.contains("ghp_")),
+            "the controller's token never reaches the cache"
+        );
+        // A runner label would make it a runner for `adopt` to take or remove.
+        assert_eq!(
+            c.labels,
+            BTreeMap::from([(LABEL_CACHE.to_string(), "ci-host1".to_string())])
+        );
+        assert!(!c.labels.contains_key(LABEL_SET));
+        assert!(!c.labels.contains_key(LABEL_RUNNER));
+    }
+
+    #[test]
+    fn a_cache_container_is_started_connected_or_used_as_found_and_made_only_when_missing() {
+        let seen = |status: &str, attached: Option<Option<&str>>| CacheSeen {
+            id: "c0ffee".into(),
+            status: status.into(),
+            attached: attached.map(|a| a.map(|ip| ip.parse().unwrap())),
+        };
+        assert_eq!(cache_step(None), CacheStep::Create);
+        assert_eq!(
+            cache_step(Some(&seen("exited", Some(Some("172.17.0.2"))))),
+            CacheStep::Start
+        );
+        assert_eq!(cache_step(Some(&seen("created", None))), CacheStep::Start);
+        assert_eq!(
+            cache_step(Some(&seen("running", None))),
+            CacheStep::Connect,
+            "compose's cache on its own network"
+        );
+        assert_eq!(
+            cache_step(Some(&seen("running", Some(Some("10.5.0.3"))))),
+            CacheStep::Use("http://10.5.0.3:5000".into())
+        );
+        assert!(matches!(
+            cache_step(Some(&seen("running", Some(None)))),
+            CacheStep::Unusable(_)
+        ));
+        for status in ["restarting", "paused", "dead", "removing"] {
+            assert_eq!(
+                cache_step(Some(&seen(status, Some(Some("172.17.0.2"))))),
+                CacheStep::Unusable(format!("it is {status}")),
+            );
+        }
     }
 }

@@ -2,10 +2,13 @@
 //! network namespace beside it) with a real dockerd in the box and a small runner image
 //! ([`IMAGE`], see [`image::write_runner_rootfs`]) imported into it, so that a controller in the
 //! box can start one runner container per job, on dockerd's default bridge, that reaches the fake
-//! GitHub at [`Rig::url`] through the box's link and dockerd's NAT. Owns the dockerd and every
-//! container in it: on drop the containers are removed and dockerd is stopped (SIGTERM, then
-//! waited for) before the rig goes. The test kit drives dockerd with its CLI; a controller under
-//! test talks to the socket ([`SOCKET`], [`ScaleRig::socket`]).
+//! GitHub at [`Rig::url`] through the box's link and dockerd's NAT; and, on request
+//! ([`ScaleRig::import_cache_image`]), a pull-through cache image ([`CACHE_IMAGE`]: Debian's
+//! `docker-registry` in proxy mode, reaching nothing beyond its own loopback) for the controller
+//! to make its cache container from. Owns the dockerd and every container in it: on drop the
+//! containers are removed and dockerd is stopped (SIGTERM, then waited for) before the rig goes.
+//! The test kit drives dockerd with its CLI; a controller under test talks to the socket
+//! ([`SOCKET`], [`ScaleRig::socket`]).
 
 use super::fake_github::FakeConfig;
 use super::rig::{BOX_PATH, Rig};
@@ -19,6 +22,33 @@ use std::time::{Duration, Instant};
 pub const IMAGE: &str = "sysrunner-scale-test:latest";
 /// dockerd's socket as the box sees it.
 pub const SOCKET: &str = docker::SOCKET;
+/// The pull-through cache image, as [`ScaleRig::import_cache_image`] imports it.
+pub const CACHE_IMAGE: &str = "sysrunner-scale-cache:test";
+/// Debian's `docker-registry` package (distribution 2.8), the cache image's registry.
+pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
+/// The cache image's entrypoint. distribution in proxy mode asks its remote's `/v2/` once at its
+/// start and panics without an answer, and a test reaches no Docker Hub: the remote is busybox
+/// `httpd` on the container's own loopback (any answer will do), in place of the
+/// `REGISTRY_PROXY_REMOTEURL` the controller sets (which `docker inspect` still shows).
+const CACHE_ENTRYPOINT: &str = "#!/bin/sh
+httpd -p 127.0.0.1:5001 -h /tmp || exit 1
+REGISTRY_PROXY_REMOTEURL=http://127.0.0.1:5001 exec /usr/bin/docker-registry serve /etc/docker/registry/config.yml
+";
+const CACHE_CONFIG: &str = "version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+proxy:
+  remoteurl: http://127.0.0.1:5001
+";
+/// Where the cache image's tar is written, as the box sees it; removed once imported.
+const CACHE_TAR_IN_BOX: &str = "/tmp/sysrunner-scale-cache.tar";
 /// [`SOCKET`] as `DOCKER_HOST` names it, for a controller in the box.
 pub const DOCKER_HOST: &str = "unix:///run/docker.sock";
 /// How long dockerd may take to answer `/_ping`, and to stop after SIGTERM.
@@ -111,6 +141,30 @@ impl ScaleRig {
         scale.times.image_import = t3.elapsed();
         let _ = std::fs::remove_file(&tar);
         Ok(scale)
+    }
+
+    /// Builds [`CACHE_IMAGE`] and imports it: the busybox base, [`REGISTRY_BINARY`] and the
+    /// libraries it loads, its configuration (proxy mode, port 5000, layers under
+    /// `/var/lib/registry`) and [`CACHE_ENTRYPOINT`].
+    pub fn import_cache_image(&self) -> Result<(), String> {
+        if !Path::new(REGISTRY_BINARY).exists() {
+            return Err(format!(
+                "no {REGISTRY_BINARY}: apt-get install docker-registry (.ci/install-deps installs it)"
+            ));
+        }
+        let tar = self.rig.b.in_box(CACHE_TAR_IN_BOX);
+        write_cache_tar(&tar).map_err(|e| format!("cache image {}: {e}", tar.display()))?;
+        let imported = self.try_docker(
+            &format!(
+                "import --change 'ENTRYPOINT [\"/usr/local/bin/cache-entrypoint\"]' \
+                 --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+                 {CACHE_TAR_IN_BOX} {CACHE_IMAGE}"
+            ),
+            &[],
+            CLI_LIMIT,
+        );
+        let _ = std::fs::remove_file(&tar);
+        imported.map(|_| ())
     }
 
     /// dockerd's socket as the test process reaches it (through the box's root).
@@ -231,6 +285,41 @@ fn write_image_tar(tar: &Path, sysrunner: &Path) -> Result<(), String> {
     fake_runner::install(release.path(), &listener).map_err(|e| format!("fake runner: {e}"))?;
     image::write_runner_rootfs(tar, sysrunner, release.path())
         .map_err(|e| format!("runner image {}: {e}", tar.display()))
+}
+
+/// The cache image's rootfs tar at `tar` (see [`ScaleRig::import_cache_image`]).
+fn write_cache_tar(tar: &Path) -> std::io::Result<()> {
+    use image::ImageFile;
+    let busybox = std::fs::read(image::BUSYBOX)?;
+    let list = std::process::Command::new(image::BUSYBOX)
+        .arg("--list")
+        .output()?;
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let applets: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let registry = Path::new(REGISTRY_BINARY);
+    let mut files = vec![
+        ImageFile::read(registry, REGISTRY_BINARY)?,
+        ImageFile {
+            path: "usr/local/bin/cache-entrypoint".into(),
+            mode: 0o755,
+            data: CACHE_ENTRYPOINT.into(),
+        },
+        ImageFile {
+            path: "etc/docker/registry/config.yml".into(),
+            mode: 0o644,
+            data: CACHE_CONFIG.into(),
+        },
+    ];
+    for lib in image::shared_libraries(registry)? {
+        files.push(ImageFile::read(&lib, &lib.to_string_lossy())?);
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(tar)?);
+    image::runner_rootfs(&busybox, &applets, &files, &mut out)?;
+    std::io::Write::flush(&mut out)
 }
 
 /// `s` as one shell word.
