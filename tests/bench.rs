@@ -216,11 +216,15 @@ fn the_pull_benchmark_measures_every_variant_once_and_writes_its_section() {
             pull::COLD,
             pull::WARM,
             pull::LIMIT,
+            pull::COLD_SPAN,
+            pull::WARM_SPAN,
+            pull::LIMIT_SPAN,
             pull::COLD_BYTES,
             pull::WARM_BYTES,
             pull::LISTEN_NONE,
             pull::LISTEN_CACHE,
             pull::LISTEN_HANGING,
+            pull::LISTEN_HANGING_SHORT,
         ] {
             let row = csv
                 .lines()

@@ -254,6 +254,73 @@ impl Served {
     }
 }
 
+/// From distribution's `response completed` lines (logrus: `time="<RFC 3339, the end>" …
+/// http.request.method=GET … http.request.uri=/v2/…/blobs/sha256:… …
+/// http.response.duration=7.55ms`) in `log`: the first blob GET's start (its end less its
+/// duration) to the last one's end, in ms. `None` without a blob GET.
+pub fn blob_span_ms(log: &str) -> Option<f64> {
+    let field = |line: &str, name: &str| -> Option<String> {
+        let rest = &line[line.find(&format!(" {name}="))? + name.len() + 2..];
+        Some(match rest.strip_prefix('"') {
+            Some(q) => q.split('"').next()?.to_string(),
+            None => rest.split(' ').next()?.to_string(),
+        })
+    };
+    let mut span: Option<(f64, f64)> = None;
+    for line in log.lines().filter(|l| l.starts_with("time=\"")) {
+        if field(line, "http.request.method").as_deref() != Some("GET")
+            || !field(line, "http.request.uri").is_some_and(|u| u.contains("/blobs/sha256:"))
+        {
+            continue;
+        }
+        let Some(end) = line
+            .strip_prefix("time=\"")
+            .and_then(|t| t.split('"').next())
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|t| t.unix_timestamp_nanos() as f64 / 1e6)
+        else {
+            continue;
+        };
+        let Some(took) = field(line, "http.response.duration").and_then(|d| go_duration_ms(&d))
+        else {
+            continue;
+        };
+        let (a, b) = span.unwrap_or((f64::MAX, f64::MIN));
+        span = Some((a.min(end - took), b.max(end)));
+    }
+    span.map(|(a, b)| b - a)
+}
+
+/// A Go `time.Duration` as it prints (`658.739µs`, `7.551498ms`, `1.2s`, `1m2.5s`), in ms.
+fn go_duration_ms(d: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut rest = d;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..u] {
+            "ns" => 1e-6,
+            "µs" | "us" => 1e-3,
+            "ms" => 1.0,
+            "s" => 1e3,
+            "m" => 60e3,
+            "h" => 3600e3,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[u..];
+    }
+    Some(total)
+}
+
 /// A `docker-registry serve` process writing its log to a file.
 struct Process {
     child: Child,
@@ -303,6 +370,17 @@ impl Process {
 
     fn served(&self) -> Served {
         Served::of_log(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
+    fn mark(&self) -> usize {
+        std::fs::metadata(&self.log)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0)
+    }
+
+    fn blob_span_ms(&self, since: usize) -> Option<f64> {
+        let log = std::fs::read(&self.log).ok()?;
+        blob_span_ms(&String::from_utf8_lossy(log.get(since..)?))
     }
 }
 
@@ -508,6 +586,17 @@ impl Upstream {
         self.process.served()
     }
 
+    /// Where its log ends now, for [`Upstream::blob_span_ms`].
+    pub fn mark(&self) -> usize {
+        self.process.mark()
+    }
+
+    /// The blob transfers it logged after `mark`, from the first one's start to the last one's
+    /// end (ms).
+    pub fn blob_span_ms(&self, mark: usize) -> Option<f64> {
+        self.process.blob_span_ms(mark)
+    }
+
     /// Its log (access lines and its own).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.process.log).unwrap_or_default()
@@ -665,6 +754,17 @@ impl Cache {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.process.log).unwrap_or_default()
+    }
+
+    /// Where its log ends now, for [`Cache::blob_span_ms`].
+    pub fn mark(&self) -> usize {
+        self.process.mark()
+    }
+
+    /// The blob transfers it logged after `mark`, from the first one's start to the last one's
+    /// end (ms): how long the blobs of a pull took at this registry, without dockerd's own work.
+    pub fn blob_span_ms(&self, mark: usize) -> Option<f64> {
+        self.process.blob_span_ms(mark)
     }
 }
 
@@ -841,6 +941,23 @@ mod tests {
             }
         );
         assert_eq!(s - s, Served::default());
+    }
+
+    #[test]
+    fn the_blob_span_runs_from_the_first_blob_start_to_the_last_end() {
+        let log = r#"time="2026-12-03T09:00:41.000000000Z" level=info msg="response completed" http.request.method=GET http.request.uri=/v2/library/testimg/blobs/sha256:aa http.request.useragent="docker/26 (linux)" http.response.duration=100ms http.response.status=200
+time="2026-12-03T09:00:41.050000000Z" level=info msg="response completed" http.request.method=GET http.request.uri=/v2/library/testimg/blobs/sha256:bb http.response.duration="500µs" http.response.status=200
+time="2026-12-03T09:00:41.300000000Z" level=info msg="response completed" http.request.method=GET http.request.uri=/v2/library/testimg/manifests/1 http.response.duration=1.5s http.response.status=200
+time="2026-12-03T09:00:41.200000000Z" level=info msg="response completed" http.request.method=HEAD http.request.uri=/v2/library/testimg/blobs/sha256:cc http.response.duration=1s http.response.status=200
+10.77.0.3 - - [03/Dec/2026:09:00:52 +0000] "GET /v2/library/testimg/blobs/sha256:19b3 HTTP/1.1" 200 1048576 "" "Go-http-client/1.1"
+"#;
+        let span = blob_span_ms(log).unwrap();
+        assert!((span - 150.0).abs() < 1e-2, "{span}");
+        assert_eq!(blob_span_ms("no blobs here"), None);
+        assert_eq!(go_duration_ms("1m2.5s"), Some(62_500.0));
+        assert!((go_duration_ms("658.739µs").unwrap() - 0.658739).abs() < 1e-9);
+        assert_eq!(go_duration_ms("7ms"), Some(7.0));
+        assert_eq!(go_duration_ms("7parsecs"), None);
     }
 
     #[test]

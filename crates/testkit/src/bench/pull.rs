@@ -8,10 +8,14 @@
 //! - **warm**: the next life through the same cache, which has the image;
 //! - **limit**: through a plain registry at the cache's place that holds the image (a copy of the
 //!   upstream's storage, no proxy): the same hop with no cache work, what a pull can cost here;
+//! - for each of the three, the blob transfers as the registry served them (its own log lines:
+//!   the first blob GET's start to the last one's end), free of dockerd's unpacking and the noise
+//!   of a loaded machine;
 //! - the bytes of blobs the upstream served during the cold and the warm life (its access log);
-//! - **no cache** and **hanging cache**: a life without `DOCKER_REGISTRY_CACHE`, and one whose
-//!   cache accepts and never answers: spawn → listening of each (the JSON log's `phase` field),
-//!   so the hanging cache's cost, which `DOCKER_REGISTRY_CACHE_TIMEOUT` bounds.
+//! - **no cache** and **hanging cache**: a life without `DOCKER_REGISTRY_CACHE`, and lives whose
+//!   cache accepts and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s)
+//!   and at 1s: spawn → listening of each (the JSON log's `phase` field), so the hanging
+//!   cache's cost and that the timeout bounds it.
 //!
 //! Every life has a fresh inner dockerd (`DOCKER_DATA=ephemeral`), so every pull fetches the
 //! whole image. Results: a table on stdout, `pull.csv` in `--out`, and with `--markdown` the
@@ -60,20 +64,29 @@ pub struct Options {
 pub const COLD: &str = "cold pull (cache from upstream)";
 pub const WARM: &str = "warm pull (from the cache)";
 pub const LIMIT: &str = "limit: pull from a plain registry at the cache's place";
+pub const COLD_SPAN: &str = "cold: the cache's blob transfers, first start to last end";
+pub const WARM_SPAN: &str = "warm: the cache's blob transfers, first start to last end";
+pub const LIMIT_SPAN: &str = "limit: the plain registry's blob transfers, first start to last end";
 pub const COLD_BYTES: &str = "upstream blob bytes, cold life (MB)";
 pub const WARM_BYTES: &str = "upstream blob bytes, warm life (MB)";
 pub const LISTEN_NONE: &str = "no cache: spawn to listening";
 pub const LISTEN_CACHE: &str = "warm cache: spawn to listening";
 pub const LISTEN_HANGING: &str = "hanging cache: spawn to listening";
-const METRICS: [&str; 8] = [
+pub const LISTEN_HANGING_SHORT: &str =
+    "hanging cache, DOCKER_REGISTRY_CACHE_TIMEOUT=1s: spawn to listening";
+const METRICS: [&str; 12] = [
     COLD,
     WARM,
     LIMIT,
+    COLD_SPAN,
+    WARM_SPAN,
+    LIMIT_SPAN,
     COLD_BYTES,
     WARM_BYTES,
     LISTEN_NONE,
     LISTEN_CACHE,
     LISTEN_HANGING,
+    LISTEN_HANGING_SHORT,
 ];
 
 /// `sysrunner-testkit bench-pull`.
@@ -136,9 +149,22 @@ struct Place {
 /// One life with `cache` (if any) and a job of `steps` (a life ends after its one job): spawn →
 /// listening (ms) and the job's output.
 fn life(p: &mut Place, cache: Option<&str>, steps: &[&str]) -> Result<(f64, String), String> {
+    life_with(p, cache, None, steps)
+}
+
+/// [`life`] with `DOCKER_REGISTRY_CACHE_TIMEOUT` set to `timeout`, if given.
+fn life_with(
+    p: &mut Place,
+    cache: Option<&str>,
+    timeout: Option<&str>,
+    steps: &[&str],
+) -> Result<(f64, String), String> {
     let mut env = settings(&p.rig, NAME);
     if let Some(c) = cache {
         env.insert("DOCKER_REGISTRY_CACHE".into(), c.into());
+    }
+    if let Some(t) = timeout {
+        env.insert("DOCKER_REGISTRY_CACHE_TIMEOUT".into(), t.into());
     }
     let job = p.rig.queue(NAME, "pull", steps);
     p.lives += 1;
@@ -176,6 +202,10 @@ fn pull(p: &mut Place, cache: &str) -> Result<(f64, f64), String> {
     Ok((ns / 1e6, listening))
 }
 
+fn span(ms: Option<f64>, at: &str) -> Result<f64, String> {
+    ms.ok_or_else(|| format!("{at} logged no blob transfer for a pull"))
+}
+
 fn mb(s: Served) -> f64 {
     s.blob_bytes as f64 / 1e6
 }
@@ -210,28 +240,37 @@ fn measure(opts: &Options, sysrunner: &Path) -> Result<(Vec<Sample>, u64), Strin
             bar.set_message(format!("run {run}: {}", kind_name(kind)));
             let s = |m: &str, v: f64| sample(run, kind, m, v);
             let cache = Cache::start(&up, &p.netns, p.ip)?;
-            let before = up.served();
+            let (before, mark) = (up.served(), cache.mark());
             let (cold, _) = pull(p, cache.url())?;
             let cold_served = up.served() - before;
-            let before = up.served();
+            let cold_span = span(cache.blob_span_ms(mark), "the cache, cold")?;
+            let (before, mark) = (up.served(), cache.mark());
             let (warm, warm_listening) = pull(p, cache.url())?;
             let warm_served = up.served() - before;
+            let warm_span = span(cache.blob_span_ms(mark), "the cache, warm")?;
             drop(cache);
             let plain = p.plain.url().to_string();
+            let mark = p.plain.mark();
             let (limit, _) = pull(p, &plain)?;
+            let limit_span = span(p.plain.blob_span_ms(mark), "the plain registry")?;
             let (none, _) = life(p, None, &["true"])?;
             let hanging = Hanging::start(&p.netns, SocketAddr::from((p.ip, HANGING_PORT)))?;
             let (hung, _) = life(p, Some(&hanging.url), &["true"])?;
+            let (hung_short, _) = life_with(p, Some(&hanging.url), Some("1s"), &["true"])?;
             drop(hanging);
             out.extend([
                 s(COLD, cold),
                 s(WARM, warm),
                 s(LIMIT, limit),
+                s(COLD_SPAN, cold_span),
+                s(WARM_SPAN, warm_span),
+                s(LIMIT_SPAN, limit_span),
                 s(COLD_BYTES, mb(cold_served)),
                 s(WARM_BYTES, mb(warm_served)),
                 s(LISTEN_NONE, none),
                 s(LISTEN_CACHE, warm_listening),
                 s(LISTEN_HANGING, hung),
+                s(LISTEN_HANGING_SHORT, hung_short),
             ]);
             bar.inc(1);
         }
@@ -362,7 +401,7 @@ pub fn section(samples: &[Sample], image_bytes: u64, opts: &Options) -> String {
     );
     let _ = writeln!(
         s,
-        "An upstream registry (Debian's docker-registry 2.8.2) holds a test image; a second one in proxy mode is the cache, where the fake GitHub is (the boxes' default route); the upstream is reachable only from the cache. Each life's job runs `docker pull testimg:1` with a fresh inner dockerd (a Docker Hub short name: dockerd asks its mirror) and times it in the job's shell, the docker CLI's start included. **cold**: the cache's storage is fresh, so it fetches from the upstream; **warm**: the next life, same cache; **limit**: a plain registry at the cache's place holding the image (no proxy work). Bytes: the blob bytes the upstream's access log shows for that life. Spawn to listening from sysrunner's JSON log; the hanging cache accepts connections and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s). Medians of {} interleaved runs (min–max), ms unless said.\n",
+        "An upstream registry (Debian's docker-registry 2.8.2) holds a test image; a second one in proxy mode is the cache, where the fake GitHub is (the boxes' default route); the upstream is reachable only from the cache. Each life's job runs `docker pull testimg:1` with a fresh inner dockerd (a Docker Hub short name: dockerd asks its mirror) and times it in the job's shell, the docker CLI's start included. **cold**: the cache's storage is fresh, so it fetches from the upstream; **warm**: the next life, same cache; **limit**: a plain registry at the cache's place holding the image (no proxy work). The blob transfers: from the registry's own log lines (each blob GET's end and duration), the first one's start to the last one's end, which leaves out dockerd's unpacking and the noise of a loaded machine. Bytes: the blob bytes the upstream's access log shows for that life. Spawn to listening from sysrunner's JSON log; the hanging cache accepts connections and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s), and at 1s. Medians of {} interleaved runs (min–max), ms unless said.\n",
         opts.runs
     );
     let _ = writeln!(s, "{}", table(samples, image_bytes));
