@@ -223,6 +223,7 @@ fn the_pull_benchmark_measures_every_variant_once_and_writes_its_section() {
             pull::WARM_BYTES,
             pull::LISTEN_NONE,
             pull::LISTEN_CACHE,
+            pull::LISTEN_REFUSED,
             pull::LISTEN_HANGING,
             pull::LISTEN_HANGING_SHORT,
         ] {
@@ -246,6 +247,7 @@ fn the_pull_benchmark_measures_every_variant_once_and_writes_its_section() {
         "bench-pull --sysrunner",
         "| cold pull (cache from upstream) |",
         "a hanging cache delays listening by",
+        "a refusing cache delays listening by",
         "<!-- pull:end -->",
     ] {
         assert!(md.contains(part), "{part:?} missing:\n{md}");

@@ -12,8 +12,9 @@
 //!   the first blob GET's start to the last one's end), free of dockerd's unpacking and the noise
 //!   of a loaded machine;
 //! - the bytes of blobs the upstream served during the cold and the warm life (its access log);
-//! - **no cache** and **hanging cache**: a life without `DOCKER_REGISTRY_CACHE`, and lives whose
-//!   cache accepts and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s)
+//! - **no cache**, **refusing cache** and **hanging cache**: a life without
+//!   `DOCKER_REGISTRY_CACHE`, one whose cache refuses connections, and lives whose cache accepts
+//!   and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s)
 //!   and at 1s: spawn → listening of each (the JSON log's `phase` field), so the hanging
 //!   cache's cost and that the timeout bounds it.
 //!
@@ -45,6 +46,8 @@ const LIFE_LIMIT: Duration = Duration::from_secs(180);
 /// Where the plain registry (the limit) and the hanging cache listen beside the cache.
 const PLAIN_PORT: u16 = 5001;
 const HANGING_PORT: u16 = 5002;
+/// Where nothing listens: a cache that refuses connections.
+const REFUSED_PORT: u16 = 5003;
 /// The job: the pull, timed in the job's shell, in ns.
 const PULL: &str = "s=$(date +%s%N); docker pull -q testimg:1 >/dev/null; e=$(date +%s%N); echo pull-ns=$((e - s))";
 
@@ -71,10 +74,11 @@ pub const COLD_BYTES: &str = "upstream blob bytes, cold life (MB)";
 pub const WARM_BYTES: &str = "upstream blob bytes, warm life (MB)";
 pub const LISTEN_NONE: &str = "no cache: spawn to listening";
 pub const LISTEN_CACHE: &str = "warm cache: spawn to listening";
+pub const LISTEN_REFUSED: &str = "refusing cache: spawn to listening";
 pub const LISTEN_HANGING: &str = "hanging cache: spawn to listening";
 pub const LISTEN_HANGING_SHORT: &str =
     "hanging cache, DOCKER_REGISTRY_CACHE_TIMEOUT=1s: spawn to listening";
-const METRICS: [&str; 12] = [
+const METRICS: [&str; 13] = [
     COLD,
     WARM,
     LIMIT,
@@ -85,6 +89,7 @@ const METRICS: [&str; 12] = [
     WARM_BYTES,
     LISTEN_NONE,
     LISTEN_CACHE,
+    LISTEN_REFUSED,
     LISTEN_HANGING,
     LISTEN_HANGING_SHORT,
 ];
@@ -254,6 +259,8 @@ fn measure(opts: &Options, sysrunner: &Path) -> Result<(Vec<Sample>, u64), Strin
             let (limit, _) = pull(p, &plain)?;
             let limit_span = span(p.plain.blob_span_ms(mark), "the plain registry")?;
             let (none, _) = life(p, None, &["true"])?;
+            let refused = format!("http://{}:{REFUSED_PORT}", p.ip);
+            let (refusing, _) = life(p, Some(&refused), &["true"])?;
             let hanging = Hanging::start(&p.netns, SocketAddr::from((p.ip, HANGING_PORT)))?;
             let (hung, _) = life(p, Some(&hanging.url), &["true"])?;
             let (hung_short, _) = life_with(p, Some(&hanging.url), Some("1s"), &["true"])?;
@@ -269,6 +276,7 @@ fn measure(opts: &Options, sysrunner: &Path) -> Result<(Vec<Sample>, u64), Strin
                 s(WARM_BYTES, mb(warm_served)),
                 s(LISTEN_NONE, none),
                 s(LISTEN_CACHE, warm_listening),
+                s(LISTEN_REFUSED, refusing),
                 s(LISTEN_HANGING, hung),
                 s(LISTEN_HANGING_SHORT, hung_short),
             ]);
@@ -344,18 +352,24 @@ pub fn table(samples: &[Sample], image_bytes: u64) -> String {
         }
     }
     for k in &ks {
-        if let (Some(h), Some(n)) = (
-            stats(samples, *k, LISTEN_HANGING),
-            stats(samples, *k, LISTEN_NONE),
-        ) {
-            let _ = writeln!(
-                t,
-                "- {}: a hanging cache delays listening by {:.0} ms (median {:.0} against {:.0} without a cache)",
-                kind_name(*k),
-                h.median - n.median,
-                h.median,
-                n.median
-            );
+        let Some(n) = stats(samples, *k, LISTEN_NONE) else {
+            continue;
+        };
+        for (metric, what) in [
+            (LISTEN_REFUSED, "a refusing cache"),
+            (LISTEN_HANGING, "a hanging cache"),
+            (LISTEN_HANGING_SHORT, "a hanging cache with a 1 s timeout"),
+        ] {
+            if let Some(h) = stats(samples, *k, metric) {
+                let _ = writeln!(
+                    t,
+                    "- {}: {what} delays listening by {:.0} ms (median {:.0} against {:.0} without a cache)",
+                    kind_name(*k),
+                    h.median - n.median,
+                    h.median,
+                    n.median
+                );
+            }
         }
     }
     t
@@ -401,7 +415,7 @@ pub fn section(samples: &[Sample], image_bytes: u64, opts: &Options) -> String {
     );
     let _ = writeln!(
         s,
-        "An upstream registry (Debian's docker-registry 2.8.2) holds a test image; a second one in proxy mode is the cache, where the fake GitHub is (the boxes' default route); the upstream is reachable only from the cache. Each life's job runs `docker pull testimg:1` with a fresh inner dockerd (a Docker Hub short name: dockerd asks its mirror) and times it in the job's shell, the docker CLI's start included. **cold**: the cache's storage is fresh, so it fetches from the upstream; **warm**: the next life, same cache; **limit**: a plain registry at the cache's place holding the image (no proxy work). The blob transfers: from the registry's own log lines (each blob GET's end and duration), the first one's start to the last one's end, which leaves out dockerd's unpacking and the noise of a loaded machine. Bytes: the blob bytes the upstream's access log shows for that life. Spawn to listening from sysrunner's JSON log; the hanging cache accepts connections and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s), and at 1s. Medians of {} interleaved runs (min–max), ms unless said.\n",
+        "An upstream registry (Debian's docker-registry 2.8.2) holds a test image; a second one in proxy mode is the cache, where the fake GitHub is (the boxes' default route); the upstream is reachable only from the cache. Each life's job runs `docker pull testimg:1` with a fresh inner dockerd (a Docker Hub short name: dockerd asks its mirror) and times it in the job's shell, the docker CLI's start included. **cold**: the cache's storage is fresh, so it fetches from the upstream; **warm**: the next life, same cache; **limit**: a plain registry at the cache's place holding the image (no proxy work). The blob transfers: from the registry's own log lines (each blob GET's end and duration), the first one's start to the last one's end, which leaves out dockerd's unpacking and the noise of a loaded machine. Bytes: the blob bytes the upstream's access log shows for that life. Spawn to listening from sysrunner's JSON log; the refusing cache is a port nothing listens on, the hanging cache accepts connections and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s), and at 1s. Medians of {} interleaved runs (min–max), ms unless said.\n",
         opts.runs
     );
     let _ = writeln!(s, "{}", table(samples, image_bytes));
@@ -457,11 +471,18 @@ mod tests {
     }
 
     #[test]
-    fn the_table_has_every_metric_and_the_hanging_cache_delay() {
+    fn the_table_has_every_metric_and_each_failing_cache_delay() {
         let samples: Vec<Sample> = METRICS
             .iter()
-            .enumerate()
-            .map(|(i, m)| sample(1, BoxKind::SysboxLike, m, 100.0 * (i + 1) as f64))
+            .map(|m| {
+                let v = match *m {
+                    LISTEN_NONE => 400.0,
+                    LISTEN_REFUSED => 410.0,
+                    LISTEN_HANGING => 2050.0,
+                    _ => 100.0,
+                };
+                sample(1, BoxKind::SysboxLike, m, v)
+            })
             .collect();
         let t = table(&samples, 4_200_000);
         for m in METRICS {
@@ -469,7 +490,11 @@ mod tests {
         }
         assert!(t.contains("4.20 MB"), "{t}");
         assert!(
-            t.contains("sysbox-like: a hanging cache delays listening by 200 ms"),
+            t.contains("sysbox-like: a hanging cache delays listening by 1650 ms"),
+            "{t}"
+        );
+        assert!(
+            t.contains("sysbox-like: a refusing cache delays listening by 10 ms"),
             "{t}"
         );
     }
