@@ -333,15 +333,24 @@ impl Process {
     fn start(netns: &Path, config: &Path, log: &Path, addr: SocketAddr) -> Result<Process, String> {
         let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", netns.display()))
             .args([REGISTRY, "serve"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("spawn {REGISTRY}: {e}"))?;
+            .stderr(err);
+        // A test process killed outright takes its registries along (nsenter execs the registry,
+        // which keeps the signal). The spawning thread holds the registry until it drops it, so
+        // the thread's end (which also fires it) never comes first.
+        // SAFETY: the closure only calls prctl, which is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("spawn {REGISTRY}: {e}"))?;
         let mut p = Process {
             child,
             log: log.to_path_buf(),
