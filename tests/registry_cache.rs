@@ -167,6 +167,14 @@ fn cache_serves_the_second_life(up: &Upstream, kind: BoxKind) {
         "{kind:?}: the upstream served blobs to the second life's pull:\n{}",
         up.log()
     );
+    // Nor a manifest GET, which is what Docker Hub's pull rate limit counts (the cache only
+    // HEADs the tag there).
+    assert_eq!(
+        warm.0.manifest_gets,
+        0,
+        "{kind:?}: the upstream served the second life's manifest:\n{}",
+        up.log()
+    );
     assert!(
         warm.1.blob_gets >= layers.len() && warm.1.blob_bytes >= layer_bytes,
         "{kind:?}: the cache served {:?}:\n{}",

@@ -213,6 +213,8 @@ fn sha256_hex(data: &[u8]) -> String {
 pub struct Served {
     pub blob_gets: usize,
     pub blob_bytes: u64,
+    /// `GET /v2/…/manifests/…`: what Docker Hub's pull rate limit counts (HEADs are free).
+    pub manifest_gets: usize,
     pub requests: usize,
 }
 
@@ -222,6 +224,7 @@ impl std::ops::Sub for Served {
         Served {
             blob_gets: self.blob_gets - o.blob_gets,
             blob_bytes: self.blob_bytes - o.blob_bytes,
+            manifest_gets: self.manifest_gets - o.manifest_gets,
             requests: self.requests - o.requests,
         }
     }
@@ -243,6 +246,9 @@ impl Served {
             s.requests += 1;
             let mut words = request.split(' ');
             let (method, uri) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            if method == "GET" && uri.starts_with("/v2/") && uri.contains("/manifests/") {
+                s.manifest_gets += 1;
+            }
             if method == "GET" && uri.starts_with("/v2/") && uri.contains("/blobs/sha256:") {
                 s.blob_gets += 1;
                 let mut nums = rest.split(' ');
@@ -468,6 +474,45 @@ async fn push(addr: SocketAddr, image: TestImage) -> Result<(), String> {
         return Err(format!("put the manifest: {text}"));
     }
     Ok(())
+}
+
+/// Pulls `image`'s blobs from the registry at `addr` as dockerd does (the manifest by tag, then
+/// every blob, at once): the bytes that came.
+pub async fn pull_blobs(addr: SocketAddr, image: TestImage) -> Result<u64, String> {
+    let c = client();
+    let base = format!("http://{addr}/v2/{REPOSITORY}");
+    let r = c
+        .get(format!("{base}/manifests/{TAG}"))
+        .header("accept", MANIFEST_TYPE)
+        .send()
+        .await
+        .map_err(|e| format!("the manifest: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("the manifest: {}", r.status()));
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for blob in image.layers.iter().chain([&image.config]) {
+        let (c, url) = (c.clone(), format!("{base}/blobs/{}", blob.digest));
+        set.spawn(async move {
+            let r = c
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            if !r.status().is_success() {
+                return Err(format!("{url}: {}", r.status()));
+            }
+            r.bytes()
+                .await
+                .map(|b| b.len() as u64)
+                .map_err(|e| format!("{url}: {e}"))
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = set.join_next().await {
+        total += r.map_err(|e| e.to_string())??;
+    }
+    Ok(total)
 }
 
 /// distribution's configuration: filesystem storage under `root`, listening on `addr`, a proxy
@@ -752,6 +797,14 @@ impl Cache {
         })
     }
 
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("made from a SocketAddr")
+    }
+
     /// `http://IP:5000`: what `DOCKER_REGISTRY_CACHE` is set to.
     pub fn url(&self) -> &str {
         &self.url
@@ -939,6 +992,7 @@ mod tests {
 10.77.0.3 - - [03/Dec/2026:09:00:52 +0000] "GET /v2/library/testimg/blobs/sha256:19b3 HTTP/1.1" 200 1048576 "" "Go-http-client/1.1"
 10.77.0.3 - - [03/Dec/2026:09:00:52 +0000] "GET /v2/library/testimg/blobs/sha256:9a9f HTTP/1.1" 200 300 "" "docker/26.1.5 UpstreamClient(Docker-Client/26.1.5 \\(linux\\))"
 10.77.0.3 - - [03/Dec/2026:09:00:52 +0000] "GET /v2/library/testimg/manifests/1 HTTP/1.1" 200 1161 "" "Go-http-client/1.1"
+10.77.0.3 - - [03/Dec/2026:09:00:52 +0000] "HEAD /v2/library/testimg/manifests/1 HTTP/1.1" 200 1161 "" "Go-http-client/1.1"
 "#;
         let s = Served::of_log(log);
         assert_eq!(
@@ -946,7 +1000,8 @@ mod tests {
             Served {
                 blob_gets: 2,
                 blob_bytes: 1_048_876,
-                requests: 5
+                manifest_gets: 1,
+                requests: 6
             }
         );
         assert_eq!(s - s, Served::default());

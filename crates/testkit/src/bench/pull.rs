@@ -11,7 +11,9 @@
 //! - for each of the three, the blob transfers as the registry served them (its own log lines:
 //!   the first blob GET's start to the last one's end), free of dockerd's unpacking and the noise
 //!   of a loaded machine;
-//! - the bytes of blobs the upstream served during the cold and the warm life (its access log);
+//! - the bytes of blobs the upstream served during the cold and the warm life (its access log),
+//!   and while 2 or 4 plain HTTP clients pull the image at once from a cold cache (runners that
+//!   start together with the same job);
 //! - **no cache**, **refusing cache** and **hanging cache**: a life without
 //!   `DOCKER_REGISTRY_CACHE`, one whose cache refuses connections, and lives whose cache accepts
 //!   and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s)
@@ -70,15 +72,28 @@ pub const LIMIT: &str = "limit: pull from a plain registry at the cache's place"
 pub const COLD_SPAN: &str = "cold: the cache's blob transfers, first start to last end";
 pub const WARM_SPAN: &str = "warm: the cache's blob transfers, first start to last end";
 pub const LIMIT_SPAN: &str = "limit: the plain registry's blob transfers, first start to last end";
+pub const COLD_MANIFESTS: &str = "upstream manifest GETs, cold life";
+pub const WARM_MANIFESTS: &str = "upstream manifest GETs, warm life";
 pub const COLD_BYTES: &str = "upstream blob bytes, cold life (MB)";
 pub const WARM_BYTES: &str = "upstream blob bytes, warm life (MB)";
+/// K clients pulling the image at once from a cold cache: the upstream's blob bytes, in images.
+pub const AT_ONCE: [(usize, &str); 2] = [
+    (
+        2,
+        "cold cache, 2 clients at once: upstream blob bytes (× the image)",
+    ),
+    (
+        4,
+        "cold cache, 4 clients at once: upstream blob bytes (× the image)",
+    ),
+];
 pub const LISTEN_NONE: &str = "no cache: spawn to listening";
 pub const LISTEN_CACHE: &str = "warm cache: spawn to listening";
 pub const LISTEN_REFUSED: &str = "refusing cache: spawn to listening";
 pub const LISTEN_HANGING: &str = "hanging cache: spawn to listening";
 pub const LISTEN_HANGING_SHORT: &str =
     "hanging cache, DOCKER_REGISTRY_CACHE_TIMEOUT=1s: spawn to listening";
-const METRICS: [&str; 13] = [
+const METRICS: [&str; 17] = [
     COLD,
     WARM,
     LIMIT,
@@ -87,6 +102,10 @@ const METRICS: [&str; 13] = [
     LIMIT_SPAN,
     COLD_BYTES,
     WARM_BYTES,
+    COLD_MANIFESTS,
+    WARM_MANIFESTS,
+    AT_ONCE[0].1,
+    AT_ONCE[1].1,
     LISTEN_NONE,
     LISTEN_CACHE,
     LISTEN_REFUSED,
@@ -207,6 +226,29 @@ fn pull(p: &mut Place, cache: &str) -> Result<(f64, f64), String> {
     Ok((ns / 1e6, listening))
 }
 
+/// `k` clients (plain HTTP, as dockerd pulls: the manifest, then every blob at once) pull the
+/// image at the same moment from a cache with fresh storage, in the box's fake's namespace: the
+/// blob bytes the upstream served, in images. Each blob the cache lacks is fetched for each client
+/// that asks before it is stored.
+fn at_once(up: &Upstream, p: &Place, k: usize) -> Result<f64, String> {
+    let cache = Cache::start(up, &p.netns, p.ip)?;
+    let ns = crate::boxes::network::Netns::enter(&p.netns).map_err(|e| e.to_string())?;
+    let (addr, image) = (cache.addr(), up.image().clone());
+    let before = up.served();
+    ns.run(async move {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..k {
+            set.spawn(registry::pull_blobs(addr, image.clone()));
+        }
+        while let Some(r) = set.join_next().await {
+            r.map_err(|e| e.to_string())??;
+        }
+        Ok::<(), String>(())
+    })?;
+    let served = up.served() - before;
+    Ok(served.blob_bytes as f64 / up.image().size() as f64)
+}
+
 fn span(ms: Option<f64>, at: &str) -> Result<f64, String> {
     ms.ok_or_else(|| format!("{at} logged no blob transfer for a pull"))
 }
@@ -265,6 +307,9 @@ fn measure(opts: &Options, sysrunner: &Path) -> Result<(Vec<Sample>, u64), Strin
             let (hung, _) = life(p, Some(&hanging.url), &["true"])?;
             let (hung_short, _) = life_with(p, Some(&hanging.url), Some("1s"), &["true"])?;
             drop(hanging);
+            for (k, metric) in AT_ONCE {
+                out.push(s(metric, at_once(&up, p, k)?));
+            }
             out.extend([
                 s(COLD, cold),
                 s(WARM, warm),
@@ -274,6 +319,8 @@ fn measure(opts: &Options, sysrunner: &Path) -> Result<(Vec<Sample>, u64), Strin
                 s(LIMIT_SPAN, limit_span),
                 s(COLD_BYTES, mb(cold_served)),
                 s(WARM_BYTES, mb(warm_served)),
+                s(COLD_MANIFESTS, cold_served.manifest_gets as f64),
+                s(WARM_MANIFESTS, warm_served.manifest_gets as f64),
                 s(LISTEN_NONE, none),
                 s(LISTEN_CACHE, warm_listening),
                 s(LISTEN_REFUSED, refusing),
@@ -415,7 +462,7 @@ pub fn section(samples: &[Sample], image_bytes: u64, opts: &Options) -> String {
     );
     let _ = writeln!(
         s,
-        "An upstream registry (Debian's docker-registry 2.8.2) holds a test image; a second one in proxy mode is the cache, where the fake GitHub is (the boxes' default route); the upstream is reachable only from the cache. Each life's job runs `docker pull testimg:1` with a fresh inner dockerd (a Docker Hub short name: dockerd asks its mirror) and times it in the job's shell, the docker CLI's start included. **cold**: the cache's storage is fresh, so it fetches from the upstream; **warm**: the next life, same cache; **limit**: a plain registry at the cache's place holding the image (no proxy work). The blob transfers: from the registry's own log lines (each blob GET's end and duration), the first one's start to the last one's end, which leaves out dockerd's unpacking and the noise of a loaded machine. Bytes: the blob bytes the upstream's access log shows for that life. Spawn to listening from sysrunner's JSON log; the refusing cache is a port nothing listens on, the hanging cache accepts connections and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s), and at 1s. Medians of {} interleaved runs (min–max), ms unless said.\n",
+        "An upstream registry (Debian's docker-registry 2.8.2) holds a test image; a second one in proxy mode is the cache, where the fake GitHub is (the boxes' default route); the upstream is reachable only from the cache. Each life's job runs `docker pull testimg:1` with a fresh inner dockerd (a Docker Hub short name: dockerd asks its mirror) and times it in the job's shell, the docker CLI's start included. **cold**: the cache's storage is fresh, so it fetches from the upstream; **warm**: the next life, same cache; **limit**: a plain registry at the cache's place holding the image (no proxy work). The blob transfers: from the registry's own log lines (each blob GET's end and duration), the first one's start to the last one's end, which leaves out dockerd's unpacking and the noise of a loaded machine. Bytes and manifest GETs (what Docker Hub's pull rate limit counts; a HEAD does not count): what the upstream's access log shows for that life; **clients at once**: 2 or 4 plain HTTP clients pull the image from a fresh cache at the same moment, as dockerd does (the manifest, then every blob at once), as runners that start together with the same job image would. Spawn to listening from sysrunner's JSON log; the refusing cache is a port nothing listens on, the hanging cache accepts connections and never answers, with `DOCKER_REGISTRY_CACHE_TIMEOUT` at its default (2 s), and at 1s. Medians of {} interleaved runs (min–max), ms unless said.\n",
         opts.runs
     );
     let _ = writeln!(s, "{}", table(samples, image_bytes));
