@@ -565,16 +565,20 @@ mod settings {
         Some(t.parse().unwrap_or(0))
     }
 
-    /// `\d+[smh]?`, at most a week.
+    /// `\d+(ms|[smh])?`, at most a week: milliseconds.
     fn duration_spec(raw: &str) -> Option<u64> {
-        let (n, scale) = match raw.as_bytes().last()? {
-            b's' => (&raw[..raw.len() - 1], 1),
-            b'm' => (&raw[..raw.len() - 1], 60),
-            b'h' => (&raw[..raw.len() - 1], 3600),
-            _ => (raw, 1),
+        let (n, scale) = if let Some(n) = raw.strip_suffix("ms") {
+            (n, 1)
+        } else {
+            match raw.as_bytes().last()? {
+                b's' => (&raw[..raw.len() - 1], 1000),
+                b'm' => (&raw[..raw.len() - 1], 60_000),
+                b'h' => (&raw[..raw.len() - 1], 3_600_000),
+                _ => (raw, 1000),
+            }
         };
-        let secs = whole(n)? * scale;
-        (secs <= 7 * 24 * 3600).then_some(secs as u64)
+        let ms = whole(n)? * scale;
+        (ms <= 7 * 24 * 3_600_000).then_some(ms as u64)
     }
 
     /// `\d+([kmg])?b?` in either case, at least 6 MiB and at most u64.
@@ -632,13 +636,13 @@ mod settings {
     }
 
     proptest! {
-        /// `duration` accepts exactly `\d+[smh]?` up to a week, and means what it says.
+        /// `duration` accepts exactly `\d+(ms|[smh])?` up to a week, and means what it says.
         #[test]
         fn duration_accepts_exactly_whole_numbers_with_a_unit_up_to_a_week(
             raw in number_text(vec!["", "s", "m", "h", "d", "ms", "S", " s", "sec"]),
         ) {
             match (config::parse_duration(&raw), duration_spec(&raw)) {
-                (Ok(d), Some(secs)) => prop_assert_eq!(d, Duration::from_secs(secs)),
+                (Ok(d), Some(ms)) => prop_assert_eq!(d, Duration::from_millis(ms)),
                 (Err(b), None) => prop_assert!(!b.what.is_empty() && !b.fix.is_empty()),
                 (got, want) => prop_assert!(false, "{raw:?}: got {got:?}, want {want:?}"),
             }

@@ -84,7 +84,7 @@ pub enum Kind {
     UserName,
     /// `detect`, or an MTU in bytes.
     Mtu,
-    /// `90`, `90s`, `5m`, `1h`.
+    /// `500ms`, `90`, `90s`, `5m`, `1h`.
     Duration,
     /// A tracing filter: `info`, `debug`, `sysrunner=debug,dockerd=warn`.
     LogLevel,
@@ -124,7 +124,7 @@ impl Kind {
             Kind::WorkPath => "path".into(),
             Kind::UserName => "user name".into(),
             Kind::Mtu => "`detect` or 68..65535".into(),
-            Kind::Duration => "duration: `90`, `90s`, `5m`, `1h`".into(),
+            Kind::Duration => "duration: `500ms`, `90`, `90s`, `5m`, `1h`".into(),
             Kind::LogLevel => "`error` … `trace`, or a tracing filter".into(),
             Kind::Count => "whole number".into(),
             Kind::Bytes => "bytes: `512m`, `4g`".into(),

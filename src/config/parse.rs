@@ -471,21 +471,22 @@ fn mtu(raw: &str) -> Result<Option<u32>, Bad> {
 /// The one duration syntax: a whole number, optionally followed by `s`, `m` or `h`; seconds by
 /// default.
 pub fn duration(raw: &str) -> Result<Duration, Bad> {
-    let fix = "write a whole number with an optional unit: 90, 90s, 5m or 1h";
+    let fix = "write a whole number with an optional unit: 500ms, 90, 90s, 5m or 1h";
     let (digits, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => raw.split_at(i),
         None => (raw, ""),
     };
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
+    let millis = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(bad("is not a duration", fix)),
     };
     let n: u64 = digits.parse().map_err(|_| bad("is not a duration", fix))?;
-    n.checked_mul(scale)
-        .filter(|s| *s <= 7 * 24 * 3600)
-        .map(Duration::from_secs)
+    n.checked_mul(millis)
+        .filter(|ms| *ms <= 7 * 24 * 3_600_000)
+        .map(Duration::from_millis)
         .ok_or_else(|| bad("is longer than a week", fix))
 }
 
@@ -703,6 +704,8 @@ mod tests {
         ] {
             assert_eq!(duration(raw).unwrap(), Duration::from_secs(secs), "{raw}");
         }
+        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("1500ms").unwrap(), Duration::from_millis(1500));
         for raw in [
             "",
             "s",
@@ -711,7 +714,8 @@ mod tests {
             "-1",
             "5d",
             "1m30s",
-            "10ms",
+            "10 ms",
+            "1.5s",
             "99999999999999999999",
         ] {
             assert!(duration(raw).is_err(), "{raw} accepted");

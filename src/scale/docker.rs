@@ -213,7 +213,7 @@ impl Engine {
 
     /// SIGTERM (the image's STOPSIGNAL), then SIGKILL after `grace`.
     pub async fn stop(&self, id: &str, grace: std::time::Duration) -> Result<(), EngineError> {
-        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let t = i32::try_from(grace.as_millis().div_ceil(1000)).unwrap_or(i32::MAX);
         match self
             .docker
             .stop_container(
