@@ -178,10 +178,15 @@ pub async fn launch(
                         dockerd.stop(Duration::from_secs(2)).await;
                         return Err(StartError::Prepare(e.to_string()).into());
                     }
-                    dockerd.reload();
-                    tracing::info!(
-                        "the registry cache answered after dockerd's start: dockerd reloaded its daemon.json"
-                    );
+                    match dockerd
+                        .reload_mirrors(&r.mirrors(), Duration::from_secs(5))
+                        .await
+                    {
+                        Ok(()) => tracing::info!(
+                            "the registry cache answered after dockerd's start: dockerd reloaded its daemon.json"
+                        ),
+                        Err(e) => tracing::warn!("{e}"),
+                    }
                 }
                 r
             }

@@ -275,10 +275,30 @@ impl Dockerd {
         }
     }
 
-    /// SIGHUP: dockerd reads its daemon.json again (registry-mirrors among what it reloads live).
-    /// Only once it answers `/_ping`: before, the signal kills it.
-    pub fn reload(&self) {
+    /// SIGHUP: dockerd reads its daemon.json again (registry-mirrors among what it reloads live),
+    /// then waits up to `limit` until its `/info` lists `mirrors`: the reload is applied a moment
+    /// after the signal. Only once it answers `/_ping`: before, the signal kills it.
+    pub async fn reload_mirrors(&self, mirrors: &[String], limit: Duration) -> Result<(), String> {
         self.daemon.handle.signal(Signal::SIGHUP);
+        let want: Vec<&str> = mirrors.iter().map(|m| m.trim_end_matches('/')).collect();
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut seen = None;
+        loop {
+            seen = info_mirrors(&self.socket).await.or(seen);
+            if let Some(s) = &seen
+                && s.iter()
+                    .map(|m| m.trim_end_matches('/'))
+                    .eq(want.iter().copied())
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "dockerd did not apply registry-mirrors {mirrors:?} within {limit:?} after SIGHUP (it lists {seen:?})"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether sysrunner started containerd for this dockerd (else dockerd started its own).
@@ -393,6 +413,38 @@ fn forward(pipe: Option<std::os::fd::OwnedFd>, stream: &'static str, name: Name)
 }
 
 /// `GET /_ping` on dockerd's socket: true when it answers 200 `OK`.
+/// The registry mirrors dockerd says it uses (`/info`'s `RegistryConfig.Mirrors`), if it answers.
+pub async fn info_mirrors(socket: &Path) -> Option<Vec<String>> {
+    let attempt = async {
+        let mut s = tokio::net::UnixStream::connect(socket).await.ok()?;
+        s.write_all(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::with_capacity(8192);
+        s.read_to_end(&mut buf).await.ok()?;
+        mirrors_of_info(&buf)
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `RegistryConfig.Mirrors` of an HTTP/1.0 answer to `GET /info` (`null` is none).
+fn mirrors_of_info(answer: &[u8]) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(answer).ok()?;
+    if !(text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200")) {
+        return None;
+    }
+    let body = &text[text.find("\r\n\r\n")? + 4..];
+    let info: serde_json::Value = serde_json::from_str(body).ok()?;
+    let m = info.get("RegistryConfig")?.get("Mirrors")?;
+    if m.is_null() {
+        return Some(Vec::new());
+    }
+    serde_json::from_value(m.clone()).ok()
+}
+
 pub async fn ping(socket: &Path) -> bool {
     let attempt = async {
         let mut s = tokio::net::UnixStream::connect(socket).await.ok()?;
@@ -409,4 +461,27 @@ pub async fn ping(socket: &Path) -> bool {
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mirrors_of_info;
+
+    #[test]
+    fn mirrors_are_read_from_infos_answer() {
+        let answer =
+            |body: &str| format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}");
+        assert_eq!(
+            mirrors_of_info(
+                answer(r#"{"RegistryConfig":{"Mirrors":["http://cache:5000/"]}}"#).as_bytes()
+            ),
+            Some(vec!["http://cache:5000/".to_string()])
+        );
+        assert_eq!(
+            mirrors_of_info(answer(r#"{"RegistryConfig":{"Mirrors":null}}"#).as_bytes()),
+            Some(vec![])
+        );
+        assert_eq!(mirrors_of_info(b"HTTP/1.0 500 Internal\r\n\r\n{}"), None);
+        assert_eq!(mirrors_of_info(answer("{not json").as_bytes()), None);
+    }
 }
