@@ -463,12 +463,15 @@ fn probe_command(m: &ArgMatches, settings: &config::ProbeSettings) -> Result<(),
     let mut report = block_on(crate::assess::assess(&root, &settings.docker));
     if root == std::path::Path::new("/") {
         report.runner_version = Some(runner_versions(settings));
-        report.registry = registry(settings);
         report.sandbox = report
             .plan()
             .ok()
             .map(|plan| sandbox_request(&report, plan, settings))
             .map(|req| block_on(crate::sandbox::report(&req)));
+        report.registry = registry(
+            settings,
+            report.sandbox.as_ref().is_some_and(|s| s.plan.is_some()),
+        );
     }
     if m.get_flag("json") {
         match serde_json::to_string_pretty(&report) {
@@ -531,9 +534,13 @@ fn runner_versions(settings: &config::ProbeSettings) -> crate::runner::version::
     v
 }
 
-/// Where pulls go for `probe`: what a running life decided, else the cache asked now.
-fn registry(settings: &config::ProbeSettings) -> Option<crate::registry::Registry> {
-    let decision = crate::registry::decide(&settings.docker)?;
+/// Where pulls go for `probe`: what a running life decided, else the cache asked now (as a life
+/// in a sandbox would, where one is available).
+fn registry(
+    settings: &config::ProbeSettings,
+    sandboxed: bool,
+) -> Option<crate::registry::Registry> {
+    let decision = crate::registry::decide(&settings.docker, sandboxed)?;
     published()
         .and_then(|p| p.registry)
         .or_else(|| Some(block_on(crate::registry::resolve(decision))))

@@ -39,7 +39,7 @@ pub async fn run(settings: &ProbeSettings, command: &[String]) -> Result<(), Err
         dockerd::Beside {
             replan: None,
             sweep: Some(dockerd::leftovers::sweep(plan.iptables, reaper.clone())),
-            registry: crate::registry::decide(&settings.docker)
+            registry: crate::registry::decide(&settings.docker, false)
                 .map(|d| tokio::spawn(crate::registry::resolve(d))),
         },
     )

@@ -71,13 +71,26 @@ pub enum Decision {
 }
 
 /// DOCKER_REGISTRY_MIRRORS wins; without a cache (or without a dockerd) there is nothing to ask.
-pub fn decide(docker: &DockerSettings) -> Option<Decision> {
+/// In a life sandbox dockerd has a network namespace of its own, where the container's loopback
+/// is not: a cache there would answer the check and never a pull.
+pub fn decide(docker: &DockerSettings, sandboxed: bool) -> Option<Decision> {
     if docker.dockerd == DockerdMode::Off {
         return None;
     }
     Some(if !docker.registry_mirrors.is_empty() {
         Decision::Known(Registry::Mirrors {
             mirrors: docker.registry_mirrors.clone(),
+        })
+    } else if let Some(url) = docker
+        .registry_cache
+        .as_ref()
+        .filter(|u| sandboxed && on_loopback(u))
+    {
+        Decision::Known(Registry::Direct {
+            cache: Some(url.clone()),
+            reason: format!(
+                "the cache {url} (DOCKER_REGISTRY_CACHE) is on this container's loopback, which a life sandbox's dockerd cannot reach; remedy: give the cache's address on the network (compose: http://cache:5000)"
+            ),
         })
     } else if let Some(url) = &docker.registry_cache {
         Decision::Check {
@@ -90,6 +103,22 @@ pub fn decide(docker: &DockerSettings) -> Option<Decision> {
             reason: "DOCKER_REGISTRY_CACHE is not set".into(),
         })
     })
+}
+
+/// Whether `url`'s host is a loopback name or address.
+fn on_loopback(url: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    match u.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// What a `/v2/` answer means: a registry answers 200, or 401 where it wants a login (a mirror
@@ -192,7 +221,7 @@ mod tests {
         d.registry_mirrors = vec!["https://mirror.corp.example".into()];
         d.registry_cache = Some("http://cache:5000".into());
         assert_eq!(
-            decide(&d),
+            decide(&d, false),
             Some(Decision::Known(Registry::Mirrors {
                 mirrors: vec!["https://mirror.corp.example".into()]
             }))
@@ -205,7 +234,7 @@ mod tests {
         d.registry_cache = Some("http://cache:5000".into());
         d.registry_cache_timeout = Duration::from_millis(700);
         assert_eq!(
-            decide(&d),
+            decide(&d, false),
             Some(Decision::Check {
                 url: "http://cache:5000".into(),
                 timeout: Duration::from_millis(700)
@@ -214,17 +243,39 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_on_loopback_is_not_asked_from_a_sandboxed_life() {
+        for url in [
+            "http://127.0.0.1:5000",
+            "http://localhost:5000",
+            "http://[::1]:5000",
+        ] {
+            let mut d = docker();
+            d.registry_cache = Some(url.into());
+            let Some(Decision::Known(r)) = decide(&d, true) else {
+                panic!("{url}: {:?}", decide(&d, true));
+            };
+            assert_eq!(r.word(), "direct");
+            assert!(r.human().contains("loopback"), "{}", r.human());
+            // Without the sandbox, dockerd shares the container's loopback: it is asked.
+            assert!(matches!(decide(&d, false), Some(Decision::Check { .. })));
+        }
+        let mut d = docker();
+        d.registry_cache = Some("http://cache:5000".into());
+        assert!(matches!(decide(&d, true), Some(Decision::Check { .. })));
+    }
+
+    #[test]
     fn without_a_cache_or_a_dockerd_nothing_is_asked() {
         let d = docker();
-        let Some(Decision::Known(r)) = decide(&d) else {
-            panic!("{:?}", decide(&d));
+        let Some(Decision::Known(r)) = decide(&d, false) else {
+            panic!("{:?}", decide(&d, false));
         };
         assert_eq!(r.word(), "direct");
         assert!(r.mirrors().is_empty());
         let mut off = docker();
         off.dockerd = DockerdMode::Off;
         off.registry_cache = Some("http://cache:5000".into());
-        assert_eq!(decide(&off), None);
+        assert_eq!(decide(&off, false), None);
     }
 
     #[test]

@@ -363,3 +363,82 @@ fn both_images_label_their_runner_version() {
         );
     }
 }
+
+/// The default path end to end: the sysbox image, each life in its sandbox (its own network
+/// namespace, its dockerd behind the life's NAT), and a pull-through cache beside the container
+/// known by name, as compose's `cache` is. The life asks the cache, its dockerd takes it as its
+/// mirror, and a Docker Hub short name is pulled through it: the cache serves every layer.
+#[test]
+fn a_sandboxed_life_of_the_sysbox_image_pulls_through_the_cache_by_name() {
+    use sysrunner_testkit::registry::{self, Cache, Upstream};
+    let mut needs = sysrunner_testkit::gate::BOX_WITH_DOCKERD.to_vec();
+    needs.extend([Need::Images]);
+    if let Some(why) = registry::missing() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "image cache: {why}"
+        );
+        eprintln!("skipped: image cache: {why}");
+        return;
+    }
+    let Some(_serial) = ready("sysbox image with a cache", &needs) else {
+        return;
+    };
+    let (dir, tree) = unpack("sysbox");
+    let name = "sysrunner-cached";
+    let mut env = ImageRig::settings(name);
+    let url = format!("http://{GITHUB_NAME}:{}", registry::PORT);
+    env.insert("DOCKER_REGISTRY_CACHE".into(), url.clone());
+    let image = image::exported_config("sysbox").unwrap();
+    let mut r = ImageRig::start(ImageRigSpec {
+        kind: BoxKind::SysboxLike,
+        fake: FakeConfig::default(),
+        tree: &tree,
+        image: &image,
+        tmpfs: &compose_tmpfs("compose.sysbox.yml"),
+        mode: RestartMode::Docker,
+        env: &env,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let up = Upstream::start().unwrap_or_else(|e| panic!("{e}"));
+    let net = r.c.network().unwrap();
+    let cache = Cache::start(&up, &net.peer_path(), net.peer_ip).unwrap_or_else(|e| panic!("{e}"));
+    let job = r.queue(
+        name,
+        "pull-through-the-cache",
+        &[
+            "test -z \"$(docker images -q)\" && echo no-images-at-start",
+            "echo mirrors=$(docker info --format '{{json .RegistryConfig.Mirrors}}')",
+            &format!("docker pull -q {}", registry::IMAGE),
+        ],
+    );
+    let (code, log) = r.life(&dir.path().join("life.log"), LIFE);
+    let job = r.job(job.id);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        job.result,
+        Some(JobResult::Succeeded),
+        "job output:\n{}\nlog:\n{log}",
+        job.output
+    );
+    assert!(log.contains("phase=\"sandbox\""), "not sandboxed:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "registry: pulls Docker Hub images through the cache {url}"
+        )),
+        "{log}"
+    );
+    assert!(job.output.contains("no-images-at-start"), "{}", job.output);
+    assert!(
+        job.output.contains(&format!("mirrors=[\"{url}/\"]")),
+        "{}",
+        job.output
+    );
+    let served = cache.served();
+    assert!(
+        served.blob_gets >= up.image().layers.len(),
+        "the cache served {served:?}:\n{}",
+        cache.log()
+    );
+    r.assert_ended_clean(&log);
+}

@@ -293,7 +293,7 @@ async fn live(s: &RunSettings, signals: &mut mpsc::UnboundedReceiver<Signal>) ->
             .filter(|_| dockerd_on && sandbox.is_none())
             .map(|p| crate::dockerd::leftovers::sweep(p.iptables, reaper.clone())),
         // Asked now, beside the probe's end and containerd's start; dockerd waits for none of it.
-        registry: crate::registry::decide(&s.docker)
+        registry: crate::registry::decide(&s.docker, sandbox.is_some())
             .filter(|_| dockerd_on)
             .map(|d| tokio::spawn(crate::registry::resolve(d))),
     };
