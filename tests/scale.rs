@@ -838,3 +838,102 @@ fn a_stopped_cache_is_started_and_used_and_off_means_no_cache() {
         .expect("the cache container is gone after the exit");
     assert_eq!((after.id, after.status), (made, "running".to_string()));
 }
+
+/// `docker compose down -v`, which README prescribes for the privileged file, against a real
+/// dockerd: the runner's anonymous `/var/lib/docker` volume goes, the image cache's external
+/// volume stays with its layers. The images are the rig's, tagged with the compose file's names
+/// (nothing is pulled); `up --no-start` makes the containers and volumes as `up` would.
+#[test]
+fn compose_down_v_removes_the_runners_volume_and_keeps_the_caches() {
+    let needs = [NEEDS, &[Need::Compose]].concat();
+    if !testkit::require("compose down -v", &needs) {
+        return;
+    }
+    let _serial = testkit::serial();
+    let st = Stand::start(FakeConfig::default());
+    st.s.import_cache_image().unwrap_or_else(|e| panic!("{e}"));
+    st.s.docker(&format!("tag {CACHE_IMAGE} registry:2"));
+    // The privileged image declares /var/lib/docker a volume: each replica gets its own.
+    let c = st.s.docker(&format!("create {IMAGE}"));
+    st.s.docker(&format!(
+        "commit --change 'VOLUME [\"/var/lib/docker\"]' {c} ghcr.io/sysrunner/sysrunner:0.1.0-privileged"
+    ));
+    st.s.docker(&format!("rm {c}"));
+    st.s.docker(&format!("volume create {CACHE}"));
+    st.s.docker(&format!(
+        "run --rm -v {CACHE}:/var/lib/registry --entrypoint /bin/sh {CACHE_IMAGE} -c 'echo layer > /var/lib/registry/kept'"
+    ));
+    // Compose reads the project here and hands dockerd absolute paths to bind (the secrets),
+    // which dockerd resolves in the box: the project is made at the same path in both, /tmp
+    // here and the box's own /tmp.
+    let name = format!("sysrunner-downv-{}", std::process::id());
+    let project = std::path::Path::new("/tmp").join(&name);
+    let _gone = Removed(project.clone());
+    for dir in [project.clone(), st.s.rig.b.paths().tmp.join(&name)] {
+        std::fs::create_dir_all(dir.join("secrets")).unwrap();
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compose.privileged.yml"),
+            dir.join("compose.privileged.yml"),
+        )
+        .unwrap();
+        for f in ["access_token", "dockerhub_username", "dockerhub_token"] {
+            std::fs::write(dir.join("secrets").join(f), "").unwrap();
+        }
+    }
+    let compose = |args: &[&str]| {
+        let out = std::process::Command::new("docker-compose")
+            .current_dir(&project)
+            .env("DOCKER_HOST", format!("unix://{}", st.s.socket().display()))
+            .args(["-p", "downv", "-f", "compose.privileged.yml"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("docker-compose (pip install docker-compose): {e}"));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // `up --no-start` exits 0 even when a container cannot be made.
+        assert!(
+            out.status.success() && !said.contains("Error"),
+            "docker-compose {args:?}: {said}"
+        );
+        said
+    };
+    let up = compose(&["up", "--no-start", "--pull", "never"]);
+    let volumes = || -> Vec<String> {
+        let mut v: Vec<String> =
+            st.s.docker("volume ls -q")
+                .lines()
+                .map(String::from)
+                .collect();
+        v.sort();
+        v
+    };
+    let made = volumes();
+    assert!(
+        made.len() == 2 && made.contains(&CACHE.to_string()),
+        "the cache's volume and the runner's anonymous one: {made:?}\n{up}\n{}\n{}",
+        st.s.docker("ps -a"),
+        st.s.docker("image inspect --format '{{json .Config.Volumes}}' ghcr.io/sysrunner/sysrunner:0.1.0-privileged")
+    );
+    compose(&["down", "-v"]);
+    assert_eq!(volumes(), [CACHE], "down -v kept only the external volume");
+    let kept = st.s.docker(&format!(
+        "run --rm -v {CACHE}:/var/lib/registry --entrypoint /bin/sh {CACHE_IMAGE} -c 'cat /var/lib/registry/kept'"
+    ));
+    assert_eq!(kept, "layer");
+    assert!(
+        st.s.docker("ps -aq").is_empty(),
+        "down removed the containers"
+    );
+}
+
+/// Removes a directory when dropped.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
