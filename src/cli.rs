@@ -310,9 +310,14 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> Exit {
             let verdict = block_on(crate::lifecycle::health::healthcheck(std::path::Path::new(
                 "/run/sysrunner",
             )));
+            // Docker keeps this output in the container's health log (`docker inspect`).
+            let registry = published()
+                .and_then(|p| p.registry)
+                .map(|r| format!("; registry: {}", r.human()))
+                .unwrap_or_default();
             match &verdict {
-                Ok(()) => println!("healthy"),
-                Err(why) => println!("unhealthy: {why}"),
+                Ok(()) => println!("healthy{registry}"),
+                Err(why) => println!("unhealthy: {why}{registry}"),
             }
             Exit::of(&verdict.map_err(Error::Unhealthy))
         }

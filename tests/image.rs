@@ -403,6 +403,31 @@ fn a_sandboxed_life_of_the_sysbox_image_pulls_through_the_cache_by_name() {
     let up = Upstream::start().unwrap_or_else(|e| panic!("{e}"));
     let net = r.c.network().unwrap();
     let cache = Cache::start(&up, &net.peer_path(), net.peer_ip).unwrap_or_else(|e| panic!("{e}"));
+    let log_path = dir.path().join("life.log");
+    r.start_life(&log_path).unwrap();
+    let online = r.until(LIFE, |r| {
+        r.runners()
+            .iter()
+            .any(|x| x.name == name && x.status == "online")
+    });
+    assert!(
+        online,
+        "the runner never came online:\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    // The image's HEALTHCHECK says where the life pulls from (Docker keeps it in the health log).
+    let health =
+        r.c.output(r.c.command(ENTRYPOINT).unwrap().arg("healthcheck"))
+            .unwrap();
+    let said = String::from_utf8_lossy(&health.stdout);
+    assert!(
+        health.status.success()
+            && said.contains(&format!(
+                "registry: pulls Docker Hub images through the cache {url}"
+            )),
+        "healthcheck: {said}{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
     let job = r.queue(
         name,
         "pull-through-the-cache",
@@ -412,7 +437,7 @@ fn a_sandboxed_life_of_the_sysbox_image_pulls_through_the_cache_by_name() {
             &format!("docker pull -q {}", registry::IMAGE),
         ],
     );
-    let (code, log) = r.life(&dir.path().join("life.log"), LIFE);
+    let (code, log) = r.end_life(&log_path, LIFE);
     let job = r.job(job.id);
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(
