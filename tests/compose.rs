@@ -202,6 +202,10 @@ fn compose_scale_runs_the_controller_with_the_socket_and_pulls_the_runner_image(
         all["services"]["cache"]["container_name"],
         env["SCALE_CACHE_NAME"]
     );
+    // Started after compose's cache (so the controller finds it, not a copy of its own making),
+    // and not requiring it (`--scale cache=0`).
+    assert_eq!(svc["depends_on"]["cache"]["condition"], "service_started");
+    assert_eq!(svc["depends_on"]["cache"]["required"], false);
     let named = testkit::compose::config(
         repo,
         file,
@@ -292,6 +296,10 @@ fn runners_use_the_cache(file: &str) {
     assert_eq!(
         runner["depends_on"]["cache"]["condition"], "service_started",
         "{file}: a runner must not wait for the cache to be healthy"
+    );
+    assert_eq!(
+        runner["depends_on"]["cache"]["required"], false,
+        "{file}: `--scale cache=0` must leave the runners startable"
     );
     let off = resolved(file, &[("DOCKER_REGISTRY_CACHE", "")]);
     assert_eq!(

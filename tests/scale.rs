@@ -900,6 +900,11 @@ fn compose_down_v_removes_the_runners_volume_and_keeps_the_caches() {
         );
         said
     };
+    // Without the cache (`--scale cache=0`): the runner is made all the same.
+    compose(&["up", "--no-start", "--pull", "never", "--scale", "cache=0"]);
+    let names = st.s.docker("ps -a --format '{{.Names}}'");
+    assert_eq!(names, "downv-runner-1", "only the runner: {names}");
+    compose(&["down", "-v"]);
     let up = compose(&["up", "--no-start", "--pull", "never"]);
     let volumes = || -> Vec<String> {
         let mut v: Vec<String> =

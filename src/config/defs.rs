@@ -292,7 +292,7 @@ settings! {
     docker_registry_cache DOCKER_REGISTRY_CACHE: Docker, kind::Url, Unset,
         "A pull-through cache of Docker Hub (the compose files' `cache` service, `http://cache:5000`): each life asks its `/v2/` beside dockerd's start and, when it answers, makes it the inner dockerd's registry mirror; otherwise the life pulls directly. Unset or empty: no cache.";
     docker_registry_cache_timeout DOCKER_REGISTRY_CACHE_TIMEOUT: Docker, kind::Duration, Value("2s"),
-        "How long the cache may take to answer `/v2/` before a life pulls directly; a life waits for it at most this long after dockerd is up.";
+        "How long the cache may take to answer `/v2/` before a life pulls directly (at most 60s). A cache that hangs delays a life by at most this, less dockerd's start; one that answers late, by up to 2 s more while dockerd reloads.";
     docker_mtu DOCKER_MTU: Docker, kind::Mtu, Value("detect"),
         "MTU of the inner dockerd's networks; `detect` reads the default route's interface.";
     docker_data DOCKER_DATA: Docker, kind::Choice<DataPolicy>, Value("ephemeral"),

@@ -336,6 +336,13 @@ impl Resolver {
                 "is zero",
                 "give the cache time to answer, e.g. 2s, or unset DOCKER_REGISTRY_CACHE to use none",
             );
+        } else if cache_timeout > Duration::from_secs(60) {
+            self.problem(
+                DOCKER_REGISTRY_CACHE_TIMEOUT,
+                Some(format!("{}s", cache_timeout.as_secs())),
+                "is longer than a minute: every life would wait that long for a cache that hangs",
+                "give a few seconds, e.g. 2s (a cache on the same host answers in milliseconds)",
+            );
         }
         let v = &self.v;
         DockerSettings {
@@ -532,6 +539,9 @@ impl Resolver {
                     w.push(format!("{name} is ignored: the JIT config from ACTIONS_RUNNER_INPUT_JITCONFIG already fixes it"));
                 }
             }
+        }
+        if v.docker_registry_cache.given && v.docker_registry_mirrors.given {
+            w.push("DOCKER_REGISTRY_CACHE is ignored: DOCKER_REGISTRY_MIRRORS is set and wins; unset one of them".into());
         }
         w
     }

@@ -490,6 +490,47 @@ fn registration_mode_and_docker_settings_parse() {
 }
 
 #[test]
+fn the_registry_cache_and_its_timeout_parse_within_bounds() {
+    let s = Case::valid(&[
+        ("DOCKER_REGISTRY_CACHE", "http://cache:5000"),
+        ("DOCKER_REGISTRY_CACHE_TIMEOUT", "500ms"),
+    ])
+    .ok();
+    assert_eq!(
+        s.docker.registry_cache.as_deref(),
+        Some("http://cache:5000")
+    );
+    assert_eq!(s.docker.registry_cache_timeout, Duration::from_millis(500));
+    let unset = Case::valid(&[("DOCKER_REGISTRY_CACHE", "")]).ok();
+    assert_eq!(unset.docker.registry_cache, None, "empty is unset");
+    assert_eq!(unset.docker.registry_cache_timeout, Duration::from_secs(2));
+    for bad in ["0", "0ms", "61s", "1h"] {
+        Case::valid(&[("DOCKER_REGISTRY_CACHE_TIMEOUT", bad)])
+            .refused_for("DOCKER_REGISTRY_CACHE_TIMEOUT");
+    }
+    let both = Case::valid(&[
+        ("DOCKER_REGISTRY_CACHE", "http://cache:5000"),
+        ("DOCKER_REGISTRY_MIRRORS", "https://mirror.example"),
+    ])
+    .ok();
+    assert!(
+        both.warnings
+            .iter()
+            .any(|w| w.contains("DOCKER_REGISTRY_CACHE is ignored")),
+        "{:?}",
+        both.warnings
+    );
+    assert!(
+        !s.warnings.iter().any(|w| w.contains("DOCKER_REGISTRY")),
+        "{:?}",
+        s.warnings
+    );
+    Case::valid(&[("DOCKER_REGISTRY_CACHE", "cache:5000")]).refused_for("DOCKER_REGISTRY_CACHE");
+    Case::valid(&[("DOCKER_REGISTRY_CACHE", "http://user:pw@cache:5000")])
+        .refused_for("DOCKER_REGISTRY_CACHE");
+}
+
+#[test]
 fn a_flag_wins_over_the_environment() {
     let s = Case::valid(&[("RUNNER_LABELS", "from-env")])
         .flag("RUNNER_LABELS", "from-flag")

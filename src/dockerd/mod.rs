@@ -141,9 +141,7 @@ pub async fn launch(
             None => planned.clone(),
         };
         let known = match pending.filter(|h| h.0.is_finished()) {
-            Some(h) => Some((&mut h.0).await.map_err(|e| {
-                StartError::Prepare(format!("the registry cache's check failed: {e}"))
-            })?),
+            Some(h) => Some((&mut h.0).await.unwrap_or_else(check_failed)),
             None => None,
         };
         if let Some(r) = &known {
@@ -169,36 +167,52 @@ pub async fn launch(
         (None, None) => return Ok(dockerd),
         // Not known when dockerd was spawned: wait for it (the check has its own bound), then
         // have dockerd reload a daemon.json with the mirror.
-        (None, Some(mut h)) => match (&mut h.0).await {
-            Ok(r) => {
-                let now = running.with_mirrors(&r.mirrors());
-                if now.daemon_json != running.daemon_json {
-                    let sys = system();
-                    if let Err(e) = effects::write_config(&now, &*sys) {
-                        dockerd.stop(Duration::from_secs(2)).await;
-                        return Err(StartError::Prepare(e.to_string()).into());
-                    }
-                    match dockerd
-                        .reload_mirrors(&r.mirrors(), Duration::from_secs(5))
-                        .await
-                    {
-                        Ok(()) => tracing::info!(
-                            "the registry cache answered after dockerd's start: dockerd reloaded its daemon.json"
-                        ),
-                        Err(e) => tracing::warn!("{e}"),
-                    }
-                }
+        (None, Some(mut h)) => {
+            let r = (&mut h.0).await.unwrap_or_else(check_failed);
+            let now = running.with_mirrors(&r.mirrors());
+            if now.daemon_json == running.daemon_json {
                 r
+            } else {
+                let written =
+                    tokio::task::spawn_blocking(move || effects::write_config(&now, &*system()))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|w| w.map_err(|e| e.to_string()));
+                let applied = match written {
+                    Ok(()) => dockerd.reload_mirrors(&r.mirrors(), RELOAD_LIMIT).await,
+                    Err(e) => Err(format!("cannot write daemon.json with the mirror: {e}")),
+                };
+                match applied {
+                    Ok(()) => {
+                        tracing::info!(
+                            "the registry cache answered after dockerd's start: dockerd reloaded its daemon.json"
+                        );
+                        r
+                    }
+                    // dockerd goes on without the mirror: say so, not that it has one.
+                    Err(reason) => Registry::Direct {
+                        cache: r.mirrors().first().cloned(),
+                        reason,
+                    },
+                }
             }
-            Err(e) => Registry::Direct {
-                cache: None,
-                reason: format!("the registry cache's check failed: {e}"),
-            },
-        },
+        }
     };
     log_registry(&r);
     dockerd.registry = Some(r);
     Ok(dockerd)
+}
+
+/// How long dockerd may take to apply a mirror it reloads (SIGHUP, then `/info` lists it): the
+/// most a cache answering late adds to DOCKER_REGISTRY_CACHE_TIMEOUT.
+pub const RELOAD_LIMIT: Duration = Duration::from_secs(2);
+
+/// The cache's check ended without an outcome (it panicked, or was cancelled): pull directly.
+fn check_failed(e: tokio::task::JoinError) -> Registry {
+    Registry::Direct {
+        cache: None,
+        reason: format!("the registry cache's check failed: {e}"),
+    }
 }
 
 /// The life's one line on where its pulls go.

@@ -284,7 +284,8 @@ impl Dockerd {
         let deadline = tokio::time::Instant::now() + limit;
         let mut seen = None;
         loop {
-            seen = info_mirrors(&self.socket).await.or(seen);
+            let asked = tokio::time::timeout_at(deadline, info_mirrors(&self.socket)).await;
+            seen = asked.ok().flatten().or(seen);
             if let Some(s) = &seen
                 && s.iter()
                     .map(|m| m.trim_end_matches('/'))

@@ -203,7 +203,11 @@ pub fn cache_spec(s: &ScaleSettings, cache: &ScaleCache) -> CacheSpec {
     CacheSpec {
         name: cache.name.clone(),
         image: cache.image.clone(),
-        env: vec![format!("REGISTRY_PROXY_REMOTEURL={CACHE_REMOTE}")],
+        env: vec![
+            format!("REGISTRY_PROXY_REMOTEURL={CACHE_REMOTE}"),
+            // Expiry deletes what it drops: without this the cache only grows.
+            "REGISTRY_STORAGE_DELETE_ENABLED=true".to_string(),
+        ],
         labels: BTreeMap::from([(LABEL_CACHE.to_string(), s.name.clone())]),
         volume: cache.name.clone(),
         network: s.network.clone(),
@@ -437,13 +441,13 @@ mod tests {
         assert_eq!(c.volume, "sysrunner-cache");
         assert_eq!(c.image, "registry:2");
         assert_eq!(c.network, "bridge");
+        // Exactly these: the controller's token (settings' `ghp_x`) never reaches the cache.
         assert_eq!(
             c.env,
-            vec!["REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io".to_string()]
-        );
-        assert!(
-            !c.env.iter().any(|e| e.contains("ghp_")),
-            "the controller's token never reaches the cache"
+            [
+                "REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io",
+                "REGISTRY_STORAGE_DELETE_ENABLED=true"
+            ]
         );
         // A runner label would make it a runner for `adopt` to take or remove.
         assert_eq!(

@@ -306,3 +306,21 @@ fn the_real_data_root_is_emptied_into_a_trash_that_empties_itself() {
     }
     assert_eq!(std::fs::read_dir(root.join(TRASH_DIR)).unwrap().count(), 0);
 }
+
+/// The cache's outcome, applied to a plan: the key is set for a mirror and gone for none, and
+/// nothing else of daemon.json moves.
+#[test]
+fn with_mirrors_sets_or_removes_only_registry_mirrors() {
+    let plan = fixture_plan("sysbox-v2");
+    let with = plan.with_mirrors(&["http://cache:5000".to_string()]);
+    assert_eq!(
+        with.daemon_json["registry-mirrors"],
+        serde_json::json!(["http://cache:5000"])
+    );
+    let without = with.with_mirrors(&[]);
+    assert!(without.daemon_json.get("registry-mirrors").is_none());
+    let mut a = with.daemon_json.clone();
+    a.as_object_mut().unwrap().remove("registry-mirrors");
+    assert_eq!(a, plan.daemon_json);
+    assert_eq!(without.daemon_json, plan.daemon_json);
+}
