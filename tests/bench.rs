@@ -9,21 +9,25 @@ use sysrunner_testkit as testkit;
 
 const EXE: &str = env!("CARGO_BIN_EXE_sysrunner");
 
-#[test]
-fn the_benchmark_measures_every_variant_once_and_writes_its_reports() {
-    if !testkit::require("bench", &testkit::gate::BOX_WITH_DOCKERD) {
-        return;
-    }
-    let _serial = testkit::serial();
+/// `sysrunner-testkit ARGS --sysrunner EXE --out DIR --markdown DIR/BENCHMARK.md` with a plain
+/// PATH, as a person runs it, the markdown file holding `markdown` beforehand (a report it must
+/// keep); it must exit 0. The output directory, the markdown's path and the command's stdout.
+fn run_bench(
+    args: &[&str],
+    markdown: Option<&str>,
+) -> (tempfile::TempDir, std::path::PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let md = dir.path().join("BENCHMARK.md");
+    if let Some(text) = markdown {
+        std::fs::write(&md, text).unwrap();
+    }
     let out = Command::new(testkit::binaries::testkit())
         .env_clear()
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
-        .args(["bench", "--runs", "1", "--k", "1", "--box", "both"])
+        .args(args)
         .arg("--sysrunner")
         .arg(EXE)
         .arg("--out")
@@ -32,9 +36,19 @@ fn the_benchmark_measures_every_variant_once_and_writes_its_reports() {
         .arg(&md)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    (dir, md, stdout)
+}
+
+#[test]
+fn the_benchmark_measures_every_variant_once_and_writes_its_reports() {
+    if !testkit::require("bench", &testkit::gate::BOX_WITH_DOCKERD) {
+        return;
+    }
+    let _serial = testkit::serial();
+    let (dir, md, stdout) = run_bench(&["bench", "--runs", "1", "--k", "1", "--box", "both"], None);
 
     let csv = std::fs::read_to_string(dir.path().join("bench.csv")).unwrap();
     for kind in ["sysbox-like", "privileged-like"] {
@@ -96,27 +110,10 @@ fn the_scale_benchmark_measures_every_variant_once_and_writes_its_reports() {
         return;
     }
     let _serial = testkit::serial();
-    let dir = tempfile::tempdir().unwrap();
-    let md = dir.path().join("BENCHMARK.md");
-    std::fs::write(&md, "# Benchmark\n\nkept\n").unwrap();
-    let out = Command::new(testkit::binaries::testkit())
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .args(["bench-scale", "--runs", "1", "--jobs", "1"])
-        .arg("--sysrunner")
-        .arg(EXE)
-        .arg("--out")
-        .arg(dir.path())
-        .arg("--markdown")
-        .arg(&md)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (dir, md, _) = run_bench(
+        &["bench-scale", "--runs", "1", "--jobs", "1"],
+        Some("# Benchmark\n\nkept\n"),
+    );
 
     let csv = std::fs::read_to_string(dir.path().join("scale.csv")).unwrap();
     for (variant, metric) in [
@@ -187,27 +184,10 @@ fn the_pull_benchmark_measures_every_variant_once_and_writes_its_section() {
         testkit::gate::Verdict::Fail(why) => panic!("bench-pull cannot run in CI: {why}"),
     }
     let _serial = testkit::serial();
-    let dir = tempfile::tempdir().unwrap();
-    let md = dir.path().join("BENCHMARK.md");
-    std::fs::write(&md, "# Benchmark\n\nkept\n").unwrap();
-    let out = Command::new(testkit::binaries::testkit())
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .args(["bench-pull", "--runs", "1", "--box", "both"])
-        .arg("--sysrunner")
-        .arg(EXE)
-        .arg("--out")
-        .arg(dir.path())
-        .arg("--markdown")
-        .arg(&md)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (dir, md, _) = run_bench(
+        &["bench-pull", "--runs", "1", "--box", "both"],
+        Some("# Benchmark\n\nkept\n"),
+    );
 
     let csv = std::fs::read_to_string(dir.path().join("pull.csv")).unwrap();
     use testkit::bench::pull;

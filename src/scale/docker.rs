@@ -87,6 +87,22 @@ impl Engine {
         }
     }
 
+    /// Creates the container `name` (not started).
+    async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<bollard::models::ContainerCreateResponse, EngineError> {
+        let opts = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| self.err(format!("create the container {name}"), e))
+    }
+
     /// The OCI runtimes the daemon lists (`docker info`), sorted.
     pub async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
         let info = self
@@ -142,15 +158,7 @@ impl Engine {
             host_config: Some(host),
             ..Default::default()
         };
-        let opts = CreateContainerOptions {
-            name: Some(spec.name.clone()),
-            ..Default::default()
-        };
-        let created = self
-            .docker
-            .create_container(Some(opts), body)
-            .await
-            .map_err(|e| self.err(format!("create the container {}", spec.name), e))?;
+        let created = self.create(&spec.name, body).await?;
         if let Err(e) = self.docker.start_container(&created.id, None).await {
             let _ = self.remove(&created.id).await;
             return Err(self.err(format!("start the container {}", spec.name), e));
@@ -334,15 +342,7 @@ impl Engine {
             host_config: Some(host),
             ..Default::default()
         };
-        let opts = CreateContainerOptions {
-            name: Some(spec.name.clone()),
-            ..Default::default()
-        };
-        let created = self
-            .docker
-            .create_container(Some(opts), body)
-            .await
-            .map_err(|e| self.err(format!("create the container {}", spec.name), e))?;
+        let created = self.create(&spec.name, body).await?;
         // Created but not started, it is found and started by the next look.
         self.start_existing(&created.id).await?;
         Ok(created.id)
